@@ -1,0 +1,25 @@
+"""goldmine: fine-tune a small pretrained language model on your labeled text, measure it, serve it.
+
+    import goldmine
+    result = goldmine.train("configs/intents.yaml")
+    goldmine.Model.load(result.output_dir).predict(["where is my parcel?"])
+"""
+
+from goldmine.api import evaluate, predict, train
+from goldmine.config import TrainConfig, load_config
+from goldmine.errors import ConfigError, DataError, GoldmineError, ModelError
+
+__all__ = [
+    "ConfigError", "DataError", "GoldmineError", "Model", "ModelError", "TrainConfig",
+    "evaluate", "load_config", "predict", "train",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Model pulls in torch and transformers; import it on first use so `goldmine --help` stays fast.
+    if name == "Model":
+        from goldmine.inference.model import Model
+
+        return Model
+    raise AttributeError(name)

@@ -1,0 +1,153 @@
+"""One typed training configuration, loaded from YAML and overridable from the CLI.
+
+Invalid values fail at load time with the field's dotted name, e.g.
+`training.learning_rate: Input should be greater than 0`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from goldmine.data.tags import Scheme
+from goldmine.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    train: Path | None = Field(None, description="Training file (CSV/TSV/JSONL/CoNLL).")
+    dev: Path | None = Field(None, description="Dev file for early stopping; split off train when absent.")
+    test: Path | None = Field(None, description="Held-out test file for the before-vs-after table; split when absent.")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/dev/test shares when splitting.")
+    split_seed: int = Field(13, description="Seed of the stratified split, so a split is reproducible.")
+    text_column: str = Field("text", description="Column holding the text (or the first text of a pair).")
+    text_b_column: str = Field("text_b", description="Column holding the second text of a pair.")
+    label_column: str = Field("label", description="Column holding the label(s).")
+    label_separator: str = Field("|", description="Separator of several labels in one cell (multi-label).")
+    scheme: Scheme = Field(Scheme.AUTO, description="CoNLL tagging scheme; normalised to IOB2.")
+    strict: bool = Field(False, description="CoNLL: reject I- tags that continue no entity.")
+    document_context: bool = Field(True, description="NER: feed neighbouring sentences of the same document.")
+
+
+class ModelConfig(_Section):
+    name: str = Field("bundled", description="'bundled' (all-MiniLM-L6-v2), a local directory, or a hub name.")
+    pooling: Literal["mean", "cls", "pooler"] = Field("mean", description="Sentence pooling for classification.")
+    max_length: int = Field(128, gt=8, le=8192, description="Longest input in tokens; longer texts are truncated.")
+    classifier_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the classification head.")
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    target_modules: list[str] = Field(["query", "key", "value", "dense"], description="Module names to adapt.")
+    merge: bool = Field(False, description="Also save a merged full model beside the adapter.")
+
+
+class TuningConfig(_Section):
+    strategy: str = Field("full", description="Tuning strategy: full | freeze | lora.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class TrainingConfig(_Section):
+    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak AdamW learning rate.")
+    head_learning_rate: float | None = Field(None, gt=0, lt=1, description="Head learning rate (default: same).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with linear warmup.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
+    scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field("linear", description="LR schedule.")
+    epochs: float = Field(3.0, gt=0, description="Training epochs (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 means use epochs.")
+    batch_size: int = Field(32, gt=0, description="Examples per device batch.")
+    eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch.")
+    gradient_accumulation: int = Field(1, gt=0, description="Batches accumulated per optimizer step.")
+    seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of single-label cross-entropy.")
+    class_weights: Literal["none", "balanced"] = Field("none", description="'balanced' weights classes by 1/freq.")
+    eval_strategy: Literal["epoch", "steps", "none"] = Field("epoch", description="When to evaluate on dev.")
+    eval_steps: int = Field(200, gt=0, description="Evaluate every N steps when eval_strategy=steps.")
+    save_steps: int | None = Field(None, gt=0, description="Checkpoint every N steps (default: with each eval).")
+    save_total_limit: int = Field(2, gt=0, description="Checkpoints kept on disk.")
+    early_stopping_patience: int | None = Field(3, ge=1, description="Evaluations without improvement before stop.")
+    metric_for_best: str | None = Field(None, description="Dev metric that selects the best checkpoint.")
+    logging_steps: int = Field(20, gt=0, description="Log the training loss every N steps.")
+    bf16: bool = Field(False, description="bf16 autocast (on CPUs that support it).")
+    num_threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: all cores).")
+    linear_probe: bool = Field(True, description="Measure the frozen model with a logistic-regression probe.")
+
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        return "none" if value is False or value == "no" else value  # YAML reads a bare `no` as false
+
+
+class TrainConfig(_Section):
+    """Everything one training run needs. Saved as `config.yaml` in the output directory."""
+
+    task: str = Field("classification", description="Task: classification | multilabel | ner.")
+    output_dir: Path = Field(Path("runs/model"), description="Where the model, metrics and logs are written.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> TrainConfig:
+        from goldmine.tasks import TASKS
+        from goldmine.tuning import STRATEGIES
+
+        if self.task not in TASKS:
+            TASKS.get(self.task)  # raises with the choices and a suggestion
+        if self.tuning.strategy not in STRATEGIES:
+            STRATEGIES.get(self.tuning.strategy)
+        if abs(sum(self.data.split) - 1) > 1e-6 or min(self.data.split) < 0:
+            raise ValueError("data.split must be three non-negative shares summing to 1")
+        return self
+
+    def to_yaml(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Load a YAML config (optional) and apply dotted overrides such as {'training.epochs': 2}.
+
+    Override values given as strings are parsed as YAML scalars, so "2e-5" and "true" get their types.
+    """
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        _set_dotted(tree, dotted, yaml.safe_load(value) if isinstance(value, str) else value)
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as err:
+        where = f"{path}: " if path else ""
+        lines = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(where + "invalid configuration\n  " + "\n  ".join(lines)) from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path else str(err)) from None

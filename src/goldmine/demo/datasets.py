@@ -1,0 +1,327 @@
+"""Synthetic demo data for `goldmine demo`: an intent CSV and a CoNLL NER file, generated, never shipped.
+
+We cannot ship or copy an external dataset, so the demo writes its own. The text is templated but varied
+(slot fillers, politeness, typos, confusable intents) so a fine-tuned model has something real to learn and
+the scores are not trivially 100%. Everything draws from one `random.Random(seed)`, so a seed always gives
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+INTENTS_FILE = "support_intents.csv"
+NER_FILE = "support_entities.conll"
+INTENT_COUNT_RANGE = (35, 65)  # per intent: roughly balanced, deliberately not perfectly
+NER_SENTENCES = 300
+ENTITY_TYPES = ("PER", "ORG", "LOC", "PRODUCT")
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    """Where the demo data was written."""
+
+    intents: Path
+    ner: Path
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Split a `|`-separated inline list; keeps the word lists compact and diff-friendly."""
+    return tuple(item.strip() for item in text.split("|"))
+
+
+FIRST = _words("Anna|Ben|Carla|David|Elif|Farid|Grace|Hiro|Ines|Jonas|Kemal|Lena|Mateo|Nadia|Omar|Priya|Ravi|Sofia")
+LAST = _words("Schmidt|Okafor|Rossi|Nguyen|Kowalski|Silva|Tanaka|Dubois|Fischer|Haddad|Larsen|Moreau|Patel|Costa")
+CITIES = _words(
+    "Berlin|Hamburg|New York|Los Angeles|San Francisco|Lyon|Madrid|Toronto|Vienna|Mexico City|Rio de Janeiro|"
+    "Cape Town|Tokyo|Manchester|Rotterdam|Buenos Aires|Munich|Chicago"
+)
+COUNTRIES = _words("Germany|France|Spain|Canada|Japan|Brazil|United Kingdom|South Africa|the Netherlands|Italy")
+PRODUCTS = _words(
+    "Galaxy Buds Pro|iPhone 15|PlayStation 5|Kindle Paperwhite|AirPods Max|ThinkPad X1 Carbon|Pixel 8|Dyson V15|"
+    "Echo Dot|Surface Pro 9|Nintendo Switch|MacBook Air|Apple Watch|GoPro Hero 12|Fitbit Charge 6|Bose QuietComfort"
+)
+COURIERS = _words("DHL|UPS|FedEx|Royal Mail|Deutsche Post|Hermes|PostNL|Canada Post")
+BRANDS = _words("Samsung|Apple|Sony|Lenovo|Google|Dyson|Nintendo|Microsoft|Bose|Northwind Traders|Acme Electronics")
+PAYERS = _words("PayPal|Visa|Mastercard|Klarna|Contoso Bank|American Express|Revolut")
+ITEMS = _words("headphones|laptop|phone case|coffee machine|running shoes|desk lamp|backpack|monitor|blender|jacket")
+DATES = _words("on Monday|last Friday|yesterday|on March 3|on the 14th|two weeks ago|on June 21|last week|on the 2nd")
+WEEKDAYS = _words("Monday|Tuesday|Wednesday|Thursday|Friday|Saturday")
+STREETS = _words("Baker Street|Main St|Elm Road|Lindenstrasse|Harbour Lane|Oak Avenue|Rue Victor Hugo|King St")
+DOMAINS = _words("example.com|mail.example.org|example.net")
+
+# --- intents -------------------------------------------------------------------------------------------------------
+
+# Several templates share words across intents on purpose (order/money, late/where, email/password, card/payment).
+INTENT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "track_order": _words(
+        "Where is my order {order}?|Can you tell me where my package is?|I'd like to track order {order}|"
+        "What's the status of my order for the {item}?|Has my {item} shipped yet?|"
+        "Is there a tracking number for order {order}?|When will my {item} arrive in {city}?|"
+        "The tracking page for {order} hasn't updated, where is it now?|"
+        "Could you check the shipping status of {order}|I ordered a {item} {date}, how do I follow the delivery?"
+    ),
+    "delivery_delay_complaint": _words(
+        "My order {order} is late|The {item} was supposed to arrive {date} and it's still not here|"
+        "It's been two weeks and my package still hasn't arrived|Why is my delivery taking so long?|"
+        "This is unacceptable, order {order} is a week late|You promised delivery {date}, where is it?|"
+        "The courier keeps postponing my delivery to {city}|Still no sign of my {item}, this delay is ridiculous|"
+        "My parcel has been stuck in {city} for days|Really disappointed, my order is late again"
+    ),
+    "cancel_order": _words(
+        "I want to cancel my order {order}|Please cancel the {item} I ordered {date}|"
+        "Can I still cancel order {order} before it ships?|I changed my mind about the {item}, stop the order please|"
+        "How do I cancel an order I placed {date}?|Cancel order {order} and don't charge me|"
+        "I ordered the wrong {item}, please cancel it before it's sent|"
+        "Is it too late to cancel {order}? I don't want my money taken for it|"
+        "I placed an order by mistake, please cancel it|Please stop order {order}, I no longer need it"
+    ),
+    "refund_request": _words(
+        "I want my money back for order {order}|How do I get a refund for the {item}?|"
+        "I returned the {item} {date} but haven't been refunded|The {item} arrived broken, I'd like a refund|"
+        "When will I get the refund for order {order}?|I cancelled order {order} but the money is still not back|"
+        "Please refund the {amount} you charged for {order}|Can I return the {item} and get my money back?|"
+        "Still waiting on my refund of {amount}|I sent the item back, where is my refund?"
+    ),
+    "change_address": _words(
+        "I need to change the delivery address for order {order}|I moved to {city}, please update my shipping address|"
+        "Can you send order {order} to a different address?|"
+        "Wrong address on my order, it should go to {street}, {city}|"
+        "Please update my address to {street} before the {item} ships|How do I edit the address on my account?|"
+        "Can the {item} be delivered to my office in {city} instead?|"
+        "I typed the wrong street number for order {order}|My address has changed, where can I update it?|"
+        "Ship {order} to {street} instead please"
+    ),
+    "reset_password": _words(
+        "I forgot my password|How do I reset my password?|I can't log in to my account|"
+        "The password reset link you sent me doesn't work|I'm locked out after too many login attempts|"
+        "Please help me change my password|I never received the reset password email|"
+        "My login keeps saying wrong password even though it's right|Can you send a new password link to {email}?|"
+        "I need to set a new password, the old one was hacked"
+    ),
+    "update_email": _words(
+        "I want to change the email on my account|Please update my email address to {email}|"
+        "How can I change my email?|I no longer use my old email, can you switch it to {email}?|"
+        "My email address is wrong in my profile|Can you send receipts to {email} instead?|"
+        "I can't access my old email anymore, how do I update it?|Replace my contact email with {email} please|"
+        "Where in the settings do I change my e-mail address?"
+    ),
+    "payment_failed": _words(
+        "My payment for order {order} was declined|Checkout keeps failing when I pay with my card|"
+        "Why was my card rejected when paying {amount}?|Payment failed but the {amount} still left my account|"
+        "I tried to buy a {item} but the payment didn't go through|"
+        "Error at checkout: transaction could not be completed|"
+        "I get a payment error every time I try to pay for the {item}|PayPal payment won't go through for {order}|"
+        "The bank app says the payment was blocked, what do I do?|Can't complete my purchase, the card payment fails"
+    ),
+    "card_lost": _words(
+        "I lost my card|My card was stolen in {city}, please block it|Please freeze my card immediately|"
+        "I can't find my debit card anywhere|Someone stole my wallet with my credit card|"
+        "I think I left my card at a shop {date}, can you block it?|How do I order a replacement card? Mine is gone|"
+        "My card is missing and I see a payment of {amount} I didn't make|Block my card ending in {last4}, I lost it|"
+        "Need a new card, the old one got stolen"
+    ),
+    "talk_to_human": _words(
+        "Can I speak to a real person?|I want to talk to a human|Please connect me with an agent|"
+        "Is there a phone number I can call?|This bot isn't helping, get me a person|"
+        "Transfer me to customer service please|I'd like to speak with someone about order {order}|"
+        "Can a manager call me back?|Let me chat with a live agent|Stop the automatic replies, I need a human"
+    ),
+}
+INTENT_LABELS = tuple(INTENT_TEMPLATES)
+PREFIXES = ("", "", "", "Hi, ", "Hello, ", "Hey, ", "Good morning, ", "Hi there! ", "Excuse me, ", "Quick question: ")
+SUFFIXES = ("", "", "", " Thanks!", " Thank you.", " Please help.", " Cheers", " asap", " Thanks in advance.", " pls")
+
+
+def _fillers(rng: random.Random) -> dict[str, str]:
+    """Draw every slot value; always the same number of draws, so output depends only on the seed."""
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    number = rng.randint(10000, 99999)
+    return {
+        "order": rng.choice((f"#{number}", f"GM-{number}", str(number))),
+        "item": rng.choice(ITEMS),
+        "city": rng.choice(CITIES),
+        "date": rng.choice(DATES),
+        "amount": rng.choice(("$", "€", "£")) + f"{rng.randint(5, 400)}.{rng.randint(0, 99):02d}",
+        "email": f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@{rng.choice(DOMAINS)}",
+        "street": f"{rng.randint(1, 120)} {rng.choice(STREETS)}",
+        "last4": f"{rng.randint(0, 9999):04d}",
+    }
+
+
+def _typo(rng: random.Random, text: str) -> str:
+    """Swap two adjacent letters in one longer word, the most common real typing slip."""
+    words = text.split(" ")
+    candidates = [i for i, word in enumerate(words) if len(word) >= 5 and word.isalpha()]
+    if not candidates:
+        return text
+    i = rng.choice(candidates)
+    j = rng.randint(1, len(words[i]) - 2)
+    word = words[i]
+    words[i] = word[:j] + word[j + 1] + word[j] + word[j + 2 :]
+    return " ".join(words)
+
+
+def _message(rng: random.Random, template: str) -> str:
+    """One customer message: template + fillers + random politeness, casing and typos."""
+    text = template.format(**_fillers(rng))
+    prefix, suffix = rng.choice(PREFIXES), rng.choice(SUFFIXES)
+    first_word = text.split(" ", 1)[0]
+    if prefix and first_word[1:].islower() and first_word.split("'")[0] != "I":  # keep "I'm", "PayPal"
+        text = text[0].lower() + text[1:]
+    if suffix[1:2].isupper() and text[-1] not in "?!.":
+        text += "."
+    text = prefix + text + suffix
+    if rng.random() < 0.12:
+        text = _typo(rng, text)
+    if rng.random() < 0.2:
+        text = text.lower()
+    if rng.random() < 0.25:
+        text = text.rstrip("?!.")
+    return text
+
+
+def _intent_rows(rng: random.Random) -> list[tuple[str, str]]:
+    """Unique (text, label) rows; a text never appears twice, so it can never carry two labels."""
+    rows: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for label, templates in INTENT_TEMPLATES.items():
+        target, made = rng.randint(*INTENT_COUNT_RANGE), 0
+        for _ in range(target * 50):  # bounded: a template set too small for `target` just yields fewer rows
+            if made == target:
+                break
+            text = _message(rng, rng.choice(templates))
+            if text.lower() not in seen:
+                seen.add(text.lower())
+                rows.append((text, label))
+                made += 1
+    rng.shuffle(rows)
+    return rows
+
+
+# --- NER -----------------------------------------------------------------------------------------------------------
+
+# Pre-tokenised templates (punctuation already split off). Slots map to an entity type and a value list.
+SLOTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "PER": ("PER", ()),  # filled by _person
+    "LOC": ("LOC", CITIES + COUNTRIES),
+    "PRODUCT": ("PRODUCT", PRODUCTS),
+    "COURIER": ("ORG", COURIERS),
+    "BRAND": ("ORG", BRANDS),
+    "PAYER": ("ORG", PAYERS),
+}
+OPENERS = _words(
+    "Hi , my name is {PER} .|Hello , this is {PER} from {LOC} .|Dear support team ,|Good morning ,|"
+    "Ticket opened by {PER} via chat .|Hello {PER} , thanks for contacting us ."
+)
+CLOSERS = _words(
+    "Kind regards , {PER}|Thanks , {PER}|Best wishes from {LOC} , {PER}|Cheers|Thank you for the quick reply !"
+)
+BODY = _words(
+    "I ordered a {PRODUCT} last week and it still has not arrived .|"
+    "{PER} from {LOC} reported that the {PRODUCT} stopped charging .|"
+    "The parcel was handed to {COURIER} in {LOC} on {DAY} .|"
+    "Agent {PER} escalated the ticket to the {BRAND} warranty team .|"
+    "Can you ship the {PRODUCT} to my sister in {LOC} ?|"
+    "I bought the {PRODUCT} from {BRAND} but it came without a charger .|"
+    "This is {PER} , I am writing about the {PRODUCT} I returned .|"
+    "{COURIER} says the package is stuck at their depot in {LOC} .|"
+    "Thanks {PER} , the replacement {PRODUCT} works fine now .|"
+    "My {PRODUCT} was delivered to {LOC} instead of {LOC2} .|Please forward this to {PER} in the {LOC} office .|"
+    "{PER} confirmed that {BRAND} will refund the shipping fee .|Is the {PRODUCT} covered by the {BRAND} warranty ?|"
+    "We moved from {LOC} to {LOC2} last month , so please update the address .|"
+    "I paid with {PAYER} but the order for the {PRODUCT} shows as unpaid .|"
+    "Hello {PER} , your {PRODUCT} will be picked up by {COURIER} tomorrow .|"
+    "Is the {PRODUCT} available for delivery to {LOC} ?|"
+    "According to {COURIER} , the courier tried to deliver in {LOC} twice .|"
+    "{PER} and {PER2} both received the wrong item .|"
+    "I would like to compare the {PRODUCT} with the {PRODUCT2} before I decide .|"
+    "Our store in {LOC} still has the {PRODUCT} in stock .|{PAYER} charged me twice for one {PRODUCT} .|"
+    "My colleague {PER} said {BRAND} offers free returns .|"
+    "The tracking from {COURIER} ends in {LOC} with no update since {DAY} .|"
+    "Ticket closed by {PER} after the customer confirmed the fix .|Can I pay for the {PRODUCT} with {PAYER} ?|"
+    "{PAYER} blocked the payment because it came from {LOC} .|"
+    "I was told by {PER} that the {PRODUCT} is back in stock .|"
+    "The {PRODUCT} box was opened when {COURIER} delivered it .|The box was damaged when it arrived .|"
+    "I still have not received a confirmation email .|Could you please check order number {NUM} ?|"
+    "The screen flickers after about {N} minutes .|I have been waiting for {N} days now .|"
+    "Please let me know what the next steps are .|The invoice shows the wrong amount .|My order number is {NUM} .|"
+    "The item was returned on {DAY} .|Nobody answered when I called yesterday .|Is there any update on this ?|"
+    "The refund was approved on {DAY} ."
+)
+PLAIN_SLOTS = {  # non-entity variety: order numbers, durations, weekdays
+    "NUM": lambda rng: str(rng.randint(10000, 99999)),
+    "N": lambda rng: str(rng.randint(2, 14)),
+    "DAY": lambda rng: rng.choice(WEEKDAYS),
+}
+_SLOT = re.compile(r"\{([A-Z]+?)(\d?)\}")
+
+
+def _person(rng: random.Random) -> str:
+    """A customer or agent name; first names alone give single-token PER entities too."""
+    first = rng.choice(FIRST)
+    return f"{first} {rng.choice(LAST)}" if rng.random() < 0.6 else first
+
+
+def _sentence(rng: random.Random, template: str) -> list[tuple[str, str]]:
+    """Fill a pre-tokenised template into (token, IOB2 tag) pairs; repeated slots get distinct values."""
+    pairs: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for token in template.split():
+        match = _SLOT.fullmatch(token)
+        if not match:
+            pairs.append((token, "O"))
+            continue
+        name = match.group(1)
+        if name in PLAIN_SLOTS:
+            pairs.append((PLAIN_SLOTS[name](rng), "O"))
+            continue
+        kind, values = SLOTS[name]
+        value = _person(rng) if name == "PER" else rng.choice(values)
+        while value in used:
+            value = _person(rng) if name == "PER" else rng.choice(values)
+        used.add(value)
+        words = value.split()
+        if kind == "LOC" and words[0] == "the":  # "the Netherlands": the article is not part of the entity
+            pairs.append((words.pop(0), "O"))
+        pairs.extend((word, ("B-" if i == 0 else "I-") + kind) for i, word in enumerate(words))
+    return pairs
+
+
+def _ner_documents(rng: random.Random) -> list[list[list[tuple[str, str]]]]:
+    """Tickets of 5-10 sentences: an opener, a body, sometimes a sign-off, until ~NER_SENTENCES sentences."""
+    documents: list[list[list[tuple[str, str]]]] = []
+    total = 0
+    while total < NER_SENTENCES:
+        size = rng.randint(5, 10)
+        templates = [rng.choice(OPENERS)] + [rng.choice(BODY) for _ in range(size - 2)]
+        templates.append(rng.choice(CLOSERS) if rng.random() < 0.6 else rng.choice(BODY))
+        documents.append([_sentence(rng, template) for template in templates])
+        total += size
+    return documents
+
+
+# --- writing -------------------------------------------------------------------------------------------------------
+
+
+def write_demo_data(out_dir: Path, seed: int = 0) -> DemoFiles:
+    """Write both demo files into `out_dir` (created if missing); the same seed gives byte-identical files."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    intents, ner = out_dir / INTENTS_FILE, out_dir / NER_FILE
+    with intents.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("text", "label"))
+        writer.writerows(_intent_rows(rng))
+    lines: list[str] = []
+    for document in _ner_documents(rng):
+        lines += ["-DOCSTART- O", ""]
+        for sentence in document:
+            lines += [f"{token} {tag}" for token, tag in sentence] + [""]
+    ner.write_text("\n".join(lines), encoding="utf-8", newline="\n")
+    return DemoFiles(intents=intents, ner=ner)

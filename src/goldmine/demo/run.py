@@ -1,0 +1,55 @@
+"""`goldmine demo`: the whole path on data the project writes itself, in a few minutes on 2 CPU cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from goldmine.config import load_config
+from goldmine.demo.datasets import write_demo_data
+from goldmine.evaluation.comparison import as_table
+from goldmine.inference.model import Model
+from goldmine.training.trainer import train
+
+SAMPLE_REQUESTS = [
+    "hi, my parcel still hasn't shown up, where is it?",
+    "I want my money back for the broken headphones",
+    "please cancel order 48213 before it ships",
+    "my card was stolen yesterday, block it now",
+]
+SAMPLE_TICKETS = [
+    "Hello, this is Maria Lopez from Madrid, my Galaxy Buds Pro from Amazon stopped working.",
+    "Could someone at DHL in Berlin check on the parcel for Tom Becker?",
+]
+
+
+def run_demo(output_dir: Path, console: Console, quick: bool = False) -> dict:
+    """Train the intent classifier and the NER tagger; print tables and sample predictions."""
+    files = write_demo_data(output_dir / "data")
+    console.rule("[bold]goldmine demo")
+    console.print(f"demo data written: {files.intents} and {files.ner}")
+    steps = {"training.max_steps": 4, "training.eval_strategy": "none", "training.linear_probe": False} if quick else {}
+    jobs = {
+        "intents": {"task": "classification", "data.train": str(files.intents), "training.epochs": 6,
+                    "training.batch_size": 16, "training.learning_rate": 1e-4},
+        "entities": {"task": "ner", "data.train": str(files.ner), "training.epochs": 8,
+                     "training.batch_size": 16, "training.learning_rate": 1e-4},
+    }
+    results = {}
+    for name, overrides in jobs.items():
+        console.rule(f"[bold]{name}: fine-tuning all-MiniLM-L6-v2 ({overrides['task']})")
+        config = load_config(None, {**overrides, **steps, "output_dir": str(output_dir / name)})
+        result = train(config)
+        console.print(as_table(result.before_after, f"{name}: before vs after fine-tuning (held-out test split)"))
+        console.print(f"saved to {result.output_dir} in {result.train_seconds:.0f}s of training")
+        results[name] = result
+    console.rule("[bold]predictions")
+    intents = Model.load(results["intents"].output_dir)
+    for text, out in zip(SAMPLE_REQUESTS, intents.predict(SAMPLE_REQUESTS), strict=True):
+        console.print(f"{text!r} -> [bold]{out['label']}[/] ({out['score']:.2f})")
+    tagger = Model.load(results["entities"].output_dir)
+    for text, out in zip(SAMPLE_TICKETS, tagger.predict(SAMPLE_TICKETS), strict=True):
+        found = ", ".join(f"{e['type']}:{e['text']!r}@{e['start']}" for e in out["entities"]) or "none"
+        console.print(f"{text!r}\n   -> {found}")
+    return results

@@ -1,0 +1,1 @@
+"""Evaluation stage: scores, calibration and plots computed from saved predictions."""

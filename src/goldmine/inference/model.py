@@ -1,0 +1,148 @@
+"""Load a trained run directory and predict: the one path that `predict`, `eval` (and serving) share.
+
+Batches are sorted by length so padding stays small, and outputs are yielded batch by batch,
+so evaluating a large file never holds all logits at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from goldmine.errors import ModelError
+from goldmine.inference.batching import length_sorted_batches
+from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
+from goldmine.tasks import TASKS
+from goldmine.tasks.base import Task
+from goldmine.tasks.token_classification import decode_entities
+
+META_FILE = "goldmine.json"
+
+
+@dataclass
+class RunMeta:
+    """What a run directory must record so it can be loaded and served without its config."""
+
+    task: str
+    label_names: list[str]
+    base_model: str
+    strategy: str = "full"
+    pooling: str = "mean"
+    max_length: int = 128
+    document_context: bool = True
+    adapter: bool = False  # the weights are a peft adapter over `base_model`
+    extra: dict[str, Any] = field(default_factory=dict)  # fingerprint, versions, timing
+
+    def save(self, directory: Path) -> None:
+        (directory / META_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> RunMeta:
+        path = directory / META_FILE
+        if not path.is_file():
+            raise ModelError(f"{directory} is not a goldmine model directory (no {META_FILE})")
+        return cls(**json.loads(path.read_text()))
+
+
+def model_class(task: Task):
+    import transformers
+
+    from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification
+
+    if task.auto_class == "AutoModelForSequenceClassification":
+        return PooledEncoderForSequenceClassification
+    return getattr(transformers, task.auto_class)
+
+
+def load_weights(directory: Path, meta: RunMeta, task: Task) -> torch.nn.Module:
+    """The trained network of a run directory: a full model, or base + peft adapter merged for speed."""
+    cls = model_class(task)
+    if not meta.adapter:
+        return cls.from_pretrained(directory)
+    from peft import PeftModel
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(directory)
+    base = cls.from_pretrained(resolve_base_model(meta.base_model), config=config)
+    return PeftModel.from_pretrained(base, directory).merge_and_unload()
+
+
+class Model:
+    """A trained goldmine model ready to predict. `Model.load(run_dir).predict(["text", ...])`."""
+
+    def __init__(self, network: torch.nn.Module, task: Task, meta: RunMeta, batch_size: int = 64):
+        self.network = network.eval()
+        self.task = task
+        self.meta = meta
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, directory: str | Path, batch_size: int = 64) -> Model:
+        directory = Path(directory)
+        meta = RunMeta.load(directory)
+        tokenizer = load_tokenizer(str(directory))
+        task = TASKS.get(meta.task)(
+            meta.label_names, tokenizer, meta.max_length, document_context=meta.document_context
+        )
+        return cls(load_weights(directory, meta, task), task, meta, batch_size)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.task.label_names
+
+    def iter_probabilities(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (indices, probabilities) per length-sorted batch; probabilities are (B, C) or (B, T, C)."""
+        for idx, batch in length_sorted_batches(features, self.task.tokenizer, self.batch_size):
+            with torch.inference_mode():
+                logits = self.network(**batch).logits
+            yield idx, self.task.probabilities(logits.float()).numpy()
+
+    def predict(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Labels with scores (classification) or entities with offsets (NER), one dict per text."""
+        texts = list(texts)
+        if self.task.name == "ner":
+            return self._predict_entities(texts)
+        enc = self.task.tokenize(texts, list(texts_b) if texts_b is not None else None)
+        features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
+        results: list[dict[str, Any]] = [{}] * len(texts)
+        for idx, probs in self.iter_probabilities(features):
+            for i, p in zip(idx, probs, strict=True):
+                results[i] = self._describe(p)
+        return results
+
+    def _describe(self, probs: np.ndarray) -> dict[str, Any]:
+        scores = {name: round(float(s), 6) for name, s in zip(self.labels, probs, strict=True)}
+        if self.task.multi_label:
+            chosen = [name for name, s in scores.items() if s > self.task.threshold]
+            return {"labels": chosen, "scores": scores}
+        best = int(probs.argmax())
+        return {"label": self.labels[best], "score": float(probs[best]), "scores": scores}
+
+    def _predict_entities(self, texts: list[str]) -> list[dict[str, Any]]:
+        tok = self.task.tokenizer
+        enc = tok(texts, truncation=True, max_length=self.meta.max_length, return_offsets_mapping=True)
+        features = [{k: enc[k][i] for k in enc if k != "offset_mapping"} for i in range(len(texts))]
+        results: list[dict[str, Any]] = [{}] * len(texts)
+        for idx, probs in self.iter_probabilities(features):
+            for i, p in zip(idx, probs, strict=True):
+                word_ids, offsets = enc.word_ids(int(i)), enc["offset_mapping"][i]
+                tags, scores, spans = [], [], []
+                for pos, wid in enumerate(word_ids):
+                    if wid is None:
+                        continue
+                    if pos == 0 or word_ids[pos - 1] != wid:  # first sub-token of a word
+                        best = int(p[pos].argmax())
+                        tags.append(self.labels[best])
+                        scores.append(float(p[pos][best]))
+                        spans.append(list(offsets[pos]))
+                    else:
+                        spans[-1][1] = offsets[pos][1]
+                entities = decode_entities(tags, scores, [tuple(s) for s in spans], texts[i])
+                results[i] = {"entities": [asdict(e) for e in entities]}
+        return results

@@ -1,0 +1,191 @@
+"""Token classification (NER) with sub-word alignment and document context.
+
+Alignment: each word's label goes on its first sub-token; the other sub-tokens get -100 and
+are ignored by the loss and by evaluation. Predictions are read from first sub-tokens and
+mapped back to words, then to character spans of the original text.
+
+Document context: CoNLL sentences are short and their documents say who is who ("Leicester"
+is an ORG in a football report). When `document_context` is on, each sentence is encoded
+with neighbouring sentences of the same document filling the rest of `max_length`; only the
+sentence's own words carry labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification
+
+from goldmine.data.schema import DataKind, LabeledData, TokenExample
+from goldmine.data.tags import split_tag
+from goldmine.errors import DataError, DataIssue
+from goldmine.tasks import TASKS
+from goldmine.tasks.base import Encoded, Task
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A predicted entity: its type, surface text and [start, end) character offsets."""
+
+    type: str
+    text: str
+    start: int
+    end: int
+    score: float
+
+
+def decode_entities(tags: list[str], scores: list[float], spans: list[tuple[int, int]], text: str) -> list[Entity]:
+    """IOB2 word tags -> entities. A stray I- (continuing nothing) opens an entity, as seqeval's lenient mode."""
+    entities: list[Entity] = []
+    current: list[int] = []
+    kind = ""
+
+    def close() -> None:
+        if current:
+            start, end = spans[current[0]][0], spans[current[-1]][1]
+            score = float(np.mean([scores[i] for i in current]))
+            entities.append(Entity(kind, text[start:end], start, end, score))
+
+    for i, tag in enumerate(tags):
+        prefix, tag_kind = split_tag(tag)
+        if prefix == "I" and current and tag_kind == kind:
+            current.append(i)
+            continue
+        close()
+        current, kind = ([i], tag_kind) if prefix in ("B", "I") else ([], "")
+    close()
+    return entities
+
+
+@TASKS.register("ner")
+class TokenClassification(Task):
+    name = "ner"
+    kinds = (DataKind.TOKENS,)
+    auto_class = "AutoModelForTokenClassification"
+
+    @property
+    def document_context(self) -> bool:
+        return bool(self.options.get("document_context", True))
+
+    def build_model(self, base: str, config_overrides: dict[str, Any]) -> nn.Module:
+        overrides = {k: v for k, v in config_overrides.items() if k != "goldmine_pooling"}
+        config = AutoConfig.from_pretrained(
+            base, num_labels=self.num_labels, id2label=dict(enumerate(self.label_names)), label2id=self.label2id,
+            **overrides,
+        )
+        return AutoModelForTokenClassification.from_pretrained(base, config=config)
+
+    def _subword_counts(self, examples: list[TokenExample]) -> dict[str, int]:
+        words = sorted({w for ex in examples for w in ex.tokens})
+        ids = self.tokenizer(words, add_special_tokens=False)["input_ids"] if words else []
+        return {w: len(i) for w, i in zip(words, ids, strict=True)}
+
+    def _windows(self, examples: list[TokenExample]) -> list[tuple[list[str], int]]:
+        """For each sentence: the words to encode and the index of the sentence's first word in them."""
+        if not self.document_context:
+            return [(list(ex.tokens), 0) for ex in examples]
+        counts = self._subword_counts(examples)
+        budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
+        windows = []
+        for i, ex in enumerate(examples):
+            room = budget - sum(counts[w] for w in ex.tokens)
+            left: list[str] = []
+            right: list[str] = []
+            room_left = room // 2
+            j = i - 1
+            while j >= 0 and examples[j].document == ex.document and room_left > 0:
+                for w in reversed(examples[j].tokens):
+                    if counts[w] > room_left:
+                        room_left = 0
+                        break
+                    left.insert(0, w)
+                    room_left -= counts[w]
+                j -= 1
+            room_right = room - sum(counts[w] for w in left)  # the right side also gets what the left left over
+            j = i + 1
+            while j < len(examples) and examples[j].document == ex.document and room_right > 0:
+                for w in examples[j].tokens:
+                    if counts[w] > room_right:
+                        room_right = 0
+                        break
+                    right.append(w)
+                    room_right -= counts[w]
+                j += 1
+            windows.append((left + list(ex.tokens) + right, len(left)))
+        return windows
+
+    def encode(self, data: LabeledData) -> Encoded:
+        unknown = [
+            DataIssue.at(ex.source, f"tag {tag!r} is not one of the model's tags {self.label_names}", offset=k)
+            for ex in data.examples for k, tag in enumerate(ex.tags) if tag not in self.label2id
+        ]
+        if unknown:
+            raise DataError(unknown, header=f"{data.path} has tags the model does not know")
+        examples = data.examples
+        windows = self._windows(examples)
+        enc = self.tokenizer([w for w, _ in windows], is_split_into_words=True, truncation=True,
+                             max_length=self.max_length)
+        features, alignment, truncated = [], [], 0
+        for i, (ex, (_, offset)) in enumerate(zip(examples, windows, strict=True)):
+            word_ids = enc.word_ids(i)
+            labels, words = [], []
+            previous = None
+            for wid in word_ids:
+                target = wid is not None and offset <= wid < offset + len(ex.tokens) and wid != previous
+                labels.append(self.label2id[ex.tags[wid - offset]] if target else IGNORE)
+                if target:
+                    words.append(wid - offset)
+                previous = wid
+            truncated += len(set(words)) < len(ex.tokens)
+            feature = {k: enc[k][i] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+            feature["labels"] = labels
+            features.append(feature)
+            alignment.append(words)
+        return Encoded(features, truncated, alignment)
+
+    def collator(self):
+        return DataCollatorForTokenClassification(self.tokenizer, label_pad_token_id=IGNORE)
+
+    def class_frequencies(self, data: LabeledData) -> np.ndarray:
+        counts = np.zeros(self.num_labels)
+        for ex in data.examples:
+            for tag in ex.tags:
+                counts[self.label2id[tag]] += 1
+        return counts
+
+    def loss_function(self, class_weights: torch.Tensor | None, label_smoothing: float):
+        def loss(outputs, labels, num_items_in_batch=None):
+            logits = outputs.logits  # (B, T, C)
+            return nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), weight=class_weights,
+                ignore_index=IGNORE, label_smoothing=label_smoothing,
+            )
+
+        return loss
+
+    def reduce_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=-1)
+
+    def dev_metrics(self, predictions: np.ndarray, label_ids: np.ndarray) -> dict[str, float]:
+        from seqeval.metrics import f1_score
+        from seqeval.scheme import IOB2
+
+        true_tags, pred_tags = [], []
+        for pred_row, label_row in zip(predictions, label_ids, strict=True):
+            keep = label_row != IGNORE
+            true_tags.append([self.label_names[i] for i in label_row[keep]])
+            pred_tags.append([self.label_names[i] for i in pred_row[keep]])
+        return {"f1": float(f1_score(true_tags, pred_tags, mode="strict", scheme=IOB2))}
+
+    @property
+    def default_metric(self) -> str:
+        return "f1"
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(dim=-1)

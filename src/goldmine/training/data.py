@@ -1,0 +1,50 @@
+"""Load the splits a training run needs: given files, or one file split reproducibly."""
+
+from __future__ import annotations
+
+from goldmine.config import DataConfig
+from goldmine.data.readers import ReadOptions, read_file
+from goldmine.data.schema import LabeledData
+from goldmine.data.split import split_data
+from goldmine.data.validate import check_splits
+from goldmine.errors import ConfigError
+
+
+def read_options(config: DataConfig, multi_label: bool | None = None) -> ReadOptions:
+    return ReadOptions(
+        text_column=config.text_column,
+        text_b_column=config.text_b_column,
+        label_column=config.label_column,
+        label_separator=config.label_separator,
+        multi_label=multi_label,
+        scheme=config.scheme,
+        strict=config.strict,
+    )
+
+
+def load_splits(config: DataConfig, multi_label: bool | None = None) -> dict[str, LabeledData]:
+    """train/dev/test. Missing dev or test are split off train (stratified, seeded) and say so in the path."""
+    if config.train is None:
+        raise ConfigError("data.train: no training file given (--train FILE or data.train in the config)")
+    options = read_options(config, multi_label)
+    train = read_file(config.train, options)
+    dev = read_file(config.dev, options) if config.dev else None
+    test = read_file(config.test, options) if config.test else None
+    if dev is None or test is None:
+        share_train, share_dev, share_test = config.split
+        if dev is not None:  # only test is missing: split train into train + test
+            share_dev, share_train = 0.0, share_train + share_dev
+        if test is not None:
+            share_test, share_train = 0.0, share_train + share_test
+        part_train, part_dev, part_test = split_data(train, (share_train, share_dev, share_test), config.split_seed)
+        train = part_train
+        dev = dev or _named(part_dev, "dev")
+        test = test or _named(part_test, "test")
+    splits = {"train": train, "dev": dev, "test": test}
+    check_splits(train, {"dev": dev, "test": test})
+    return splits
+
+
+def _named(data: LabeledData, split: str) -> LabeledData:
+    data.path = f"{data.path}[{split} split]"
+    return data

@@ -1,0 +1,204 @@
+"""The training recipe: setup -> train -> save -> evaluate before vs after. Read it top to bottom.
+
+Built on transformers' Trainer: AdamW with linear warmup/decay, dynamic padding,
+length-grouped batches, gradient accumulation, early stopping on a dev metric, checkpoints
+and resume. Optional parts are callbacks, not flags threaded through the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from goldmine.config import TrainConfig
+from goldmine.data.report import quality_report
+from goldmine.data.fingerprint import fingerprint
+from goldmine.errors import ConfigError
+from goldmine.evaluation.baselines import linear_probe, majority_baseline
+from goldmine.evaluation.comparison import as_markdown, before_after
+from goldmine.evaluation.evaluate import evaluate
+from goldmine.evaluation.plots import plot_training_curve
+from goldmine.inference.model import Model, RunMeta
+from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
+from goldmine.tasks import TASKS
+from goldmine.tasks.base import balanced_weights
+from goldmine.training.artifacts import save_model, versions
+from goldmine.training.callbacks import tensorboard_callback
+from goldmine.training.data import load_splits
+from goldmine.tuning import STRATEGIES
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: where, the fine-tuned test metrics, and the before-vs-after table."""
+
+    output_dir: Path
+    test_metrics: dict
+    before_after: dict[str, dict[str, float]]
+    train_seconds: float
+    global_step: int
+    data_warnings: list[str] = field(default_factory=list)
+
+
+def _training_arguments(config: TrainConfig, metric: str, n_train: int) -> TrainingArguments:
+    t = config.training
+    evaluate_during = t.eval_strategy != "none"
+    return TrainingArguments(
+        output_dir=str(config.output_dir / CHECKPOINTS),
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        weight_decay=t.weight_decay,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        train_sampling_strategy="group_by_length",
+        eval_strategy=t.eval_strategy if evaluate_during else "no",
+        eval_steps=t.eval_steps,
+        save_strategy="steps" if t.save_steps else (t.eval_strategy if evaluate_during else "epoch"),
+        save_steps=t.save_steps or t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=evaluate_during,
+        metric_for_best_model=metric if evaluate_during else None,
+        greater_is_better=True,
+        logging_steps=t.logging_steps,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=t.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        report_to="none",
+        disable_tqdm=False,
+        optim="adamw_torch",
+    )
+
+
+def train(config: TrainConfig, resume: bool = False, callbacks: list | None = None) -> TrainResult:
+    """Fine-tune, save and evaluate one model as `config` says. `resume` continues from the last checkpoint."""
+    # ---- setup: data, tokenizer, task, model ----
+    t = config.training
+    set_seed(t.seed)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    task_cls = TASKS.get(config.task)
+    splits = load_splits(config.data, multi_label=task_cls.multi_label or None)
+    for data in splits.values():
+        task_cls.check_kind(data)
+    base = resolve_base_model(config.model.name)
+    tokenizer = load_tokenizer(base)
+    task = task_cls(
+        task_cls.labels_from(splits["train"]), tokenizer, config.model.max_length,
+        document_context=config.data.document_context,
+    )
+    report = quality_report(splits, _token_counter(tokenizer), config.model.max_length)
+    for warning in report.warnings:
+        log.warning("data: %s", warning)
+    encoded = {name: task.encode(data) for name, data in splits.items() if len(data)}
+    model = task.build_model(base, {"goldmine_pooling": config.model.pooling,
+                                    "classifier_dropout": config.model.classifier_dropout})
+    model = STRATEGIES.get(config.tuning.strategy)(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+
+    # ---- train ----
+    metric = t.metric_for_best or task.default_metric
+    weights = balanced_weights(task.class_frequencies(splits["train"])) if t.class_weights == "balanced" else None
+    if weights is not None and task.multi_label:
+        counts = task.class_frequencies(splits["train"])
+        weights = torch.tensor((len(splits["train"]) - counts) / np.maximum(counts, 1), dtype=torch.float32)
+    extra_callbacks = [tensorboard_callback(config.output_dir / "logs"), *(callbacks or [])]
+    if t.early_stopping_patience and t.eval_strategy != "none":
+        extra_callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=_training_arguments(config, metric, len(splits["train"])),
+        train_dataset=_as_dataset(encoded["train"].features),
+        eval_dataset=_as_dataset(encoded["dev"].features) if "dev" in encoded else None,
+        data_collator=task.collator(),
+        processing_class=tokenizer,
+        compute_loss_func=task.loss_function(weights, t.label_smoothing),
+        compute_metrics=lambda p: task.dev_metrics(p.predictions, p.label_ids),
+        preprocess_logits_for_metrics=lambda logits, labels: task.reduce_logits(logits),
+        callbacks=extra_callbacks,
+    )
+    checkpoint = _last_checkpoint(config.output_dir) if resume else None
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - started
+    if not trainer.is_world_process_zero():
+        return TrainResult(config.output_dir, {}, {}, train_seconds, trainer.state.global_step)
+
+    # ---- save: everything predict / eval / serve need ----
+    out = config.output_dir
+    meta = RunMeta(
+        task=task.name, label_names=task.label_names, base_model=config.model.name,
+        strategy=config.tuning.strategy, pooling=config.model.pooling, max_length=config.model.max_length,
+        document_context=config.data.document_context, adapter=config.tuning.strategy == "lora",
+        extra={"fingerprint": fingerprint(splits, {k: _file_of(v.path) for k, v in splits.items()}),
+               "versions": versions(), "train_seconds": round(train_seconds, 2),
+               "global_step": trainer.state.global_step, "trainable_parameters": trainable,
+               "total_parameters": total,
+               "train_examples_per_second": round(len(splits["train"]) * t.epochs / train_seconds, 2)
+               if t.max_steps <= 0 else None},
+    )
+    save_model(trainer.model, tokenizer, meta, config, out)
+    (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    plot_training_curve(trainer.state.log_history, out / "training_curve.png")
+    (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+
+    # ---- evaluate: before vs after, on the same test data, through the serving path ----
+    test = splits["test"]
+    rows: dict[str, dict] = {}
+    if len(test):
+        rows["majority class"] = majority_baseline(task, splits["train"], test)
+        if t.linear_probe:
+            rows["pretrained + linear probe"] = linear_probe(task, base, config.model.pooling, splits["train"], test)
+        served = Model.load(out, batch_size=t.eval_batch_size)
+        rows["fine-tuned"] = evaluate(served, test, out, prefix="test_")
+    table = before_after(rows) if rows else {}
+    dev_metrics = {k: v for k, v in trainer.state.log_history[-1].items()} if trainer.state.log_history else {}
+    summary = {"before_after": table, "test": rows.get("fine-tuned", {}), "best_dev": trainer.state.best_metric,
+               "metric_for_best": metric, "train": dev_metrics}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    if table:
+        (out / "before_after.md").write_text(as_markdown(table, f"{task.name} on {test.path}"))
+    return TrainResult(out, rows.get("fine-tuned", {}), table, train_seconds, trainer.state.global_step,
+                       report.warnings)
+
+
+def _as_dataset(features: list[dict]) -> Dataset:
+    dataset = Dataset.from_list(features)
+    return dataset.add_column("length", [len(f["input_ids"]) for f in features])
+
+
+def _token_counter(tokenizer):
+    return lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+
+def _file_of(path: str) -> str | None:
+    file = path.split("[", 1)[0]
+    return file if Path(file).is_file() else None
+
+
+def _last_checkpoint(output_dir: Path) -> str | None:
+    folder = output_dir / CHECKPOINTS
+    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if checkpoint is None:
+        raise ConfigError(f"--resume: no checkpoint found under {folder}")
+    log.info("resuming from %s", checkpoint)
+    return checkpoint
