@@ -6,8 +6,9 @@ Invalid values fail at load time with the field's dotted name, e.g.
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -101,10 +102,13 @@ class TrainConfig(_Section):
         from goldmine.tasks import TASKS
         from goldmine.tuning import STRATEGIES
 
-        if self.task not in TASKS:
-            TASKS.get(self.task)  # raises with the choices and a suggestion
-        if self.tuning.strategy not in STRATEGIES:
-            STRATEGIES.get(self.tuning.strategy)
+        names = (("task", TASKS, self.task), ("tuning.strategy", STRATEGIES, self.tuning.strategy))
+        for field, registry, name in names:
+            if name not in registry:
+                try:
+                    registry.get(name)  # raises with the choices and a suggestion
+                except ConfigError as err:
+                    raise ConfigError(f"{field}: {err}") from None
         if abs(sum(self.data.split) - 1) > 1e-6 or min(self.data.split) < 0:
             raise ValueError("data.split must be three non-negative shares summing to 1")
         return self
@@ -123,6 +127,33 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+_NULLS = {"null", "Null", "NULL", "~"}
+
+
+def _field_type(dotted: str) -> Any:
+    """The annotation of a dotted config field, or None when the name is not a field."""
+    model: type[BaseModel] = TrainConfig
+    annotation: Any = None
+    for key in dotted.split("."):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
+            return None
+        annotation = model = model.model_fields[key].annotation
+    return annotation
+
+
+def _parse_override(dotted: str, value: str) -> Any:
+    """A string override as YAML ("2e-5", "true", "[a, b]"), except for text and path fields, which take it
+    verbatim: a separator `|`, a file `[draft].csv` or a directory `2024` is not YAML."""
+    annotation = _field_type(dotted)
+    allowed = set(get_args(annotation)) if get_origin(annotation) in (Union, types.UnionType) else {annotation}
+    if allowed - {type(None)} and allowed - {type(None)} <= {str, Path}:
+        return None if value.strip() in _NULLS and type(None) in allowed else value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Load a YAML config (optional) and apply dotted overrides such as {'training.epochs': 2}.
 
@@ -134,15 +165,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        _set_dotted(tree, dotted, yaml.safe_load(value) if isinstance(value, str) else value)
+        _set_dotted(tree, dotted, _parse_override(dotted, value) if isinstance(value, str) else value)
     try:
         return TrainConfig.model_validate(tree)
     except ValidationError as err:

@@ -88,6 +88,19 @@ def _labels_of(value, options: ReadOptions) -> tuple[tuple[str, ...], bool]:
     return ((text,) if text else ()), False
 
 
+def _columns(path: Path, line: int, record: dict, options: ReadOptions) -> tuple[str, DataKind, DataIssue | None]:
+    """The text column and kind that a record's keys (or a header) imply, and an issue if columns are missing."""
+    text_col = options.text_column
+    if text_col not in record and "text_a" in record:
+        text_col = "text_a"  # the usual name for the first text of a pair
+    kind = DataKind.PAIR if options.text_b_column in record else DataKind.TEXT
+    missing = [c for c in (text_col, options.label_column) if c not in record]
+    if not missing:
+        return text_col, kind, None
+    have = ", ".join(sorted(record)) or "none"
+    return text_col, kind, DataIssue(str(path), line, f"missing column(s) {missing}; columns found: {have}")
+
+
 def _build_text_data(path: Path, rows: Iterator[tuple[int, dict]], options: ReadOptions, issues) -> LabeledData:
     """Turn (line, record) pairs from CSV or JSONL into TextExamples, reporting bad rows."""
     examples: list[TextExample] = []
@@ -96,13 +109,9 @@ def _build_text_data(path: Path, rows: Iterator[tuple[int, dict]], options: Read
     text_col = options.text_column
     for line, record in rows:
         if kind is None:
-            if text_col not in record and "text_a" in record:
-                text_col = "text_a"  # the usual name for the first text of a pair
-            kind = DataKind.PAIR if options.text_b_column in record else DataKind.TEXT
-            missing = [c for c in (text_col, options.label_column) if c not in record]
-            if missing:
-                have = ", ".join(sorted(record)) or "none"
-                issues.append(DataIssue(str(path), line, f"missing column(s) {missing}; columns found: {have}"))
+            text_col, kind, missing_issue = _columns(path, line, record, options)
+            if missing_issue:
+                issues.append(missing_issue)
                 return LabeledData(kind, [], str(path))
         text = record.get(text_col)
         text = "" if text is None else str(text)
@@ -142,23 +151,44 @@ def _read_delimited(path: Path, options: ReadOptions, delimiter: str) -> Labeled
     text = "".join(_decoded_lines(path, issues))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
+    header_line = 0
+    records = 0  # data rows after the header, well-formed or not
     rows: list[tuple[int, dict]] = []
-    for cells in reader:
+    end = 0  # last line of the previous record: a record starts on the next line, even if quoted newlines follow
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            issues.append(DataIssue(str(path), start, f"cannot parse this row: {err}"))
+            records += header is not None
+            if reader.line_num == end:
+                break  # nothing consumed: the rest of the file cannot be read either
+            end = reader.line_num
+            continue
+        end = reader.line_num
         if not any(c.strip() for c in cells):
             continue  # blank line: nothing to read, nothing lost
         if header is None:
             header = [c.strip() for c in cells]
-            header_line = reader.line_num
+            header_line = start
             continue
+        records += 1
         if len(cells) != len(header):
             reason = f"expected {len(header)} fields ({','.join(header)}), got {len(cells)}"
-            issues.append(DataIssue(str(path), reader.line_num, reason))
+            issues.append(DataIssue(str(path), start, reason))
             continue
-        rows.append((reader.line_num, dict(zip(header, cells, strict=True))))
-    if header is not None and not rows:
-        # Check the header anyway, so the user hears about every problem at once.
-        _build_text_data(path, iter([(header_line, dict.fromkeys(header, "x"))]), options, issues)
-        issues.append(DataIssue(str(path), header_line, "header only: no data rows"))
+        rows.append((start, dict(zip(header, cells, strict=True))))
+    if header is not None:
+        # Columns are a property of the header, so a missing one is reported at the header's line.
+        *_, missing_issue = _columns(path, header_line, dict.fromkeys(header, ""), options)
+        if missing_issue:
+            issues.append(missing_issue)
+            rows = []
+        if not records:
+            issues.append(DataIssue(str(path), header_line, "header only: no data rows"))
     data = _build_text_data(path, iter(rows), options, issues)
     _raise_if(issues, path)
     return data
@@ -202,18 +232,18 @@ def read_conll(path: Path, options: ReadOptions) -> LabeledData:
     `-DOCSTART-` lines are document boundaries (kept as `TokenExample.document`, never as tokens).
     """
     issues: list[DataIssue] = []
-    sentences: list[tuple[int, list[str], list[str], int]] = []  # (first line, tokens, tags, document)
+    sentences: list[tuple[list[int], list[str], list[str], int]] = []  # (line of each token, tokens, tags, document)
     tokens: list[str] = []
     tags: list[str] = []
-    first_line = 0
+    lines: list[int] = []
     document = 0
     seen_docstart = False
 
     def close_sentence() -> None:
-        nonlocal tokens, tags
+        nonlocal tokens, tags, lines
         if tokens:
-            sentences.append((first_line, tokens, tags, document))
-        tokens, tags = [], []
+            sentences.append((lines, tokens, tags, document))
+        tokens, tags, lines = [], [], []
 
     for number, line in enumerate(_decoded_lines(path, issues), start=1):
         cells = line.split()
@@ -222,7 +252,7 @@ def read_conll(path: Path, options: ReadOptions) -> LabeledData:
             continue
         if cells[0] == "-DOCSTART-":
             close_sentence()
-            document += 1 if seen_docstart else 0
+            document += 1 if seen_docstart or sentences else 0  # sentences before the first -DOCSTART- are a document
             seen_docstart = True
             continue
         if len(cells) < 2:
@@ -230,10 +260,10 @@ def read_conll(path: Path, options: ReadOptions) -> LabeledData:
             continue
         tag = cells[-1]
         if not is_valid_tag(tag):
-            issues.append(DataIssue(str(path), number, f"tag {tag!r} is not in the IOB/BIOES scheme (O, B-X, I-X, E-X, S-X)"))
+            reason = f"tag {tag!r} is not in the IOB/BIOES scheme (O, B-X, I-X, E-X, S-X)"
+            issues.append(DataIssue(str(path), number, reason))
             continue
-        if not tokens:
-            first_line = number
+        lines.append(number)
         tokens.append(cells[0])
         tags.append(tag)
     close_sentence()
@@ -241,14 +271,16 @@ def read_conll(path: Path, options: ReadOptions) -> LabeledData:
         issues.append(DataIssue(str(path), 1, "no sentences found"))
 
     scheme = detect_scheme([s[2] for s in sentences]) if options.scheme is Scheme.AUTO else options.scheme
-    if options.strict and scheme is Scheme.IOB2:
-        for first, _, sentence_tags, _ in sentences:
+    # Strict means "IOB2 as written": an auto-detected IOB1 file is not repaired but rejected line by line.
+    # Only a file declared `scheme: iob1` may open entities with I-.
+    if options.strict and scheme in (Scheme.IOB2, Scheme.IOB1) and options.scheme is not Scheme.IOB1:
+        for token_lines, _, sentence_tags, _ in sentences:
             for position in dangling_inside(sentence_tags):
-                issues.append(DataIssue(str(path), first + position,
+                issues.append(DataIssue(str(path), token_lines[position],
                                         f"tag {sentence_tags[position]!r} continues no entity (no B- before it)"))
     _raise_if(issues, path)
     examples = [
-        TokenExample(tuple(toks), tuple(to_iob2(tgs, scheme)), doc, f"{path}:{first}")
-        for first, toks, tgs, doc in sentences
+        TokenExample(tuple(toks), tuple(to_iob2(tgs, scheme)), doc, f"{path}:{token_lines[0]}")
+        for token_lines, toks, tgs, doc in sentences
     ]
     return LabeledData(DataKind.TOKENS, examples, str(path))

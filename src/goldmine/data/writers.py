@@ -29,13 +29,15 @@ def write_data(data: LabeledData, path: Path) -> Path:
         row = {"text_a": ex.text, "text_b": ex.text_b} if pair else {"text": ex.text}
         rows.append({**row, "label": label})
     if path.suffix.lower() in (".csv", ".tsv"):
+        # `a|b` cells mark a file as multi-label; with one label per row only JSON list cells (`["a"]`) can.
+        as_lists = data.multi_label and all(len(ex.labels) < 2 for ex in data.examples)
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["text", "label"],
                                     delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
             writer.writeheader()
             for row in rows:
                 if data.multi_label:
-                    row["label"] = "|".join(row["label"])
+                    row["label"] = json.dumps(row["label"], ensure_ascii=False) if as_lists else "|".join(row["label"])
                 writer.writerow(row)
     else:
         path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")

@@ -24,6 +24,20 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
+def load_encoder(factory, source, pooling: str) -> PreTrainedModel:
+    """`factory(source)` (AutoModel.from_pretrained / from_config) with a pooler only when `pooling` uses it.
+
+    BERT-like encoders take `add_pooling_layer`; encoders without a pooler (DistilBERT, ELECTRA, DeBERTa)
+    reject the argument, and are built without it.
+    """
+    try:
+        return factory(source, add_pooling_layer=pooling == "pooler")
+    except TypeError as err:
+        if "add_pooling_layer" not in str(err):
+            raise
+    return factory(source)
+
+
 class PooledEncoderForSequenceClassification(PreTrainedModel):
     """Any transformers encoder + pooling (mean | cls | pooler) + dropout + linear head.
 
@@ -39,11 +53,12 @@ class PooledEncoderForSequenceClassification(PreTrainedModel):
     def __init__(self, config, encoder: PreTrainedModel | None = None):
         super().__init__(config)
         self.pooling = getattr(config, "goldmine_pooling", "mean")
-        self.backbone = encoder if encoder is not None else AutoModel.from_config(
-            config, add_pooling_layer=self.pooling == "pooler"
-        )
+        self.backbone = encoder if encoder is not None else load_encoder(AutoModel.from_config, config, self.pooling)
+        if self.pooling == "pooler" and getattr(self.backbone, "pooler", None) is None:
+            raise ValueError(f"pooling 'pooler' needs an encoder with a pooler layer, {config.model_type} has none; "
+                             "use mean or cls pooling")
         dropout = getattr(config, "classifier_dropout", None)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.dropout = nn.Dropout(getattr(config, "hidden_dropout_prob", 0.1) if dropout is None else dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModel, DataCollatorWithPadding
 
 from goldmine.data.schema import DataKind, LabeledData
 from goldmine.errors import DataError, DataIssue
-from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification
+from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification, load_encoder
 from goldmine.tasks import TASKS
 from goldmine.tasks.base import Encoded, Task
 
@@ -31,10 +31,13 @@ class SequenceClassification(Task):
             id2label=dict(enumerate(self.label_names)),
             label2id=self.label2id,
             problem_type="multi_label_classification" if self.multi_label else "single_label_classification",
-            **config_overrides,
         )
+        # Set after loading: from_pretrained drops keyword arguments that are not attributes of the config class
+        # (`goldmine_pooling` always; `classifier_dropout` for encoders such as DistilBERT).
+        for key, value in config_overrides.items():
+            setattr(config, key, value)
         pooling = config_overrides.get("goldmine_pooling", "mean")
-        backbone = AutoModel.from_pretrained(base, add_pooling_layer=pooling == "pooler")
+        backbone = load_encoder(AutoModel.from_pretrained, base, pooling)
         return PooledEncoderForSequenceClassification(config, encoder=backbone)
 
     def tokenize(self, texts: list[str], texts_b: list[str] | None = None) -> dict[str, list]:

@@ -86,11 +86,10 @@ class TokenClassification(Task):
         ids = self.tokenizer(words, add_special_tokens=False)["input_ids"] if words else []
         return {w: len(i) for w, i in zip(words, ids, strict=True)}
 
-    def _windows(self, examples: list[TokenExample]) -> list[tuple[list[str], int]]:
+    def _windows(self, examples: list[TokenExample], counts: dict[str, int]) -> list[tuple[list[str], int]]:
         """For each sentence: the words to encode and the index of the sentence's first word in them."""
         if not self.document_context:
             return [(list(ex.tokens), 0) for ex in examples]
-        counts = self._subword_counts(examples)
         budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
         windows = []
         for i, ex in enumerate(examples):
@@ -128,7 +127,8 @@ class TokenClassification(Task):
         if unknown:
             raise DataError(unknown, header=f"{data.path} has tags the model does not know")
         examples = data.examples
-        windows = self._windows(examples)
+        counts = self._subword_counts(examples)
+        windows = self._windows(examples, counts)
         enc = self.tokenizer([w for w, _ in windows], is_split_into_words=True, truncation=True,
                              max_length=self.max_length)
         features, alignment, truncated = [], [], 0
@@ -142,7 +142,9 @@ class TokenClassification(Task):
                 if target:
                     words.append(wid - offset)
                 previous = wid
-            truncated += len(set(words)) < len(ex.tokens)
+            # A word that tokenizes to nothing (e.g. a soft hyphen) has no position but was not cut off.
+            kept = set(words)
+            truncated += any(counts[w] and k not in kept for k, w in enumerate(ex.tokens))
             feature = {k: enc[k][i] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
             feature["labels"] = labels
             features.append(feature)

@@ -20,8 +20,8 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_
 from transformers.trainer_utils import get_last_checkpoint
 
 from goldmine.config import TrainConfig
-from goldmine.data.report import quality_report
 from goldmine.data.fingerprint import fingerprint
+from goldmine.data.report import quality_report
 from goldmine.errors import ConfigError
 from goldmine.evaluation.baselines import linear_probe, majority_baseline
 from goldmine.evaluation.comparison import as_markdown, before_after
@@ -90,6 +90,7 @@ def _training_arguments(config: TrainConfig, metric: str, n_train: int) -> Train
 def train(config: TrainConfig, resume: bool = False, callbacks: list | None = None) -> TrainResult:
     """Fine-tune, save and evaluate one model as `config` says. `resume` continues from the last checkpoint."""
     # ---- setup: data, tokenizer, task, model ----
+    checkpoint = _last_checkpoint(config.output_dir) if resume else None  # fail before loading anything
     t = config.training
     set_seed(t.seed)
     if t.num_threads:
@@ -136,7 +137,6 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         preprocess_logits_for_metrics=lambda logits, labels: task.reduce_logits(logits),
         callbacks=extra_callbacks,
     )
-    checkpoint = _last_checkpoint(config.output_dir) if resume else None
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started

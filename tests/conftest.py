@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny randomly initialised BERT (built here, in seconds) and the demo data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models gain nothing from threads; one per test process keeps a shared 2-core machine responsive."""
+    import torch
+
+    torch.set_num_threads(1)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _vocab(words: set[str]) -> list[str]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted({c for w in words for c in w})
+    pieces = sorted(words) + chars + [f"##{c}" for c in chars]
+    return specials + list(dict.fromkeys(pieces))
+
+
+@pytest.fixture(scope="session")
+def demo_files(tmp_path_factory):
+    from goldmine.demo.datasets import write_demo_data
+
+    return write_demo_data(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, demo_files) -> Path:
+    """A 2-layer, 32-wide BERT with a word-piece vocabulary from the demo data. Random weights."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from goldmine.data.readers import read_file
+
+    words: set[str] = set()
+    for ex in read_file(demo_files.intents).examples:
+        words.update(ex.text.lower().replace(",", " , ").replace(".", " . ").replace("?", " ? ").split())
+    for ex in read_file(demo_files.ner).examples:
+        words.update(w.lower() for w in ex.tokens)
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    (directory / "vocab.txt").write_text("\n".join(_vocab(words)) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def shared_data(name: str) -> Path:
+    """A benchmark data folder from ../shared/data; tests that need it skip when it is absent."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} not available")
+    return path

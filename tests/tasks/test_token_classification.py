@@ -1,0 +1,217 @@
+"""Token classification: sub-word alignment, document context, truncation, decoding, loss and dev metrics.
+
+The tokenizer here is a word-piece BERT tokenizer over a hand-written vocabulary, so every split is
+known in advance: "Hamburg" -> ham ##burg, "unbelievable" -> un ##believ ##able, every other word is
+one piece.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertTokenizerFast
+
+from goldmine.data.schema import DataKind, LabeledData, TokenExample
+from goldmine.errors import DataError
+from goldmine.tasks.token_classification import IGNORE, Entity, TokenClassification, decode_entities
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PIECES = ["anna", "lives", "in", "ham", "##burg", "un", "##believ", "##able", "berlin", "is", "big", ".",
+          "paris", "bob", "works", "at", "acme", "new", "york"]
+LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+O, B_LOC, I_LOC, B_PER = 0, 1, 2, 3
+
+S0 = TokenExample(("Anna", "lives", "in", "Hamburg", "."), ("B-PER", "O", "O", "B-LOC", "O"), 0, "f.conll:2")
+S1 = TokenExample(("Berlin", "is", "big", "."), ("B-LOC", "O", "O", "O"), 0, "f.conll:9")
+S2 = TokenExample(("Bob", "works", "at", "Acme", "."), ("B-PER", "O", "O", "O", "O"), 0, "f.conll:15")
+S3 = TokenExample(("Paris", "is", "big", "."), ("B-LOC", "O", "O", "O"), 1, "f.conll:23")  # another document
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BertTokenizerFast(vocab={piece: i for i, piece in enumerate(SPECIALS + PIECES)})
+
+
+def ids(tokenizer, *tokens: str) -> list[int]:
+    return tokenizer.convert_tokens_to_ids(list(tokens))
+
+
+def task_for(tokenizer, max_length: int = 64, document_context: bool = False) -> TokenClassification:
+    return TokenClassification(LABELS, tokenizer, max_length, document_context=document_context)
+
+
+def data(*examples: TokenExample) -> LabeledData:
+    return LabeledData(DataKind.TOKENS, list(examples), "f.conll")
+
+
+def test_label_names_and_default_document_context(tokenizer):
+    assert data(S0, S1).label_names() == LABELS
+    assert TokenClassification(LABELS, tokenizer).document_context is True
+    assert task_for(tokenizer).document_context is False
+
+
+def test_tokenizer_splits_as_the_tests_assume(tokenizer):
+    assert tokenizer.tokenize("Hamburg unbelievable Anna") == ["ham", "##burg", "un", "##believ", "##able", "anna"]
+
+
+def test_label_on_first_sub_token_only(tokenizer):
+    sentence = TokenExample(("Bob", "is", "unbelievable", "in", "Hamburg"), ("B-PER", "O", "B-LOC", "O", "B-LOC"))
+    encoded = task_for(tokenizer).encode(data(S0, sentence))
+
+    first, second = encoded.features
+    assert first["input_ids"] == ids(tokenizer, "[CLS]", "anna", "lives", "in", "ham", "##burg", ".", "[SEP]")
+    assert first["labels"] == [IGNORE, B_PER, O, O, B_LOC, IGNORE, O, IGNORE]
+    assert first["attention_mask"] == [1] * 8
+    assert first["token_type_ids"] == [0] * 8
+    assert second["input_ids"] == ids(
+        tokenizer, "[CLS]", "bob", "is", "un", "##believ", "##able", "in", "ham", "##burg", "[SEP]"
+    )
+    assert second["labels"] == [IGNORE, B_PER, O, B_LOC, IGNORE, IGNORE, O, B_LOC, IGNORE, IGNORE]
+    assert encoded.alignment == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
+    assert encoded.truncated == 0
+
+
+def test_document_context_adds_neighbours_of_the_same_document_only(tokenizer):
+    encoded = task_for(tokenizer, document_context=True).encode(data(S0, S1, S2, S3))
+    doc0 = ["anna", "lives", "in", "ham", "##burg", ".", "berlin", "is", "big", ".", "bob", "works", "at", "acme", "."]
+    x = IGNORE
+
+    # Every sentence of document 0 sees the whole document; S3 (document 1) sees only itself.
+    for feature in encoded.features[:3]:
+        assert feature["input_ids"] == ids(tokenizer, "[CLS]", *doc0, "[SEP]")
+    assert encoded.features[3]["input_ids"] == ids(tokenizer, "[CLS]", "paris", "is", "big", ".", "[SEP]")
+    assert ids(tokenizer, "paris")[0] not in sum((f["input_ids"] for f in encoded.features[:3]), [])
+
+    # Only the sentence's own words carry labels; the context words are ignored.
+    assert encoded.features[0]["labels"] == [x, B_PER, O, O, B_LOC, x, O] + [x] * 9 + [x]
+    assert encoded.features[1]["labels"] == [x] + [x] * 6 + [B_LOC, O, O, O] + [x] * 5 + [x]
+    assert encoded.features[2]["labels"] == [x] + [x] * 10 + [B_PER, O, O, O, O] + [x]
+    assert encoded.features[3]["labels"] == [x, B_LOC, O, O, O, x]
+    assert encoded.alignment == [[0, 1, 2, 3, 4], [0, 1, 2, 3], [0, 1, 2, 3, 4], [0, 1, 2, 3]]
+    assert encoded.truncated == 0
+
+
+def test_document_context_fills_the_budget_with_the_nearest_words(tokenizer):
+    # max_length 12: 10 pieces of room, S1 takes 4, the left half (3) takes "Hamburg ." from S0 and the
+    # right side gets the rest (3): "Bob works at".
+    encoded = task_for(tokenizer, max_length=12, document_context=True).encode(data(S0, S1, S2))
+    feature = encoded.features[1]
+    assert feature["input_ids"] == ids(
+        tokenizer, "[CLS]", "ham", "##burg", ".", "berlin", "is", "big", ".", "bob", "works", "at", "[SEP]"
+    )
+    assert feature["labels"] == [IGNORE, IGNORE, IGNORE, IGNORE, B_LOC, O, O, O, IGNORE, IGNORE, IGNORE, IGNORE]
+    assert encoded.alignment[1] == [0, 1, 2, 3]
+    assert all(len(f["input_ids"]) <= 12 for f in encoded.features)
+    assert encoded.truncated == 0
+
+
+@pytest.mark.parametrize("document_context", [False, True])
+def test_truncation_counts_and_drops_words_beyond_max_length(tokenizer, document_context):
+    long = TokenExample(("Anna", "lives", "unbelievable", "in", "Hamburg"), ("B-PER", "O", "O", "O", "B-LOC"))
+    short = TokenExample(("Berlin", "is", "big"), ("B-LOC", "O", "O"))
+    encoded = task_for(tokenizer, max_length=8, document_context=document_context).encode(data(long, short))
+
+    first, second = encoded.features
+    assert first["input_ids"] == ids(tokenizer, "[CLS]", "anna", "lives", "un", "##believ", "##able", "in", "[SEP]")
+    assert first["labels"] == [IGNORE, B_PER, O, O, IGNORE, IGNORE, O, IGNORE]
+    assert encoded.alignment[0] == [0, 1, 2, 3]  # "Hamburg" (word 4) did not fit
+    assert second["input_ids"] == ids(tokenizer, "[CLS]", "berlin", "is", "big", "[SEP]")
+    assert encoded.alignment[1] == [0, 1, 2]
+    assert encoded.truncated == 1
+
+
+def test_word_without_sub_tokens_is_not_counted_as_truncated(tokenizer):
+    # A soft hyphen normalises to nothing: the word has no position, but nothing was cut off.
+    sentence = TokenExample(("Anna", "\xad", "lives"), ("B-PER", "O", "O"))
+    encoded = task_for(tokenizer).encode(data(sentence))
+    assert encoded.features[0]["input_ids"] == ids(tokenizer, "[CLS]", "anna", "lives", "[SEP]")
+    assert encoded.alignment == [[0, 2]]
+    assert encoded.truncated == 0
+
+
+def test_unknown_tag_raises_with_the_line_of_the_token(tokenizer):
+    bad = TokenExample(("Anna", "lives", "in", "Hamburg"), ("B-PER", "O", "O", "B-CITY"), 0, "f.conll:30")
+    with pytest.raises(DataError) as err:
+        task_for(tokenizer).encode(data(S0, bad))
+    assert [(issue.path, issue.line) for issue in err.value.issues] == [("f.conll", 33)]
+    assert "f.conll:33" in str(err.value) and "B-CITY" in str(err.value)
+
+
+def test_class_frequencies_count_tags(tokenizer):
+    counts = task_for(tokenizer).class_frequencies(data(S0, S1, S2, S3))
+    assert counts.tolist() == [13.0, 3.0, 0.0, 2.0, 0.0]
+
+
+def test_loss_ignores_unlabeled_positions(tokenizer):
+    logits = torch.tensor([[[2.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0], [5.0, -5.0, 0.0, 0.0, 9.0]]])
+    labels = torch.tensor([[O, B_LOC, IGNORE]])
+    outputs = type("Outputs", (), {"logits": logits})()
+    loss = task_for(tokenizer).loss_function(None, 0.0)(outputs, labels)
+    expected = -(torch.log_softmax(logits[0, 0], -1)[O] + torch.log_softmax(logits[0, 1], -1)[B_LOC]) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+    weights = torch.tensor([1.0, 3.0, 1.0, 1.0, 1.0])
+    weighted = task_for(tokenizer).loss_function(weights, 0.0)(outputs, labels)
+    nll = -torch.log_softmax(logits[0, :2], -1)[[0, 1], [O, B_LOC]]
+    assert weighted.item() == pytest.approx(((nll[0] + 3 * nll[1]) / 4).item(), rel=1e-6)
+
+
+def test_dev_metrics_score_first_sub_tokens_only(tokenizer):
+    task = task_for(tokenizer)
+    labels = np.array([[IGNORE, B_PER, IGNORE, O, B_LOC, IGNORE], [IGNORE, B_LOC, I_LOC, O, IGNORE, IGNORE]])
+    # Wrong ids at ignored positions must not matter; sentence 2 gets the LOC span one word short.
+    predictions = np.array([[B_LOC, B_PER, B_LOC, O, B_LOC, I_LOC], [O, B_LOC, O, O, B_PER, B_PER]])
+    assert task.dev_metrics(predictions, labels) == {"f1": pytest.approx(2 / 3)}
+    assert task.dev_metrics(np.where(labels == IGNORE, O, labels), labels) == {"f1": 1.0}
+    assert task.reduce_logits(torch.tensor([[[0.0, 2.0], [3.0, 1.0]]])).tolist() == [[1, 0]]
+
+
+# ------------------------------------------------------------------------------------------------ decode_entities
+
+
+def spans_of(text: str) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for word in text.split(" "):
+        spans.append((start, start + len(word)))
+        start += len(word) + 1
+    return spans
+
+
+def test_decode_b_i_sequences_with_character_offsets():
+    text = "Anna Schmidt flew from New York City to Lyon"
+    tags = ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "I-LOC", "O", "B-LOC"]
+    scores = [0.9, 0.7, 1.0, 1.0, 0.6, 0.9, 0.3, 1.0, 0.5]
+    assert decode_entities(tags, scores, spans_of(text), text) == [
+        Entity("PER", "Anna Schmidt", 0, 12, pytest.approx(0.8)),
+        Entity("LOC", "New York City", 23, 36, pytest.approx(0.6)),
+        Entity("LOC", "Lyon", 40, 44, 0.5),
+    ]
+
+
+def test_decode_stray_inside_tag_opens_an_entity():
+    text = "ask DHL Express now"
+    tags = ["O", "I-ORG", "I-ORG", "O"]
+    assert decode_entities(tags, [1.0, 0.4, 0.8, 1.0], spans_of(text), text) == [
+        Entity("ORG", "DHL Express", 4, 15, pytest.approx(0.6)),
+    ]
+
+
+def test_decode_adjacent_entities_of_different_types_stay_apart():
+    text = "Anna Berlin Bob Acme"
+    tags = ["B-PER", "I-LOC", "B-PER", "B-ORG"]
+    assert decode_entities(tags, [0.1, 0.2, 0.3, 0.4], spans_of(text), text) == [
+        Entity("PER", "Anna", 0, 4, 0.1),
+        Entity("LOC", "Berlin", 5, 11, 0.2),
+        Entity("PER", "Bob", 12, 15, 0.3),
+        Entity("ORG", "Acme", 16, 20, 0.4),
+    ]
+
+
+def test_decode_b_after_b_of_the_same_type_starts_a_new_entity():
+    text = "Anna Bob"
+    assert decode_entities(["B-PER", "B-PER"], [1.0, 1.0], spans_of(text), text) == [
+        Entity("PER", "Anna", 0, 4, 1.0),
+        Entity("PER", "Bob", 5, 8, 1.0),
+    ]
+    assert decode_entities(["O", "O"], [1.0, 1.0], spans_of(text), text) == []
