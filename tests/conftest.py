@@ -50,7 +50,7 @@ def tiny_model_dir(tmp_path_factory, demo_files) -> Path:
         words.update(w.lower() for w in ex.tokens)
     directory = tmp_path_factory.mktemp("tiny-bert")
     (directory / "vocab.txt").write_text("\n".join(_vocab(words)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(directory / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(directory)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -68,7 +68,7 @@ def test_classification_metrics_agree_with_predict(classifier, intents, tmp_path
     intents = intents.subset(range(200))
     metrics = evaluate(classifier, intents, tmp_path, prefix="demo_")
 
-    assert CLASSIFICATION_KEYS <= set(metrics)
+    assert set(metrics) >= CLASSIFICATION_KEYS
     assert (metrics["n_examples"], metrics["truncated"], metrics["data"]) == (len(intents), 0, intents.path)
     # The evaluation path and the serving path see the same predictions.
     predicted = [r["label"] for r in classifier.predict([ex.text for ex in intents.examples])]
@@ -101,7 +101,8 @@ def test_without_out_dir_nothing_is_written(classifier, intents, tmp_path, monke
 
 def test_unknown_label_raises_naming_the_line(classifier, tmp_path):
     path = tmp_path / "new.csv"
-    path.write_text("text,label\nwhere is my order,track_order\nI want a discount,discount_request\nhi,talk_to_human\n")
+    path.write_text("text,label\nwhere is my order,track_order\nI want a discount,discount_request\n"
+                    "hi,talk_to_human\n")
     with pytest.raises(DataError) as err:
         evaluate(classifier, read_file(path))
     assert [(issue.path, issue.line) for issue in err.value.issues] == [(str(path), 3)]
@@ -132,7 +133,7 @@ def test_ner_metrics_and_files(tagger, entities, tmp_path):
     entities = entities.subset(range(120))
     metrics = evaluate(tagger, entities, tmp_path)
 
-    assert ENTITY_KEYS <= set(metrics)
+    assert set(metrics) >= ENTITY_KEYS
     assert "confusion_matrix" not in metrics
     assert set(metrics["per_type"]) <= {"LOC", "ORG", "PER", "PRODUCT"}
     assert metrics["support"] == sum(entities.label_counts().values())
@@ -170,7 +171,7 @@ def test_majority_baseline_predicts_the_most_frequent_training_label(classifier)
     train = data("card_lost", "card_lost", "card_lost", "track_order", "refund_request")
     test = data("track_order", "card_lost", "track_order", "refund_request", "track_order")
     metrics = majority_baseline(classifier.task, train, test)
-    assert CLASSIFICATION_KEYS <= set(metrics)
+    assert set(metrics) >= CLASSIFICATION_KEYS
     assert metrics["accuracy"] == 1 / 5  # the training majority (card_lost), not the test majority
     assert metrics["per_class"]["card_lost"] == {"precision": 0.2, "recall": 1.0, "f1": pytest.approx(1 / 3),
                                                  "support": 1}
@@ -187,7 +188,7 @@ def test_majority_accuracy_is_the_share_of_the_majority_label(classifier, intent
 
 def test_majority_baseline_for_ner_tags_everything_outside(tagger, entities):
     metrics = majority_baseline(tagger.task, entities, entities)
-    assert ENTITY_KEYS <= set(metrics)
+    assert set(metrics) >= ENTITY_KEYS
     assert (metrics["f1"], metrics["precision"], metrics["recall"]) == (0.0, 0.0, 0.0)
     tags = [tag for ex in entities.examples for tag in ex.tags]
     assert metrics["token_accuracy"] == tags.count("O") / len(tags)
@@ -209,7 +210,7 @@ def test_linear_probe_classification(tiny_model_dir, intents, pooling):
     task = SequenceClassification(intents.label_names(), load_tokenizer(str(tiny_model_dir)))
     train, test = intents.subset(range(0, 100)), intents.subset(range(100, 140))
     metrics = linear_probe(task, str(tiny_model_dir), pooling, train, test)
-    assert CLASSIFICATION_KEYS <= set(metrics)
+    assert set(metrics) >= CLASSIFICATION_KEYS
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert sum(map(sum, metrics["confusion_matrix"])) == len(test)
     assert sum(row["support"] for row in metrics["per_class"].values()) == len(test)
@@ -219,7 +220,7 @@ def test_linear_probe_ner(tiny_model_dir, entities):
     task = TokenClassification(entities.label_names(), load_tokenizer(str(tiny_model_dir)))
     train, test = entities.subset(range(0, 40)), entities.subset(range(40, 60))
     metrics = linear_probe(task, str(tiny_model_dir), "mean", train, test)
-    assert ENTITY_KEYS <= set(metrics)
+    assert set(metrics) >= ENTITY_KEYS
     assert metrics["support"] == sum(test.label_counts().values())
     for key in ("f1", "precision", "recall", "token_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0
@@ -232,3 +233,39 @@ def test_linear_probe_ner_fits_a_separable_tagging(tiny_model_dir):
     task = TokenClassification(data.label_names(), load_tokenizer(str(tiny_model_dir)))
     metrics = linear_probe(task, str(tiny_model_dir), "mean", data, data)
     assert (metrics["f1"], metrics["token_accuracy"]) == (1.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------------ multi-label
+
+
+def test_multilabel_evaluation_with_a_hand_wired_head(tiny_model_dir, tmp_path):
+    import torch
+
+    from goldmine.inference.model import RunMeta
+
+    task = MultiLabelClassification(["x", "y", "z"], load_tokenizer(str(tiny_model_dir)))
+    network = task.build_model(str(tiny_model_dir), {"goldmine_pooling": "mean"})
+    with torch.no_grad():  # sigmoid(2) = 0.88 -> x always on; y (0.12) and z (exactly 0.5) always off
+        network.classifier.weight.zero_()
+        network.classifier.bias.copy_(torch.tensor([2.0, -2.0, 0.0]))
+    model = Model(network, task, RunMeta("multilabel", ["x", "y", "z"], str(tiny_model_dir)), batch_size=2)
+    examples = [TextExample("where is my order", ("x",), source="m.csv:2"),
+                TextExample("refund", ("x", "y"), source="m.csv:3"),
+                TextExample("hello there", ("z",), source="m.csv:4")]
+    metrics = evaluate(model, LabeledData(DataKind.TEXT, examples, "m.csv", multi_label=True), tmp_path)
+
+    assert metrics["accuracy"] == pytest.approx(1 / 3)
+    assert metrics["per_class"]["x"] == {"precision": pytest.approx(2 / 3), "recall": 1.0,
+                                         "f1": pytest.approx(0.8), "support": 2}
+    assert metrics["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))  # tp 2, fp 1, fn 2
+    # 9 label decisions, 6 right; confidence max(p, 1 - p) is sigmoid(2) for x and y, 0.5 for z
+    sig = 1 / (1 + np.exp(-2.0))
+    calibration = metrics["calibration"]
+    assert calibration["count"] == 9
+    assert calibration["accuracy"] == pytest.approx(6 / 9)
+    assert calibration["mean_confidence"] == pytest.approx((6 * sig + 3 * 0.5) / 9, abs=1e-6)
+    assert (tmp_path / "metrics.json").is_file() and not (tmp_path / "confusion_matrix.png").exists()
+    assert model.predict(["anything"]) == [
+        {"labels": ["x"], "scores": {"x": pytest.approx(sig, abs=1e-6), "y": pytest.approx(1 - sig, abs=1e-6),
+                                     "z": 0.5}}
+    ]

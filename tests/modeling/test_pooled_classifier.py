@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from goldmine.errors import ConfigError
 from goldmine.modeling.backbone import load_tokenizer
 from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification, mean_pool
 from goldmine.tasks.sequence_classification import MultiLabelClassification, SequenceClassification
@@ -103,3 +104,44 @@ def test_saved_model_loads_with_plain_transformers(tiny_model_dir, tokenizer, tm
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.inference_mode():
         torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+
+
+# An encoder without a pooler and without `add_pooling_layer` / `hidden_dropout_prob` (DistilBERT).
+
+
+@pytest.fixture(scope="module")
+def distilbert_dir(tmp_path_factory, tiny_model_dir, tokenizer):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    directory = tmp_path_factory.mktemp("tiny-distilbert")
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    DistilBertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_encoder_without_pooler_layer(distilbert_dir, tokenizer, tmp_path, pooling):
+    task = SequenceClassification(LABELS, tokenizer)
+    model = task.build_model(str(distilbert_dir), {"goldmine_pooling": pooling, "classifier_dropout": 0.25}).eval()
+    assert model.config.model_type == "distilbert"
+    assert (model.pooling, model.dropout.p) == (pooling, 0.25)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    batch.pop("token_type_ids")
+    with torch.inference_mode():
+        logits = model(**batch).logits
+    assert logits.shape == (3, 3)
+
+    PooledEncoderForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    assert (loaded.pooling, loaded.dropout.p) == (pooling, 0.25)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(**batch).logits, logits, atol=0, rtol=0)
+
+
+def test_pooler_pooling_needs_a_pooler_layer(distilbert_dir, tokenizer):
+    task = SequenceClassification(LABELS, tokenizer)
+    with pytest.raises(ConfigError, match="model.pooling: 'pooler' needs an encoder with a pooler layer"):
+        task.build_model(str(distilbert_dir), {"goldmine_pooling": "pooler"})

@@ -20,7 +20,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PIECES = ["anna", "lives", "in", "ham", "##burg", "un", "##believ", "##able", "berlin", "is", "big", ".",
           "paris", "bob", "works", "at", "acme", "new", "york"]
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
-O, B_LOC, I_LOC, B_PER = 0, 1, 2, 3
+OUT, B_LOC, I_LOC, B_PER = 0, 1, 2, 3
 
 S0 = TokenExample(("Anna", "lives", "in", "Hamburg", "."), ("B-PER", "O", "O", "B-LOC", "O"), 0, "f.conll:2")
 S1 = TokenExample(("Berlin", "is", "big", "."), ("B-LOC", "O", "O", "O"), 0, "f.conll:9")
@@ -61,13 +61,13 @@ def test_label_on_first_sub_token_only(tokenizer):
 
     first, second = encoded.features
     assert first["input_ids"] == ids(tokenizer, "[CLS]", "anna", "lives", "in", "ham", "##burg", ".", "[SEP]")
-    assert first["labels"] == [IGNORE, B_PER, O, O, B_LOC, IGNORE, O, IGNORE]
+    assert first["labels"] == [IGNORE, B_PER, OUT, OUT, B_LOC, IGNORE, OUT, IGNORE]
     assert first["attention_mask"] == [1] * 8
     assert first["token_type_ids"] == [0] * 8
     assert second["input_ids"] == ids(
         tokenizer, "[CLS]", "bob", "is", "un", "##believ", "##able", "in", "ham", "##burg", "[SEP]"
     )
-    assert second["labels"] == [IGNORE, B_PER, O, B_LOC, IGNORE, IGNORE, O, B_LOC, IGNORE, IGNORE]
+    assert second["labels"] == [IGNORE, B_PER, OUT, B_LOC, IGNORE, IGNORE, OUT, B_LOC, IGNORE, IGNORE]
     assert encoded.alignment == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
     assert encoded.truncated == 0
 
@@ -84,10 +84,10 @@ def test_document_context_adds_neighbours_of_the_same_document_only(tokenizer):
     assert ids(tokenizer, "paris")[0] not in sum((f["input_ids"] for f in encoded.features[:3]), [])
 
     # Only the sentence's own words carry labels; the context words are ignored.
-    assert encoded.features[0]["labels"] == [x, B_PER, O, O, B_LOC, x, O] + [x] * 9 + [x]
-    assert encoded.features[1]["labels"] == [x] + [x] * 6 + [B_LOC, O, O, O] + [x] * 5 + [x]
-    assert encoded.features[2]["labels"] == [x] + [x] * 10 + [B_PER, O, O, O, O] + [x]
-    assert encoded.features[3]["labels"] == [x, B_LOC, O, O, O, x]
+    assert encoded.features[0]["labels"] == [x, B_PER, OUT, OUT, B_LOC, x, OUT] + [x] * 9 + [x]
+    assert encoded.features[1]["labels"] == [x] + [x] * 6 + [B_LOC, OUT, OUT, OUT] + [x] * 5 + [x]
+    assert encoded.features[2]["labels"] == [x] + [x] * 10 + [B_PER, OUT, OUT, OUT, OUT] + [x]
+    assert encoded.features[3]["labels"] == [x, B_LOC, OUT, OUT, OUT, x]
     assert encoded.alignment == [[0, 1, 2, 3, 4], [0, 1, 2, 3], [0, 1, 2, 3, 4], [0, 1, 2, 3]]
     assert encoded.truncated == 0
 
@@ -100,7 +100,7 @@ def test_document_context_fills_the_budget_with_the_nearest_words(tokenizer):
     assert feature["input_ids"] == ids(
         tokenizer, "[CLS]", "ham", "##burg", ".", "berlin", "is", "big", ".", "bob", "works", "at", "[SEP]"
     )
-    assert feature["labels"] == [IGNORE, IGNORE, IGNORE, IGNORE, B_LOC, O, O, O, IGNORE, IGNORE, IGNORE, IGNORE]
+    assert feature["labels"] == [IGNORE, IGNORE, IGNORE, IGNORE, B_LOC, OUT, OUT, OUT, IGNORE, IGNORE, IGNORE, IGNORE]
     assert encoded.alignment[1] == [0, 1, 2, 3]
     assert all(len(f["input_ids"]) <= 12 for f in encoded.features)
     assert encoded.truncated == 0
@@ -114,9 +114,11 @@ def test_truncation_counts_and_drops_words_beyond_max_length(tokenizer, document
 
     first, second = encoded.features
     assert first["input_ids"] == ids(tokenizer, "[CLS]", "anna", "lives", "un", "##believ", "##able", "in", "[SEP]")
-    assert first["labels"] == [IGNORE, B_PER, O, O, IGNORE, IGNORE, O, IGNORE]
+    assert first["labels"] == [IGNORE, B_PER, OUT, OUT, IGNORE, IGNORE, OUT, IGNORE]
     assert encoded.alignment[0] == [0, 1, 2, 3]  # "Hamburg" (word 4) did not fit
-    assert second["input_ids"] == ids(tokenizer, "[CLS]", "berlin", "is", "big", "[SEP]")
+    # The last sentence of a document gives its unused right-hand room to the left-hand context.
+    context = ["in", "ham", "##burg"] if document_context else []
+    assert second["input_ids"] == ids(tokenizer, "[CLS]", *context, "berlin", "is", "big", "[SEP]")
     assert encoded.alignment[1] == [0, 1, 2]
     assert encoded.truncated == 1
 
@@ -145,25 +147,25 @@ def test_class_frequencies_count_tags(tokenizer):
 
 def test_loss_ignores_unlabeled_positions(tokenizer):
     logits = torch.tensor([[[2.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0], [5.0, -5.0, 0.0, 0.0, 9.0]]])
-    labels = torch.tensor([[O, B_LOC, IGNORE]])
+    labels = torch.tensor([[OUT, B_LOC, IGNORE]])
     outputs = type("Outputs", (), {"logits": logits})()
     loss = task_for(tokenizer).loss_function(None, 0.0)(outputs, labels)
-    expected = -(torch.log_softmax(logits[0, 0], -1)[O] + torch.log_softmax(logits[0, 1], -1)[B_LOC]) / 2
+    expected = -(torch.log_softmax(logits[0, 0], -1)[OUT] + torch.log_softmax(logits[0, 1], -1)[B_LOC]) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
     weights = torch.tensor([1.0, 3.0, 1.0, 1.0, 1.0])
     weighted = task_for(tokenizer).loss_function(weights, 0.0)(outputs, labels)
-    nll = -torch.log_softmax(logits[0, :2], -1)[[0, 1], [O, B_LOC]]
+    nll = -torch.log_softmax(logits[0, :2], -1)[[0, 1], [OUT, B_LOC]]
     assert weighted.item() == pytest.approx(((nll[0] + 3 * nll[1]) / 4).item(), rel=1e-6)
 
 
 def test_dev_metrics_score_first_sub_tokens_only(tokenizer):
     task = task_for(tokenizer)
-    labels = np.array([[IGNORE, B_PER, IGNORE, O, B_LOC, IGNORE], [IGNORE, B_LOC, I_LOC, O, IGNORE, IGNORE]])
+    labels = np.array([[IGNORE, B_PER, IGNORE, OUT, B_LOC, IGNORE], [IGNORE, B_LOC, I_LOC, OUT, IGNORE, IGNORE]])
     # Wrong ids at ignored positions must not matter; sentence 2 gets the LOC span one word short.
-    predictions = np.array([[B_LOC, B_PER, B_LOC, O, B_LOC, I_LOC], [O, B_LOC, O, O, B_PER, B_PER]])
+    predictions = np.array([[B_LOC, B_PER, B_LOC, OUT, B_LOC, I_LOC], [OUT, B_LOC, OUT, OUT, B_PER, B_PER]])
     assert task.dev_metrics(predictions, labels) == {"f1": pytest.approx(2 / 3)}
-    assert task.dev_metrics(np.where(labels == IGNORE, O, labels), labels) == {"f1": 1.0}
+    assert task.dev_metrics(np.where(labels == IGNORE, OUT, labels), labels) == {"f1": 1.0}
     assert task.reduce_logits(torch.tensor([[[0.0, 2.0], [3.0, 1.0]]])).tolist() == [[1, 0]]
 
 

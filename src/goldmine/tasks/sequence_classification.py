@@ -10,7 +10,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, DataCollatorWithPadding
 
 from goldmine.data.schema import DataKind, LabeledData
-from goldmine.errors import DataError, DataIssue
+from goldmine.errors import ConfigError, DataError, DataIssue
 from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification, load_encoder
 from goldmine.tasks import TASKS
 from goldmine.tasks.base import Encoded, Task
@@ -38,6 +38,9 @@ class SequenceClassification(Task):
             setattr(config, key, value)
         pooling = config_overrides.get("goldmine_pooling", "mean")
         backbone = load_encoder(AutoModel.from_pretrained, base, pooling)
+        if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
+            raise ConfigError(f"model.pooling: 'pooler' needs an encoder with a pooler layer and {base} has none; "
+                              "use mean or cls")
         return PooledEncoderForSequenceClassification(config, encoder=backbone)
 
     def tokenize(self, texts: list[str], texts_b: list[str] | None = None) -> dict[str, list]:

@@ -86,37 +86,40 @@ class TokenClassification(Task):
         ids = self.tokenizer(words, add_special_tokens=False)["input_ids"] if words else []
         return {w: len(i) for w, i in zip(words, ids, strict=True)}
 
+    @staticmethod
+    def _context(examples: list[TokenExample], i: int, step: int, room: int, counts: dict[str, int]) -> list[str]:
+        """Words of the sentences after (step=1) or before (step=-1) sentence i in its document, nearest
+        first, until `room` sub-tokens are used."""
+        words: list[str] = []
+        j = i + step
+        while 0 <= j < len(examples) and examples[j].document == examples[i].document:
+            for w in examples[j].tokens if step > 0 else reversed(examples[j].tokens):
+                if counts[w] > room:
+                    return words
+                words.append(w)
+                room -= counts[w]
+            j += step
+        return words
+
     def _windows(self, examples: list[TokenExample], counts: dict[str, int]) -> list[tuple[list[str], int]]:
-        """For each sentence: the words to encode and the index of the sentence's first word in them."""
+        """For each sentence: the words to encode and the index of the sentence's first word in them.
+
+        Spare room is shared between the sentences before and after; what one side cannot use
+        (at the start or end of a document) goes to the other.
+        """
         if not self.document_context:
             return [(list(ex.tokens), 0) for ex in examples]
         budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
         windows = []
         for i, ex in enumerate(examples):
             room = budget - sum(counts[w] for w in ex.tokens)
-            left: list[str] = []
-            right: list[str] = []
-            room_left = room // 2
-            j = i - 1
-            while j >= 0 and examples[j].document == ex.document and room_left > 0:
-                for w in reversed(examples[j].tokens):
-                    if counts[w] > room_left:
-                        room_left = 0
-                        break
-                    left.insert(0, w)
-                    room_left -= counts[w]
-                j -= 1
-            room_right = room - sum(counts[w] for w in left)  # the right side also gets what the left left over
-            j = i + 1
-            while j < len(examples) and examples[j].document == ex.document and room_right > 0:
-                for w in examples[j].tokens:
-                    if counts[w] > room_right:
-                        room_right = 0
-                        break
-                    right.append(w)
-                    room_right -= counts[w]
-                j += 1
-            windows.append((left + list(ex.tokens) + right, len(left)))
+            if room <= 0:
+                windows.append((list(ex.tokens), 0))
+                continue
+            right = self._context(examples, i, 1, room // 2, counts)
+            left = self._context(examples, i, -1, room - sum(counts[w] for w in right), counts)
+            right = self._context(examples, i, 1, room - sum(counts[w] for w in left), counts)
+            windows.append((left[::-1] + list(ex.tokens) + right, len(left)))
         return windows
 
     def encode(self, data: LabeledData) -> Encoded:
