@@ -241,4 +241,11 @@ def test_demo_quick(tmp_path):
         assert json.loads((out / name / "goldmine.json").read_text())["extra"]["global_step"] == 4
         assert f"{name}: before vs after fine-tuning" in result.output
     assert (out / "data" / "support_intents.csv").is_file()
-    assert "where is it?' -> " in result.output  # a sample prediction was printed
+    from goldmine.demo.run import SAMPLE_REQUESTS, SAMPLE_TICKETS
+
+    labels = json.loads((out / "intents" / "labels.json").read_text())["label2id"]
+    for text in SAMPLE_REQUESTS:  # each sample prediction was printed: text -> label (score)
+        label = result.output.split(f"{text!r} -> ", 1)[1].split(" ", 1)[0]
+        assert label in labels
+    for text in SAMPLE_TICKETS:
+        assert f"{text!r}\n   -> " in result.output

@@ -128,7 +128,9 @@ def train(
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field: --set training.warmup_ratio=0.06")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Any config field: --set training.warmup_ratio=0.06")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the output directory.")] = False,
 ) -> None:
     """Fine-tune, save, and print the before-vs-after table on the test data."""

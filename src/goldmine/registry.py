@@ -37,7 +37,8 @@ class Registry(Generic[T]):
         except KeyError:
             hint = get_close_matches(name, self._items, n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of {sorted(self._items)}{suggestion}") from None
+            choices = sorted(self._items)
+            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of {choices}{suggestion}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 
 import goldmine
 from goldmine.config import load_config
-from goldmine.errors import DataError
+from goldmine.errors import ConfigError, DataError
 from goldmine.inference.model import Model
 from goldmine.tasks.base import balanced_weights
 from goldmine.tasks.sequence_classification import MultiLabelClassification, SequenceClassification
@@ -408,3 +408,16 @@ def test_unknown_dev_label_fails_before_training(tiny_model_dir, demo_files, tmp
     assert len(info.value.issues) == 1
     assert not (out / "checkpoints").exists()
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"training.eval_strategy": "epoch", "training.save_steps": 2}, "with eval_strategy=epoch checkpoints are"),
+    ({"training.eval_strategy": "steps", "training.eval_steps": 2, "training.save_steps": 3},
+     r"must be a multiple of training.eval_steps \(2\) .* got 3"),
+])
+def test_checkpoints_must_follow_evaluations(settings, message, tiny_model_dir, demo_files, tmp_path):
+    # keeping the best dev model needs a checkpoint at every evaluation: a config error, found before any work
+    config = _config(tiny_model_dir, demo_files.intents, tmp_path / "run", **settings)
+    with pytest.raises(ConfigError, match=f"training.save_steps: .*{message}"):
+        goldmine.train(config)
+    assert not (tmp_path / "run").exists()

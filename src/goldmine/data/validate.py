@@ -17,7 +17,8 @@ def check_splits(train: LabeledData, others: dict[str, LabeledData]) -> None:
     shown = sorted(known)
     for name, data in others.items():
         if data.kind is not train.kind:
-            issues.append(DataIssue(data.path, 0, f"{name} holds {data.kind.value} data but train holds {train.kind.value}"))
+            reason = f"{name} holds {data.kind.value} data but train holds {train.kind.value}"
+            issues.append(DataIssue(data.path, 0, reason))
             continue
         for ex in data.examples:
             values = ex.tags if data.kind is DataKind.TOKENS else ex.labels

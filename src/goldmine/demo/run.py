@@ -29,7 +29,8 @@ def run_demo(output_dir: Path, console: Console, quick: bool = False) -> dict:
     files = write_demo_data(output_dir / "data")
     console.rule("[bold]goldmine demo")
     console.print(f"demo data written: {files.intents} and {files.ner}")
-    steps = {"training.max_steps": 4, "training.eval_strategy": "none", "training.linear_probe": False} if quick else {}
+    quick_steps = {"training.max_steps": 4, "training.eval_strategy": "none", "training.linear_probe": False}
+    steps = quick_steps if quick else {}
     jobs = {
         "intents": {"task": "classification", "data.train": str(files.intents), "training.epochs": 6,
                     "training.batch_size": 16, "training.learning_rate": 1e-4},

@@ -27,7 +27,8 @@ PROBE_MAX_EXAMPLES = 20_000  # enough for a stable probe, bounded in time on a C
 
 def majority_baseline(task: Task, train: LabeledData, test: LabeledData) -> dict:
     if task.name == "ner":
-        return entity_metrics([list(ex.tags) for ex in test.examples], [["O"] * len(ex.tokens) for ex in test.examples])
+        truth = [list(ex.tags) for ex in test.examples]
+        return entity_metrics(truth, [["O"] * len(tags) for tags in truth])
     top = Counter(label for ex in train.examples for label in ex.labels).most_common(1)[0][0]
     if task.multi_label:
         y_true = np.asarray([f["labels"] for f in task.encode(test).features], dtype=np.int8)

@@ -50,9 +50,8 @@ class Task(ABC):
     def check_kind(cls, data: LabeledData) -> None:
         if data.kind not in cls.kinds:
             expected = " or ".join(k.value for k in cls.kinds)
-            raise DataError(
-                [DataIssue(data.path, 0, f"task '{cls.name}' needs {expected} data, this file holds {data.kind.value}")]
-            )
+            reason = f"task '{cls.name}' needs {expected} data, this file holds {data.kind.value}"
+            raise DataError([DataIssue(data.path, 0, reason)])
 
     @classmethod
     def labels_from(cls, data: LabeledData) -> list[str]:

@@ -19,7 +19,7 @@ from datasets import Dataset
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from goldmine.config import TrainConfig
+from goldmine.config import TrainConfig, TrainingConfig
 from goldmine.data.fingerprint import fingerprint
 from goldmine.data.report import quality_report
 from goldmine.errors import ConfigError
@@ -90,8 +90,9 @@ def _training_arguments(config: TrainConfig, metric: str, n_train: int) -> Train
 def train(config: TrainConfig, resume: bool = False, callbacks: list | None = None) -> TrainResult:
     """Fine-tune, save and evaluate one model as `config` says. `resume` continues from the last checkpoint."""
     # ---- setup: data, tokenizer, task, model ----
-    checkpoint = _last_checkpoint(config.output_dir) if resume else None  # fail before loading anything
     t = config.training
+    _check_checkpointing(t)
+    checkpoint = _last_checkpoint(config.output_dir) if resume else None  # fail before loading anything
     set_seed(t.seed)
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
@@ -193,6 +194,18 @@ def _token_counter(tokenizer):
 def _file_of(path: str) -> str | None:
     file = path.split("[", 1)[0]
     return file if Path(file).is_file() else None
+
+
+def _check_checkpointing(t: TrainingConfig) -> None:
+    """Keeping the best model needs a checkpoint at each evaluation; Trainer would fail late with a ValueError."""
+    if t.eval_strategy == "none" or t.save_steps is None:
+        return
+    if t.eval_strategy == "epoch":
+        raise ConfigError("training.save_steps: with eval_strategy=epoch checkpoints are saved at each evaluation; "
+                          "leave save_steps unset, or use eval_strategy=steps")
+    if t.save_steps % t.eval_steps:
+        raise ConfigError(f"training.save_steps: must be a multiple of training.eval_steps ({t.eval_steps}) so "
+                          f"that the best evaluated model has a checkpoint, got {t.save_steps}")
 
 
 def _last_checkpoint(output_dir: Path) -> str | None:
