@@ -59,6 +59,29 @@ def tiny_model_dir(tmp_path_factory, demo_files) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, demo_files, tiny_model_dir):
+    """`tiny_run(task)`: a run directory from a 2-step `goldmine.train` on the tiny model, trained once per session."""
+    import goldmine
+
+    def get(task: str) -> Path:
+        out = tmp_path_factory.getbasetemp() / f"goldmine-run-{task}"
+        if not (out / "metrics.json").is_file():
+            goldmine.train(None, **{
+                "task": task,
+                "data.train": demo_files.ner if task == "ner" else demo_files.intents,
+                "model.name": str(tiny_model_dir),
+                "output_dir": out,
+                "training.max_steps": 2,
+                "training.batch_size": 8,
+                "training.eval_strategy": "none",
+                "training.linear_probe": False,
+            })
+        return out
+
+    return get
+
+
 def shared_data(name: str) -> Path:
     """A benchmark data folder from ../shared/data; tests that need it skip when it is absent."""
     path = SHARED_DATA / name

@@ -24,31 +24,14 @@ CLASSIFICATION_KEYS = {"accuracy", "macro_f1", "micro_f1", "weighted_f1", "per_c
 ENTITY_KEYS = {"precision", "recall", "f1", "support", "per_type", "token_accuracy"}
 
 
-def trained_run(tmp_path_factory, demo_files, tiny_model_dir, task: str):
-    """A run directory from a 2-step `goldmine.train`; trained once per session, shared by the test modules."""
-    out = tmp_path_factory.getbasetemp() / f"goldmine-run-{task}"
-    if not (out / "metrics.json").is_file():
-        goldmine.train(None, **{
-            "task": task,
-            "data.train": demo_files.ner if task == "ner" else demo_files.intents,
-            "model.name": str(tiny_model_dir),
-            "output_dir": out,
-            "training.max_steps": 2,
-            "training.batch_size": 8,
-            "training.eval_strategy": "none",
-            "training.linear_probe": False,
-        })
-    return out
+@pytest.fixture(scope="module")
+def classifier(tiny_run) -> Model:
+    return Model.load(tiny_run("classification"))
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory, demo_files, tiny_model_dir) -> Model:
-    return Model.load(trained_run(tmp_path_factory, demo_files, tiny_model_dir, "classification"))
-
-
-@pytest.fixture(scope="module")
-def tagger(tmp_path_factory, demo_files, tiny_model_dir) -> Model:
-    return Model.load(trained_run(tmp_path_factory, demo_files, tiny_model_dir, "ner"))
+def tagger(tiny_run) -> Model:
+    return Model.load(tiny_run("ner"))
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +92,8 @@ def test_unknown_label_raises_naming_the_line(classifier, tmp_path):
     assert f"{path}:3" in str(err.value) and "'discount_request'" in str(err.value)
 
 
-def test_api_evaluate_reads_the_file_and_reports_the_line(tmp_path_factory, demo_files, tiny_model_dir, tmp_path):
-    run = trained_run(tmp_path_factory, demo_files, tiny_model_dir, "classification")
+def test_api_evaluate_reads_the_file_and_reports_the_line(tiny_run, demo_files, tmp_path):
+    run = tiny_run("classification")
     path = tmp_path / "new.csv"
     path.write_text("text,label\nwhere is my order,track_order\nhi,talk_to_humans\n")
     with pytest.raises(DataError, match=f"{path}:3: label 'talk_to_humans'"):

@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
 
-import goldmine
 from goldmine.errors import ModelError
 from goldmine.inference.model import META_FILE, Model, RunMeta
 from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification
@@ -30,31 +29,14 @@ TEXTS = [
 ]
 
 
-def trained_run(tmp_path_factory, demo_files, tiny_model_dir, task: str):
-    """A run directory from a 2-step `goldmine.train`; trained once per session, shared by the test modules."""
-    out = tmp_path_factory.getbasetemp() / f"goldmine-run-{task}"
-    if not (out / "metrics.json").is_file():
-        goldmine.train(None, **{
-            "task": task,
-            "data.train": demo_files.ner if task == "ner" else demo_files.intents,
-            "model.name": str(tiny_model_dir),
-            "output_dir": out,
-            "training.max_steps": 2,
-            "training.batch_size": 8,
-            "training.eval_strategy": "none",
-            "training.linear_probe": False,
-        })
-    return out
+@pytest.fixture(scope="module")
+def classification_run(tiny_run):
+    return tiny_run("classification")
 
 
 @pytest.fixture(scope="module")
-def classification_run(tmp_path_factory, demo_files, tiny_model_dir):
-    return trained_run(tmp_path_factory, demo_files, tiny_model_dir, "classification")
-
-
-@pytest.fixture(scope="module")
-def ner_run(tmp_path_factory, demo_files, tiny_model_dir):
-    return trained_run(tmp_path_factory, demo_files, tiny_model_dir, "ner")
+def ner_run(tiny_run):
+    return tiny_run("ner")
 
 
 def test_run_directory_records_what_loading_needs(classification_run, tiny_model_dir):
