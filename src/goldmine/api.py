@@ -39,6 +39,13 @@ def predict(model_dir: str | Path, texts: list[str]) -> list[dict]:
     return Model.load(model_dir).predict(texts)
 
 
+def ensemble(run_dirs: list[str | Path], output_dir: str | Path) -> Path:
+    """An ensemble directory averaging the members' probabilities, as `goldmine ensemble` writes it."""
+    from goldmine.inference.ensemble import build_ensemble
+
+    return build_ensemble(run_dirs, output_dir)
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():

@@ -213,6 +213,21 @@ def predict(
 
 
 @app.command()
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories of the same task and base model.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Ensemble directory to write.")],
+) -> None:
+    """Combine runs into one model that averages their probabilities (load, eval, predict it like any run)."""
+    from goldmine.api import ensemble as build
+
+    try:
+        path = build(runs, output_dir)
+    except GoldmineError as err:
+        _fail(err)
+    console.print(f"ensemble of {len(runs)} runs written to {path}")
+
+
+@app.command()
 def demo(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where demo data and models go.")] = Path(
         "runs/demo"

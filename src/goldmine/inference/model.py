@@ -37,6 +37,7 @@ class RunMeta:
     max_length: int = 128
     document_context: bool = True
     adapter: bool = False  # the weights are a peft adapter over `base_model`
+    members: list[str] = field(default_factory=list)  # an ensemble: member run directories (relative to this one)
     extra: dict[str, Any] = field(default_factory=dict)  # fingerprint, versions, timing
 
     def save(self, directory: Path) -> None:
@@ -86,6 +87,10 @@ class Model:
     def load(cls, directory: str | Path, batch_size: int = 64) -> Model:
         directory = Path(directory)
         meta = RunMeta.load(directory)
+        if meta.members:
+            from goldmine.inference.ensemble import EnsembleModel
+
+            return EnsembleModel([cls.load(directory / m, batch_size) for m in meta.members], meta)
         tokenizer = load_tokenizer(str(directory))
         task = TASKS.get(meta.task)(
             meta.label_names, tokenizer, meta.max_length, document_context=meta.document_context
