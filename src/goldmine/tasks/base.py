@@ -77,6 +77,10 @@ class Task(ABC):
     def class_frequencies(self, data: LabeledData) -> np.ndarray:
         """How often each label occurs in `data`, for balanced class weights."""
 
+    def balanced_class_weights(self, data: LabeledData) -> torch.Tensor:
+        """Loss weights for `training.class_weights: balanced`, one per label."""
+        return balanced_weights(self.class_frequencies(data))
+
     @abstractmethod
     def dev_metrics(self, predictions: np.ndarray, label_ids: np.ndarray) -> dict[str, float]:
         """Metrics on the Trainer's dev predictions (argmax / thresholded), for early stopping."""

@@ -123,8 +123,12 @@ class MultiLabelClassification(SequenceClassification):
             vector[self.label2id[label]] = 1.0
         return vector
 
+    def balanced_class_weights(self, data: LabeledData) -> torch.Tensor:
+        """For BCE, balance means a positive weight per label: negatives / positives."""
+        positives = self.class_frequencies(data)
+        return torch.tensor((len(data) - positives) / np.maximum(positives, 1), dtype=torch.float32)
+
     def loss_function(self, class_weights: torch.Tensor | None, label_smoothing: float):
-        # Balanced weights for BCE become per-label positive weights (negatives / positives).
         def loss(outputs, labels, num_items_in_batch=None):
             return nn.functional.binary_cross_entropy_with_logits(
                 outputs.logits, labels.to(outputs.logits.dtype), pos_weight=class_weights

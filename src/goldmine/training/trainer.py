@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from datasets import Dataset
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
@@ -30,7 +29,6 @@ from goldmine.evaluation.plots import plot_training_curve
 from goldmine.inference.model import Model, RunMeta
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
 from goldmine.tasks import TASKS
-from goldmine.tasks.base import balanced_weights
 from goldmine.training.artifacts import save_model, versions
 from goldmine.training.callbacks import tensorboard_callback
 from goldmine.training.data import load_splits
@@ -52,7 +50,7 @@ class TrainResult:
     data_warnings: list[str] = field(default_factory=list)
 
 
-def _training_arguments(config: TrainConfig, metric: str, n_train: int) -> TrainingArguments:
+def _training_arguments(config: TrainConfig, metric: str) -> TrainingArguments:
     t = config.training
     evaluate_during = t.eval_strategy != "none"
     return TrainingArguments(
@@ -119,16 +117,13 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
 
     # ---- train ----
     metric = t.metric_for_best or task.default_metric
-    weights = balanced_weights(task.class_frequencies(splits["train"])) if t.class_weights == "balanced" else None
-    if weights is not None and task.multi_label:
-        counts = task.class_frequencies(splits["train"])
-        weights = torch.tensor((len(splits["train"]) - counts) / np.maximum(counts, 1), dtype=torch.float32)
+    weights = task.balanced_class_weights(splits["train"]) if t.class_weights == "balanced" else None
     extra_callbacks = [tensorboard_callback(config.output_dir / "logs"), *(callbacks or [])]
     if t.early_stopping_patience and t.eval_strategy != "none":
         extra_callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = Trainer(
         model=model,
-        args=_training_arguments(config, metric, len(splits["train"])),
+        args=_training_arguments(config, metric),
         train_dataset=_as_dataset(encoded["train"].features),
         eval_dataset=_as_dataset(encoded["dev"].features) if "dev" in encoded else None,
         data_collator=task.collator(),
@@ -139,7 +134,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         callbacks=extra_callbacks,
     )
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
         return TrainResult(config.output_dir, {}, {}, train_seconds, trainer.state.global_step)
@@ -154,8 +149,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
                "versions": versions(), "train_seconds": round(train_seconds, 2),
                "global_step": trainer.state.global_step, "trainable_parameters": trainable,
                "total_parameters": total,
-               "train_examples_per_second": round(len(splits["train"]) * t.epochs / train_seconds, 2)
-               if t.max_steps <= 0 else None},
+               "train_examples_per_second": train_output.metrics.get("train_samples_per_second")},
     )
     save_model(trainer.model, tokenizer, meta, config, out)
     (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
@@ -172,9 +166,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         served = Model.load(out, batch_size=t.eval_batch_size)
         rows["fine-tuned"] = evaluate(served, test, out, prefix="test_")
     table = before_after(rows) if rows else {}
-    dev_metrics = {k: v for k, v in trainer.state.log_history[-1].items()} if trainer.state.log_history else {}
+    train_summary = dict(train_output.metrics)
     summary = {"before_after": table, "test": rows.get("fine-tuned", {}), "best_dev": trainer.state.best_metric,
-               "metric_for_best": metric, "train": dev_metrics}
+               "metric_for_best": metric, "train": train_summary}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     if table:
         (out / "before_after.md").write_text(as_markdown(table, f"{task.name} on {test.path}"))
