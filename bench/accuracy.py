@@ -2,6 +2,7 @@
 
     python bench/accuracy.py                 # every benchmark (long: run it in the background)
     python bench/accuracy.py --only sst2     # one of: sst2, sst2_lora, conll2003, banking77
+    python bench/accuracy.py --only sst2 --seeds 42,43,44   # an ensemble of three seeds
 
 No model selection on dev: each run trains for a fixed schedule (no early stopping, no best
 checkpoint) and is then evaluated once on dev, through the same inference path that serves it.
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info  # noqa: E402
 
+import goldmine  # noqa: E402
 from goldmine.config import load_config  # noqa: E402
 from goldmine.training.trainer import train  # noqa: E402
 
@@ -40,34 +42,51 @@ BENCHMARKS = {
 }
 
 
-def run(name: str, data_root: Path, runs: Path) -> dict:
+def run(name: str, data_root: Path, runs: Path, seeds: list[int]) -> dict:
+    """Train one model per seed (one seed: a single model; several: their ensemble) and measure on dev."""
     config_file, folder, train_file, dev_file, key, metric = BENCHMARKS[name]
     data = data_root / folder
-    config = load_config(CONFIGS / config_file, {
-        "data.train": str(data / train_file),
-        "data.dev": str(data / dev_file),
-        "data.test": str(data / dev_file),  # measured on dev: the test split is held back
-        "output_dir": str(runs / name),
-        "training.eval_strategy": "none",
-    })
-    started = time.perf_counter()
-    result = train(config)
+    members, started = [], time.perf_counter()
+    for i, seed in enumerate(seeds):
+        config = load_config(CONFIGS / config_file, {
+            "data.train": str(data / train_file),
+            "data.dev": str(data / dev_file),
+            "data.test": str(data / dev_file),  # measured on dev: the test split is held back
+            "output_dir": str(runs / name if len(seeds) == 1 else runs / name / f"seed-{seed}"),
+            "training.eval_strategy": "none",
+            "training.seed": seed,
+            "training.linear_probe": i == 0,  # the before-vs-after baselines do not depend on the seed
+        })
+        members.append((config, train(config)))
     wall = time.perf_counter() - started
+    config, result = members[0]
     meta = json.loads((result.output_dir / "goldmine.json").read_text())["extra"]
     entry = {
         key: result.test_metrics[metric],
         "before_after": result.before_after,
         "wall_seconds": round(wall, 1),
-        "train_seconds": round(result.train_seconds, 1),
+        "train_seconds": round(sum(r.train_seconds for _, r in members), 1),
         "train_examples_per_s": meta.get("train_examples_per_second"),
         "global_step": result.global_step,
         "trainable_share": round(meta["trainable_parameters"] / meta["total_parameters"], 5),
         "config": config.model_dump(mode="json", exclude={"data"}),
         "model_dir": str(result.output_dir.relative_to(ROOT)) if result.output_dir.is_relative_to(ROOT) else None,
     }
+    if len(seeds) > 1:
+        ensemble_dir = goldmine.ensemble([r.output_dir for _, r in members], runs / name / "ensemble")
+        scored = goldmine.evaluate(ensemble_dir, data / dev_file, ensemble_dir / "eval")
+        entry["members"] = {str(seed): r.test_metrics[metric] for seed, (_, r) in zip(seeds, members, strict=True)}
+        entry[key] = scored[metric]
+        table = dict(result.before_after)
+        single = table.pop("fine-tuned")
+        table[f"fine-tuned, seed {seeds[0]} alone"] = single
+        table[f"fine-tuned, ensemble of {len(seeds)} seeds"] = {m: scored[m] for m in single}
+        entry["before_after"] = table
+        entry["model_dir"] = str(ensemble_dir.relative_to(ROOT)) if ensemble_dir.is_relative_to(ROOT) else None
     if name == "sst2_lora":
-        full = _load().get("sst2", {}).get("dev_accuracy")
-        entry["gap_to_full_points"] = round(100 * (full - entry[key]), 2) if full is not None else None
+        full = _load().get("sst2", {})
+        full_single = full.get("members", {}).get("42", full.get("dev_accuracy"))
+        entry["gap_to_full_points"] = round(100 * (full_single - entry[key]), 2) if full_single is not None else None
     return entry
 
 
@@ -118,9 +137,10 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated benchmark names")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="shared data root")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench", help="where models are kept")
+    parser.add_argument("--seeds", default="42", help="comma-separated seeds; several train an ensemble")
     args = parser.parse_args()
     for name in args.only.split(","):
-        entry = run(name, args.data, args.runs)
+        entry = run(name, args.data, args.runs, [int(x) for x in args.seeds.split(",")])
         results = _load()  # re-read: another benchmark may have finished meanwhile
         results[name] = entry
         results["machine"] = machine_info()
