@@ -1,0 +1,212 @@
+"""The serving database: tenants, API keys, usage records and the model registry, through SQLAlchemy 2.
+
+Any SQLAlchemy URL works (PostgreSQL by setting `database_url`); the default is a SQLite file in WAL mode,
+so readers never block the writer. Timestamps are naive UTC everywhere (SQLite keeps no time zone).
+The schema is owned by the Alembic migrations in `migrations/`; `open_database` upgrades to head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from goldmine.serving.settings import ServingSettings
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: what every timestamp column holds."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Tenant(Base):
+    """A customer. Keys, models and usage belong to one tenant; `plan` names a price plan in the settings."""
+
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plan: Mapped[str] = mapped_column(String(64), default="default")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key `gm_<id>_<secret>`: only the id, a per-key salt and the salted hash of the secret are stored."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    salt: Mapped[str] = mapped_column(String(64))
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[str] = mapped_column(String(200))  # comma-separated, e.g. "predict,admin"
+    rate: Mapped[float | None] = mapped_column(Float)  # requests per second; None = the settings' default_rate
+    monthly_quota: Mapped[int | None] = mapped_column(Integer)  # texts per calendar month (UTC); None = unlimited
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(s for s in self.scopes.split(",") if s)
+
+
+class UsageRecord(Base):
+    """One billable call. Written and committed before the response leaves the server."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        UniqueConstraint("key_id", "idempotency_key"),
+        Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    items: Mapped[int] = mapped_column(Integer)
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer, default=200)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    request_hash: Mapped[str | None] = mapped_column(String(64), default=None)  # sha256 of the request, with a key
+    response_json: Mapped[str | None] = mapped_column(Text, default=None)  # kept only for idempotent replays
+
+
+class RegisteredModel(Base):
+    """A model name (global) and the tenant that owns it; other tenants never see it."""
+
+    __tablename__ = "models"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """An immutable version: `version` is the content hash of the model directory, `path` its registry copy."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(ForeignKey("models.name"))
+    version: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """Where an alias (production, staging, ...) of a model points now."""
+
+    __tablename__ = "model_aliases"
+    model_name: Mapped[str] = mapped_column(ForeignKey("models.name"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AliasChange(Base):
+    """Every promotion of an alias, kept for audit and rollback (a rollback marks the promotion it undoes)."""
+
+    __tablename__ = "alias_history"
+    __table_args__ = (Index("ix_alias_history_model_alias", "model_name", "alias"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    alias: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    previous_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rolled_back_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
+    """An engine for `url`; SQLite files get WAL, a busy timeout, foreign keys and the chosen fsync level."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to the newest Alembic revision (a no-op when it is there already)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class Database:
+    """An engine and a session factory over one URL."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed when the block ends without error, rolled back otherwise."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(settings: ServingSettings, upgrade: bool = True) -> Database:
+    """The database the settings name, migrated to head unless `upgrade=False`."""
+    engine = make_engine(settings.url, settings.sqlite_synchronous)
+    if upgrade:
+        migrate(engine)
+    return Database(engine)

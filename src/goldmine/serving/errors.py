@@ -1,0 +1,97 @@
+"""Serving errors and the one table that maps every error (serving or library) to an HTTP status.
+
+Each error carries a stable machine-readable `code`, a message a client can act on, and optional headers
+(Retry-After, RateLimit-*). The FastAPI exception handlers in `app.py` use `http_status` and nothing else.
+"""
+
+from __future__ import annotations
+
+from goldmine.errors import ConfigError, DataError, GoldmineError, ModelError
+
+
+class ServingError(GoldmineError):
+    """Base class of the errors the serving layer raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.headers = dict(headers or {})
+
+
+class Unauthorized(ServingError):
+    code = "unauthorized"
+
+
+class Forbidden(ServingError):
+    code = "forbidden"
+
+
+class NotFound(ServingError):
+    """Also what a tenant gets for another tenant's model: nothing about its existence leaks."""
+
+    code = "not_found"
+
+
+class Conflict(ServingError):
+    code = "conflict"
+
+
+class PayloadTooLarge(ServingError):
+    code = "payload_too_large"
+
+
+class InvalidRequest(ServingError):
+    code = "invalid_request"
+
+
+class RateLimited(ServingError):
+    code = "rate_limited"
+
+
+class QuotaExhausted(ServingError):
+    code = "quota_exhausted"
+
+
+class Overloaded(ServingError):
+    """The model's queue is full; the client should retry after `Retry-After` seconds."""
+
+    code = "overloaded"
+
+
+class UsageNotRecorded(ServingError):
+    """The usage record could not be committed, so the answer is withheld (nothing unbilled leaves the server)."""
+
+    code = "usage_not_recorded"
+
+
+STATUS: list[tuple[type[Exception], int]] = [  # first match wins: subclasses before their bases
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (InvalidRequest, 422),
+    (RateLimited, 429),
+    (QuotaExhausted, 429),
+    (Overloaded, 503),
+    (UsageNotRecorded, 503),
+    (DataError, 422),
+    (ConfigError, 500),
+    (ModelError, 500),
+    (GoldmineError, 400),
+]
+
+
+def http_status(err: Exception) -> int:
+    """The HTTP status for any exception; unknown ones are 500."""
+    for cls, status in STATUS:
+        if isinstance(err, cls):
+            return status
+    return 500
+
+
+def error_code(err: Exception) -> str:
+    if isinstance(err, ServingError):
+        return err.code
+    return {400: "bad_request", 422: "invalid_request"}.get(http_status(err), "internal_error")

@@ -1,0 +1,113 @@
+"""Serving settings: embedded defaults (a SQLite file, in-process limits), overridable by env vars and a config file.
+
+Precedence, highest first: keyword arguments, `GOLDMINE_*` environment variables (nested fields with `__`,
+e.g. `GOLDMINE_LIMITS__MAX_ITEMS_PER_CALL=16`), the YAML config file (`load_settings(path)` or
+`GOLDMINE_CONFIG=path`), defaults. Money is integer minor units (cents) everywhere, never float.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from goldmine.errors import ConfigError
+
+CONFIG_ENV = "GOLDMINE_CONFIG"
+_config_file: ContextVar[Path | None] = ContextVar("goldmine_serving_config_file", default=None)
+
+
+class Limits(BaseModel):
+    """Per-call input limits; beyond them a call is refused with 413 before any work is done."""
+
+    max_items_per_call: int = Field(64, gt=0, description="Texts per predict call.")
+    max_chars_per_text: int = Field(2000, gt=0, description="Characters per text.")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Request body size (Content-Length).")
+
+
+class Batching(BaseModel):
+    """Dynamic micro-batching of concurrent requests to one model version."""
+
+    max_batch_size: int = Field(32, gt=0, description="Texts per forward pass.")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long the first queued request waits for company.")
+    max_queue: int = Field(1024, gt=0, description="Texts waiting per model before calls get 503 + Retry-After.")
+
+
+class PricePlan(BaseModel):
+    """A price plan. Amounts are integer minor units of `currency` (cents for EUR/USD)."""
+
+    currency: str = Field("EUR", min_length=3, max_length=3, description="ISO 4217 code.")
+    per_call_minor: int = Field(0, ge=0, description="Price of one billable call.")
+    per_1k_tokens_minor: int = Field(0, ge=0, description="Price of 1000 input tokens (rounded half-up per line).")
+    free_calls: int = Field(0, ge=0, description="Calls per month not charged.")
+    free_tokens: int = Field(0, ge=0, description="Input tokens per month not charged.")
+
+
+def _default_plans() -> dict[str, PricePlan]:
+    return {"default": PricePlan(per_call_minor=0, per_1k_tokens_minor=10, free_tokens=100_000)}
+
+
+class ServingSettings(BaseSettings):
+    """Everything `goldmine serve` and the serving CLI commands need."""
+
+    model_config = SettingsConfigDict(env_prefix="GOLDMINE_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(Path("runs/serving"), description="Where the default database and registry live.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/goldmine.db.")
+    registry_dir: Path | None = Field(None, description="Immutable model version copies; default <data_dir>/models.")
+    sqlite_synchronous: str = Field("FULL", pattern="^(FULL|NORMAL|EXTRA)$", description="SQLite fsync level.")
+    limits: Limits = Field(default_factory=Limits, description="Per-call input limits.")
+    batching: Batching = Field(default_factory=Batching, description="Micro-batching per model version.")
+    redis_url: str | None = Field(None, description="Shared rate-limit state; None keeps it in-process.")
+    default_rate: float | None = Field(None, gt=0, description="Requests/s for keys created without --rate.")
+    log_raw_inputs: bool = Field(False, description="Log input texts (masked: e-mails, phones, card/ID numbers).")
+    plans: dict[str, PricePlan] = Field(default_factory=_default_plans, description="Price plans by name.")
+    default_alias: str = Field("production", description="Alias a predict call uses when it names none.")
+    max_loaded_versions: int = Field(4, gt=0, description="Model versions kept in memory (least recently used go).")
+    preload: bool = Field(True, description="Load every production version at startup, before /readyz says ready.")
+    inference_threads: int | None = Field(None, gt=0, description="torch threads for inference; None = torch's.")
+    host: str = Field("127.0.0.1", description="Bind address for `goldmine serve`.")
+    port: int = Field(8000, ge=0, lt=65536, description="Port for `goldmine serve`.")
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> ServingSettings:
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'goldmine.db'}"
+        if self.registry_dir is None:
+            self.registry_dir = self.data_dir / "models"
+        if "default" not in self.plans:
+            raise ValueError("plans: a plan named 'default' is required (tenants start on it)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource):
+        path = _config_file.get() or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @property
+    def url(self) -> str:
+        assert self.database_url is not None  # set by _derive_paths
+        return self.database_url
+
+
+def load_settings(config_file: str | Path | None = None, **overrides) -> ServingSettings:
+    """Settings from `config_file` (YAML) or $GOLDMINE_CONFIG, env vars and `overrides`; invalid fields name themselves."""
+    path = Path(config_file) if config_file else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{path}: serving config file not found")
+    token = _config_file.set(path)
+    try:
+        return ServingSettings(**overrides)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid serving settings: {problems}") from None
+    finally:
+        _config_file.reset(token)
