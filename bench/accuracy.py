@@ -42,7 +42,7 @@ BENCHMARKS = {
 }
 
 
-def run(name: str, data_root: Path, runs: Path, seeds: list[int]) -> dict:
+def run(name: str, data_root: Path, runs: Path, seeds: list[int], threads: int | None = None) -> dict:
     """Train one model per seed (one seed: a single model; several: their ensemble) and measure on dev."""
     config_file, folder, train_file, dev_file, key, metric = BENCHMARKS[name]
     data = data_root / folder
@@ -56,6 +56,7 @@ def run(name: str, data_root: Path, runs: Path, seeds: list[int]) -> dict:
             "training.eval_strategy": "none",
             "training.seed": seed,
             "training.linear_probe": i == 0,  # the before-vs-after baselines do not depend on the seed
+            "training.num_threads": threads,
         })
         members.append((config, train(config)))
     wall = time.perf_counter() - started
@@ -126,6 +127,9 @@ def write(results: dict) -> None:
             cols = list(next(iter(table.values())))
             lines.append("|---|" + "---:|" * len(cols))
             lines += [f"| {row} | " + " | ".join(f"{v[c]:.4f}" for c in cols) + " |" for row, v in table.items()]
+    notes = [f"- {name}: {results[name]['note']}" for name in BENCHMARKS if results.get(name, {}).get("note")]
+    if notes:
+        lines += ["", "Notes:", *notes]
     if "sst2_lora" in results and results["sst2_lora"].get("gap_to_full_points") is not None:
         lines += ["", f"LoRA vs full on sst2: gap {results['sst2_lora']['gap_to_full_points']} points, "
                       f"trainable share {results['sst2_lora']['trainable_share']:.4f}."]
@@ -138,10 +142,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="shared data root")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench", help="where models are kept")
     parser.add_argument("--seeds", default="42", help="comma-separated seeds; several train an ensemble")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--note", default=None, help="how the run was made (e.g. what else ran beside it)")
     args = parser.parse_args()
     for name in args.only.split(","):
-        entry = run(name, args.data, args.runs, [int(x) for x in args.seeds.split(",")])
+        entry = run(name, args.data, args.runs, [int(x) for x in args.seeds.split(",")], args.threads)
         results = _load()  # re-read: another benchmark may have finished meanwhile
+        if args.note:
+            entry["note"] = args.note
         results[name] = entry
         results["machine"] = machine_info()
         write(results)

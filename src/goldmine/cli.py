@@ -19,6 +19,13 @@ app = typer.Typer(help="Fine-tune a small pretrained model on your labeled text,
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Check and split labeled data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(help="The serving registry: register model versions, promote and roll back aliases.",
+                         no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for the serving API.", no_args_is_help=True)
+billing_app = typer.Typer(help="Invoices from usage records.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
+app.add_typer(billing_app, name="billing")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -239,6 +246,184 @@ def demo(
 
     try:
         run_demo(output_dir, console, quick=quick)
+    except GoldmineError as err:
+        _fail(err)
+
+
+# ---- serving: registry, keys, billing, serve ------------------------------------------------------------------
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Serving config YAML (else $GOLDMINE_CONFIG).")]
+
+
+def _serving(config: Path | None):
+    """Serving settings and the migrated database, or exit 2 with the reason."""
+    from goldmine.serving.db import open_database
+    from goldmine.serving.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+        return settings, open_database(settings)
+    except GoldmineError as err:
+        _fail(err)
+
+
+@models_app.command("register")
+def models_register(
+    name: Annotated[str, typer.Argument(help="Model name (lowercase, digits, . _ -).")],
+    model_dir: Annotated[Path, typer.Argument(help="Run directory written by `goldmine train`.")],
+    tenant: Annotated[str, typer.Option(help="Tenant that owns the model (only its keys can call it).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Register MODEL_DIR as an immutable version (its content hash); the first version becomes production."""
+    from goldmine.serving.registry import register
+
+    settings, db = _serving(config)
+    try:
+        info = register(db, settings.registry_dir, name, model_dir, tenant)
+    except GoldmineError as err:
+        _fail(err)
+    state = "registered" if info.created else "already registered (same content)"
+    console.print(f"{name} version {info.version} {state} ({info.task}) -> {info.path}")
+
+
+@models_app.command("list")
+def models_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant's models.")] = None,
+                config: ConfigOpt = None) -> None:
+    """Models with their versions and aliases."""
+    from goldmine.serving.registry import list_models
+
+    _, db = _serving(config)
+    for info in list_models(db, tenant):
+        aliases = ", ".join(f"{a}={v}" for a, v in info.aliases.items()) or "no aliases"
+        console.print(f"[bold]{info.name}[/] ({info.task}, tenant {info.tenant}): {aliases}")
+        for v in info.versions:
+            console.print(f"  {v['version']}  {v['created_at']}")
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    target: Annotated[str, typer.Argument(help="Version id, or an alias such as staging.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "production",
+    config: ConfigOpt = None,
+) -> None:
+    """Point an alias at a version (running servers follow on their next call)."""
+    from goldmine.serving.registry import promote
+
+    _, db = _serving(config)
+    try:
+        move = promote(db, name, target, alias)
+    except GoldmineError as err:
+        _fail(err)
+    console.print(f"{name} {alias}: {move.previous or '-'} -> {move.current}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Option(help="Alias to move back.")] = "production",
+    config: ConfigOpt = None,
+) -> None:
+    """Move an alias back to where it pointed before its latest promotion."""
+    from goldmine.serving.registry import rollback
+
+    _, db = _serving(config)
+    try:
+        move = rollback(db, name, alias)
+    except GoldmineError as err:
+        _fail(err)
+    console.print(f"{name} {alias}: {move.previous} -> {move.current} (rolled back)")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the key belongs to (created if new).")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: predict, admin.")] = "predict",
+    rate: Annotated[float | None, typer.Option(help="Requests per second (token bucket).")] = None,
+    monthly_quota: Annotated[int | None, typer.Option(help="Texts per calendar month (UTC).")] = None,
+    plan: Annotated[str | None, typer.Option(help="Set the tenant's price plan (a name from the settings).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a key and print it once: only a salted hash is stored, it cannot be shown again."""
+    from goldmine.serving.auth import create_key
+
+    settings, db = _serving(config)
+    if plan is not None and plan not in settings.plans:
+        _fail(GoldmineError(f"--plan {plan!r} is not a configured plan: {', '.join(sorted(settings.plans))}"))
+    try:
+        created = create_key(db, tenant, scopes, rate, monthly_quota, plan)
+    except GoldmineError as err:
+        _fail(err)
+    err_console.print(f"key {created.info.id} for tenant {tenant} ({','.join(sorted(created.info.scopes))}); "
+                      "store it now, it is not shown again:")
+    sys.stdout.write(created.key + "\n")
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+              config: ConfigOpt = None) -> None:
+    """Key ids, tenants, scopes, limits, state (never secrets)."""
+    from goldmine.serving.auth import list_keys
+
+    _, db = _serving(config)
+    for k in list_keys(db, tenant):
+        state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
+        console.print(f"{k['id']}  {k['tenant']}  {','.join(k['scopes'])}  rate={k['rate']}  "
+                      f"quota={k['monthly_quota']}  {state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id (or the full key).")],
+                config: ConfigOpt = None) -> None:
+    """Revoke a key: its next request gets 401."""
+    from goldmine.serving.auth import revoke_key
+
+    _, db = _serving(config)
+    try:
+        info = revoke_key(db, key_id)
+    except GoldmineError as err:
+        _fail(err)
+    console.print(f"key {info.id} of tenant {info.tenant} revoked")
+
+
+@billing_app.command("report")
+def billing_report(
+    tenant: Annotated[str, typer.Option(help="Tenant to invoice.")],
+    month: Annotated[str, typer.Option(help="Calendar month, YYYY-MM (UTC).")],
+    format_: Annotated[str, typer.Option("--format", help="csv | json")] = "csv",
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Invoice lines (per model, integer minor units) that reconcile exactly with the usage records."""
+    from goldmine.serving.billing import invoice
+
+    if format_ not in ("csv", "json"):
+        _fail(GoldmineError(f"--format must be csv or json, got {format_!r}"))
+    settings, db = _serving(config)
+    try:
+        result = invoice(db, settings, tenant, month)
+    except GoldmineError as err:
+        _fail(err)
+    text = result.to_csv() if format_ == "csv" else json.dumps(result.to_dict(), indent=2) + "\n"
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"invoice {tenant} {month}: {result.total_minor} {result.currency} (minor units) -> {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings: 8000).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve registered models over HTTP: metered, authenticated, micro-batched (docs at /docs)."""
+    from goldmine.serving.server import serve as run
+    from goldmine.serving.settings import load_settings
+
+    try:
+        run(load_settings(config), host, port)
     except GoldmineError as err:
         _fail(err)
 

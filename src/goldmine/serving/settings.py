@@ -84,8 +84,7 @@ class ServingSettings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource):
+                                   env_settings: PydanticBaseSettingsSource, **_unused: PydanticBaseSettingsSource):
         path = _config_file.get() or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if path is not None:
@@ -99,7 +98,7 @@ class ServingSettings(BaseSettings):
 
 
 def load_settings(config_file: str | Path | None = None, **overrides) -> ServingSettings:
-    """Settings from `config_file` (YAML) or $GOLDMINE_CONFIG, env vars and `overrides`; invalid fields name themselves."""
+    """Settings from `config_file` (YAML) or $GOLDMINE_CONFIG, env vars and `overrides`; errors name the field."""
     path = Path(config_file) if config_file else None
     if path is not None and not path.is_file():
         raise ConfigError(f"{path}: serving config file not found")

@@ -1,0 +1,172 @@
+"""Dynamic micro-batching: concurrent requests to one model version share forward passes.
+
+Each request (a list of texts) waits in a queue. One worker task takes the first request, gathers more until
+the batch holds `max_batch_size` texts or `max_wait_ms` has passed, and runs the batch function in a thread
+of its own, so the event loop keeps accepting requests. While a batch runs, the next one fills up by itself,
+so under load batches are full without waiting. The queue is bounded in texts: beyond `max_queue` a call
+fails at once with `Overloaded` (503 + Retry-After) instead of queueing into unbounded latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from goldmine.serving.errors import Overloaded
+
+R = TypeVar("R")
+
+
+@dataclass
+class _Request:
+    texts: Sequence[str]
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher(Generic[R]):
+    """Coalesces `submit(texts)` calls into batched calls of `fn(texts) -> results` (one result per text).
+
+    Args:
+        fn: runs one batch, in a worker thread; returns one result per text, in order.
+        max_batch_size: texts per batch (a single larger request runs alone, whole).
+        max_wait_ms: how long the first request of a batch waits for others.
+        max_queue: texts allowed to wait; more gives `Overloaded`.
+        on_batch: called with (texts in batch, seconds) after each batch (metrics).
+        on_depth: called with the number of waiting texts whenever it changes (metrics).
+    """
+
+    def __init__(self, fn: Callable[[list[str]], list[R]], max_batch_size: int = 32, max_wait_ms: float = 2.0,
+                 max_queue: int = 1024, name: str = "model", on_batch: Callable[[int, float], Any] | None = None,
+                 on_depth: Callable[[int], Any] | None = None):
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.name = name
+        self._on_batch = on_batch or (lambda n, s: None)
+        self._on_depth = on_depth or (lambda n: None)
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._carry: _Request | None = None
+        self._waiting = 0  # texts queued, not yet in a running batch
+        self._in_flight = 0  # requests submitted and not yet answered
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._worker: asyncio.Task | None = None
+        self._seconds_per_batch = 0.05  # running estimate, for Retry-After
+
+    @property
+    def depth(self) -> int:
+        return self._waiting
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
+
+    async def submit(self, texts: Sequence[str]) -> list[R]:
+        """The results for `texts`, computed in some batch. Raises `Overloaded` when the queue is full."""
+        if self._closing:
+            raise Overloaded(f"model {self.name} is being unloaded; retry", {"Retry-After": "1"})
+        if self._waiting + len(texts) > self.max_queue and self._waiting > 0:
+            raise Overloaded(f"model {self.name} is overloaded ({self._waiting} texts queued); retry later",
+                             {"Retry-After": str(self.retry_after())})
+        self.start()
+        request = _Request(list(texts), asyncio.get_running_loop().create_future())
+        self._waiting += len(texts)
+        self._in_flight += 1
+        self._on_depth(self._waiting)
+        self._queue.put_nowait(request)
+        try:
+            return await asyncio.shield(request.future)  # a client that goes away does not break the batch
+        finally:
+            self._in_flight -= 1
+
+    def retry_after(self) -> int:
+        """Seconds until the current queue has probably drained (at least 1)."""
+        batches = math.ceil(self._waiting / self.max_batch_size) + 1
+        return max(1, math.ceil(batches * self._seconds_per_batch))
+
+    async def _next(self, timeout: float | None) -> _Request | None:
+        if self._carry is not None:
+            request, self._carry = self._carry, None
+            return request
+        if timeout is None:
+            return await self._queue.get()
+        if timeout <= 0:
+            return self._queue.get_nowait() if not self._queue.empty() else None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _collect(self) -> list[_Request]:
+        first = await self._next(None)
+        batch, size = [first], len(first.texts)
+        deadline = time.perf_counter() + self.max_wait
+        while size < self.max_batch_size:
+            request = await self._next(deadline - time.perf_counter())
+            if request is None:
+                break
+            if request is _STOP or size + len(request.texts) > self.max_batch_size:
+                self._carry = request  # first in the next batch
+                break
+            batch.append(request)
+            size += len(request.texts)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            if batch[0] is _STOP:
+                return
+            texts = [t for r in batch for t in r.texts]
+            self._waiting -= len(texts)
+            self._on_depth(self._waiting)
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self.fn, texts)
+                if len(results) != len(texts):
+                    raise RuntimeError(f"batch function returned {len(results)} results for {len(texts)} texts")
+            except BaseException as err:  # noqa: BLE001 - every waiting caller gets the error
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(err)
+                if isinstance(err, asyncio.CancelledError):
+                    raise
+                continue
+            elapsed = time.perf_counter() - started
+            self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * elapsed
+            self._on_batch(len(texts), elapsed)
+            start = 0
+            for r in batch:
+                if not r.future.done():
+                    r.future.set_result(results[start : start + len(r.texts)])
+                start += len(r.texts)
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop taking requests; with `drain`, answer every queued request first (hot swap), else fail them."""
+        self._closing = True
+        if self._worker is not None:
+            if drain:
+                self._queue.put_nowait(_STOP)
+                await self._worker
+            else:
+                self._worker.cancel()
+                while not self._queue.empty():
+                    request = self._queue.get_nowait()
+                    if request is not _STOP and not request.future.done():
+                        request.future.set_exception(Overloaded("server shutting down", {"Retry-After": "1"}))
+        self._executor.shutdown(wait=drain)
+
+
+_STOP = _Request(texts=[], future=None)  # type: ignore[arg-type]  # sentinel: the worker ends when it reaches it

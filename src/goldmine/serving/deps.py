@@ -1,0 +1,80 @@
+"""FastAPI dependencies as `Annotated` aliases: the services, a database session, the calling key and its scopes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from goldmine.serving.auth import KeyInfo, authenticate
+from goldmine.serving.db import Database
+from goldmine.serving.metering import Meter
+from goldmine.serving.metrics import Metrics
+from goldmine.serving.ratelimit import Limiter
+from goldmine.serving.runtime import ModelPool
+from goldmine.serving.settings import ServingSettings
+
+
+@dataclass
+class Services:
+    """Everything a request handler may need, built once per app in its lifespan."""
+
+    settings: ServingSettings
+    db: Database
+    meter: Meter
+    limiter: Limiter
+    pool: ModelPool
+    metrics: Metrics
+    ready: bool = False
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    with services.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer gm_<id>_<secret>")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key in X-API-Key.")
+
+
+async def current_key(
+    request: Request,
+    services: ServicesDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    api_key: Annotated[str | None, Security(_api_key)],
+) -> KeyInfo:
+    raw = bearer.credentials if bearer else api_key
+    key = await asyncio.to_thread(authenticate, services.db, raw)
+    request.state.log = {**getattr(request.state, "log", {}), "tenant": key.tenant, "key_id": key.id}
+    return key
+
+
+CurrentKey = Annotated[KeyInfo, Depends(current_key)]
+
+
+def require(scope: str):
+    """A dependency that passes the key on if it has `scope` (403 otherwise)."""
+
+    def check(key: CurrentKey) -> KeyInfo:
+        key.require(scope)
+        return key
+
+    return check
+
+
+PredictKey = Annotated[KeyInfo, Depends(require("predict"))]
+AdminKey = Annotated[KeyInfo, Depends(require("admin"))]

@@ -1,0 +1,129 @@
+"""Metering: one usage record per billable call, committed before the response leaves the server.
+
+A call is billable when it returns predictions (HTTP 200). Refused calls (auth, limits, overload, errors)
+write nothing: they are counted in the Prometheus metrics instead. If the record cannot be committed, the
+caller gets 503 and no predictions, so nothing is ever answered unbilled.
+
+Idempotency: with an `Idempotency-Key` header, the record also keeps a hash of the request and the response
+body. A retry with the same key and the same request gets the stored response back (header
+`Idempotent-Replayed: true`), and no second record is written; the same key with a different request is a
+409. Two identical requests racing each other may both compute, but the unique (key id, idempotency key)
+constraint lets only one record in; the loser returns the winner's stored response. Responses are kept only
+for calls that send the header (NER responses contain entity text: a client that wants no stored text does
+not send one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from goldmine.serving.db import Database, UsageRecord, utcnow
+from goldmine.serving.errors import Conflict, UsageNotRecorded
+
+
+@dataclass
+class Usage:
+    """The facts of one billable call."""
+
+    request_id: str
+    tenant: str
+    key_id: str
+    model: str
+    version: str
+    items: int
+    input_tokens: int
+    latency_ms: float
+    status: int = 200
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    response: dict[str, Any] | None = None  # stored only with an idempotency key
+
+
+@dataclass
+class Replay:
+    """A stored response to return again for a repeated idempotency key."""
+
+    request_id: str
+    version: str
+    body: dict[str, Any]
+
+
+def request_hash(model: str, ref: str | None, texts: list[str]) -> str:
+    """Identifies a request's content (model, alias/version asked for, texts) for idempotency checks."""
+    return hashlib.sha256(json.dumps([model, ref, texts], ensure_ascii=False).encode()).hexdigest()
+
+
+class Meter:
+    """Writes usage records (in a worker thread) and answers idempotency look-ups."""
+
+    def __init__(self, db: Database, on_failure=None):
+        self.db = db
+        self._on_failure = on_failure or (lambda: None)
+
+    def _insert(self, usage: Usage) -> None:
+        fields = asdict(usage)
+        response = fields.pop("response")
+        fields["tenant_id"] = fields.pop("tenant")
+        with self.db.session() as session:
+            session.add(UsageRecord(**fields, created_at=utcnow(),
+                                    response_json=json.dumps(response) if response is not None else None))
+
+    async def record(self, usage: Usage) -> Replay | None:
+        """Commit the record. Returns a `Replay` if an identical idempotent call won the race (nothing written)."""
+        try:
+            await asyncio.to_thread(self._insert, usage)
+            return None
+        except IntegrityError:
+            if usage.idempotency_key is not None:
+                replay = await asyncio.to_thread(self.find, usage.key_id, usage.idempotency_key, usage.request_hash)
+                if replay is not None:
+                    return replay
+            self._on_failure()
+            raise UsageNotRecorded("the usage record could not be written; retry the call") from None
+        except SQLAlchemyError:
+            self._on_failure()
+            raise UsageNotRecorded("the usage record could not be written; retry the call") from None
+
+    def find(self, key_id: str, idempotency_key: str, expected_hash: str | None) -> Replay | None:
+        """The stored response for this key's idempotency key; `Conflict` if it was for a different request."""
+        with self.db.session() as session:
+            row = session.scalar(select(UsageRecord).where(UsageRecord.key_id == key_id,
+                                                           UsageRecord.idempotency_key == idempotency_key))
+        if row is None:
+            return None
+        if row.request_hash != expected_hash:
+            raise Conflict("this Idempotency-Key was already used for a different request")
+        return Replay(row.request_id, row.version, json.loads(row.response_json or "{}"))
+
+    def texts_used(self, key_id: str, since: datetime) -> int:
+        """Texts billed to a key since `since` (what a restarted server starts the monthly quota from)."""
+        with self.db.session() as session:
+            total = session.scalar(select(func.coalesce(func.sum(UsageRecord.items), 0)).where(
+                UsageRecord.key_id == key_id, UsageRecord.created_at >= since, UsageRecord.status == 200))
+        return int(total or 0)
+
+
+def usage_summary(db: Database, tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """Calls, texts and input tokens of `tenant` in [start, end), in total and per model."""
+    with db.session() as session:
+        rows = session.execute(
+            select(UsageRecord.model, func.count(), func.sum(UsageRecord.items), func.sum(UsageRecord.input_tokens))
+            .where(UsageRecord.tenant_id == tenant, UsageRecord.created_at >= start, UsageRecord.created_at < end,
+                   UsageRecord.status == 200)
+            .group_by(UsageRecord.model).order_by(UsageRecord.model)
+        ).all()
+    by_model = [{"model": m, "calls": int(c), "items": int(i or 0), "input_tokens": int(t or 0)}
+                for m, c, i, t in rows]
+    return {
+        "tenant": tenant, "start": start.isoformat() + "Z", "end": end.isoformat() + "Z",
+        "calls": sum(r["calls"] for r in by_model), "items": sum(r["items"] for r in by_model),
+        "input_tokens": sum(r["input_tokens"] for r in by_model), "by_model": by_model,
+    }

@@ -1,0 +1,67 @@
+"""Admin: promote and roll back aliases of any tenant's model, swapped in without dropping in-flight requests."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from goldmine.serving import registry
+from goldmine.serving.db import ModelAlias
+from goldmine.serving.deps import AdminKey, Services, ServicesDep
+
+router = APIRouter(prefix="/v1/admin/models", tags=["admin"])
+
+
+class PromoteIn(BaseModel):
+    target: str = Field(max_length=64, description="A version id or another alias (e.g. staging).")
+    alias: str = Field("production", max_length=64, description="The alias to move.")
+
+
+class RollbackIn(BaseModel):
+    alias: str = Field("production", max_length=64, description="The alias to move back.")
+
+
+class AliasOut(BaseModel):
+    model: str
+    alias: str
+    previous: str | None
+    current: str
+
+
+def _target(services: Services, name: str, target: str) -> tuple[str, str]:
+    with services.db.session() as session:
+        row = registry.resolve(session, name, target)
+        return row.version, row.path
+
+
+def _alias_versions(services: Services, name: str) -> set[str]:
+    with services.db.session() as session:
+        return {a.version for a in session.query(ModelAlias).filter(ModelAlias.model_name == name)}
+
+
+async def _swap(services: Services, name: str, version: str, path: str) -> None:
+    """Load `version` before anyone is routed to it; then unload versions no alias uses (they drain first)."""
+    await services.pool.get(name, version, path)
+
+
+@router.post("/{name}/promote", response_model=AliasOut, responses={401: {}, 403: {}, 404: {}})
+async def promote(name: str, body: PromoteIn, key: AdminKey, services: ServicesDep) -> AliasOut:
+    """Point an alias at a version (loaded before the switch, so no call waits for the load)."""
+    version, path = await asyncio.to_thread(_target, services, name, body.target)
+    await _swap(services, name, version, path)
+    move = await asyncio.to_thread(registry.promote, services.db, name, version, body.alias)
+    services.pool.retire(name, await asyncio.to_thread(_alias_versions, services, name))
+    return AliasOut(**move.__dict__)
+
+
+@router.post("/{name}/rollback", response_model=AliasOut, responses={401: {}, 403: {}, 404: {}, 409: {}})
+async def rollback(name: str, key: AdminKey, services: ServicesDep, body: RollbackIn | None = None) -> AliasOut:
+    """Move an alias back to where it pointed before its latest promotion."""
+    alias = body.alias if body else "production"
+    move = await asyncio.to_thread(registry.rollback, services.db, name, alias)
+    version, path = await asyncio.to_thread(_target, services, name, move.current)
+    await _swap(services, name, version, path)
+    services.pool.retire(name, await asyncio.to_thread(_alias_versions, services, name))
+    return AliasOut(**move.__dict__)

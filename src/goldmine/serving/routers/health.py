@@ -1,0 +1,35 @@
+"""Liveness, readiness and Prometheus metrics (unauthenticated: bind to a private address or put auth in front)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from goldmine.serving.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready for traffic: startup (migrations, model preload) finished and the database answers."""
+    database = await asyncio.to_thread(services.db.ping)
+    ready = services.ready and database
+    body = {"status": "ready" if ready else "not ready", "database": database, "started": services.ready,
+            "loaded": [f"{n}@{v}" for n, v in services.pool.loaded]}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(services: ServicesDep) -> Response:
+    """Prometheus text format."""
+    body, content_type = services.metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,101 @@
+"""`POST /v1/models/{name}/predict`: limits, idempotency, rate limit, quota, micro-batched inference, metering."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from goldmine.serving.deps import PredictKey, ServicesDep
+from goldmine.serving.errors import PayloadTooLarge
+from goldmine.serving.masking import describe_inputs
+from goldmine.serving.metering import Usage, request_hash
+from goldmine.serving.registry import resolve
+
+router = APIRouter(prefix="/v1/models", tags=["predict"])
+
+
+class PredictRequest(BaseModel):
+    texts: list[str] = Field(min_length=1, description="Texts to label; limits: see settings.limits.")
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model: str
+    version: str = Field(description="The model version that answered (also in the X-Model-Version header).")
+    predictions: list[dict[str, Any]] = Field(
+        description="Per text: {label, score, scores} (classification) or {entities: [...]} (NER).")
+
+
+def _check_limits(texts: list[str], max_items: int, max_chars: int) -> None:
+    if len(texts) > max_items:
+        raise PayloadTooLarge(f"{len(texts)} texts in one call; the limit is {max_items}: split the call")
+    for i, text in enumerate(texts):
+        if len(text) > max_chars:
+            raise PayloadTooLarge(f"texts[{i}] has {len(text)} characters; the limit is {max_chars}")
+
+
+def _resolve(services, name: str, ref: str, tenant: str) -> tuple[str, str]:
+    with services.db.session() as session:
+        row = resolve(session, name, ref, tenant)
+        return row.version, row.path
+
+
+@router.post("/{name}/predict", response_model=PredictResponse,
+             responses={401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {}, 429: {}, 503: {}})
+async def predict(
+    name: str,
+    body: PredictRequest,
+    request: Request,
+    key: PredictKey,
+    services: ServicesDep,
+    version: Annotated[str | None, Query(max_length=64, description="An alias or version id; default production.")]
+    = None,
+    idempotency_key: Annotated[str | None, Header(max_length=255, description="Retries with it never bill twice.")]
+    = None,
+) -> JSONResponse:
+    """Labels (classification) or entities (NER) for a batch of texts, from the version the alias points to."""
+    started = time.perf_counter()
+    settings, texts = services.settings, body.texts
+    request.state.log = {**getattr(request.state, "log", {}), "model": name,
+                         **describe_inputs(texts, settings.log_raw_inputs)}
+    _check_limits(texts, settings.limits.max_items_per_call, settings.limits.max_chars_per_text)
+    ref = version or settings.default_alias
+    fingerprint = request_hash(name, ref, texts) if idempotency_key else None
+    if idempotency_key:
+        replay = await asyncio.to_thread(services.meter.find, key.id, idempotency_key, fingerprint)
+        if replay is not None:
+            return _replayed(replay)
+    rate = await services.limiter.check_rate(key.id, key.rate or settings.default_rate)
+    headers = rate.headers() if rate else {}
+    resolved_version, path = await asyncio.to_thread(_resolve, services, name, ref, key.tenant)
+    await services.limiter.reserve_quota(key.id, key.monthly_quota, len(texts))
+    try:
+        loaded = await services.pool.get(name, resolved_version, path)
+        results = await loaded.batcher.submit(texts)
+        tokens = sum(count for _, count in results)
+        request_id = request.state.request_id
+        content = {"request_id": request_id, "model": name, "version": resolved_version,
+                   "predictions": [prediction for prediction, _ in results]}
+        replay = await services.meter.record(Usage(
+            request_id=request_id, tenant=key.tenant, key_id=key.id, model=name, version=resolved_version,
+            items=len(texts), input_tokens=tokens, latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            idempotency_key=idempotency_key, request_hash=fingerprint,
+            response=content if idempotency_key else None,
+        ))
+    except BaseException:
+        await services.limiter.release_quota(key.id, len(texts))
+        raise
+    if replay is not None:  # an identical idempotent call was recorded first: answer as it did, bill once
+        await services.limiter.release_quota(key.id, len(texts))
+        return _replayed(replay)
+    services.metrics.tokens.labels(name).inc(tokens)
+    return JSONResponse(content, headers={**headers, "X-Model-Version": resolved_version})
+
+
+def _replayed(replay) -> JSONResponse:
+    return JSONResponse(replay.body, headers={"X-Model-Version": replay.version, "Idempotent-Replayed": "true"})

@@ -1,0 +1,109 @@
+"""Loaded model versions: each with its own micro-batcher, loaded on first use, least recently used unloaded.
+
+Versions are immutable, so a loaded version never goes stale; what changes is which version an alias points
+to, and that is read from the database on every call (so every replica follows a promotion at once). A hot
+swap is: load the new version, move the alias, then `retire` the versions no alias uses any more; their
+batchers drain in the background, so requests already queued on them are answered (by the old version, as
+their responses say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from goldmine.inference.model import Model
+from goldmine.serving.batching import MicroBatcher
+from goldmine.serving.metrics import Metrics
+from goldmine.serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    model: Model
+    batcher: MicroBatcher
+    last_used: float = field(default_factory=time.monotonic)
+
+
+def batch_function(model: Model):
+    """`texts -> [(prediction, input_tokens)]`: what a batcher runs in its thread."""
+    tokenizer, max_length = model.task.tokenizer, model.meta.max_length
+
+    def run(texts: list[str]) -> list[tuple[dict, int]]:
+        counts = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+        return list(zip(model.predict(texts), counts, strict=True))
+
+    return run
+
+
+class ModelPool:
+    def __init__(self, settings: ServingSettings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._draining: set[asyncio.Task] = set()
+
+    @property
+    def loaded(self) -> list[tuple[str, str]]:
+        return list(self._loaded)
+
+    async def get(self, name: str, version: str, path: str) -> LoadedModel:
+        """The loaded version (loading it in a thread the first time; concurrent callers wait for one load)."""
+        key = (name, version)
+        current = self._loaded.get(key)
+        if current is None:
+            lock = self._locks.setdefault(key, asyncio.Lock())
+            async with lock:
+                current = self._loaded.get(key)
+                if current is None:
+                    current = await self._load(name, version, path)
+        current.last_used = time.monotonic()
+        return current
+
+    async def _load(self, name: str, version: str, path: str) -> LoadedModel:
+        started = time.perf_counter()
+        model = await asyncio.to_thread(Model.load, path)
+        b = self.settings.batching
+        label = f"{name}@{version}"
+        batcher = MicroBatcher(
+            batch_function(model), b.max_batch_size, b.max_wait_ms, b.max_queue, name=label,
+            on_batch=lambda n, s: (self.metrics.batch_size.labels(name).observe(n),
+                                   self.metrics.batch_seconds.labels(name).observe(s)),
+            on_depth=lambda n: self.metrics.queue_depth.labels(name).set(n),
+        )
+        loaded = LoadedModel(name, version, model, batcher)
+        self._loaded[(name, version)] = loaded
+        log.info("loaded %s in %.1fs", label, time.perf_counter() - started)
+        while len(self._loaded) > self.settings.max_loaded_versions:
+            oldest = min(self._loaded.values(), key=lambda m: m.last_used)
+            self._unload(oldest)
+        self.metrics.loaded_versions.set(len(self._loaded))
+        return loaded
+
+    def _unload(self, loaded: LoadedModel) -> None:
+        self._loaded.pop((loaded.name, loaded.version), None)
+        task = asyncio.get_running_loop().create_task(loaded.batcher.close(drain=True))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+        self.metrics.loaded_versions.set(len(self._loaded))
+        log.info("unloading %s@%s (in-flight requests drain first)", loaded.name, loaded.version)
+
+    def retire(self, name: str, keep: Iterable[str]) -> None:
+        """Unload versions of `name` not in `keep`; their queued requests are still answered."""
+        keep = set(keep)
+        for loaded in [m for (n, v), m in self._loaded.items() if n == name and v not in keep]:
+            self._unload(loaded)
+
+    async def close(self) -> None:
+        for loaded in list(self._loaded.values()):
+            self._unload(loaded)
+        if self._draining:
+            await asyncio.gather(*self._draining, return_exceptions=True)

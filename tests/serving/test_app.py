@@ -1,0 +1,256 @@
+"""The HTTP API in-process (TestClient runs the app's lifespan): predictions, auth, limits, idempotency, admin."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from goldmine.serving.app import create_app
+from goldmine.serving.auth import create_key
+from goldmine.serving.db import UsageRecord
+
+
+@pytest.fixture
+def client(settings, db, models, keys):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def records(db) -> list[UsageRecord]:
+    with db.session() as s:
+        return list(s.query(UsageRecord).order_by(UsageRecord.id))
+
+
+def test_predict_classification(client, keys, models, db):
+    r = client.post("/v1/models/intents/predict", json={"texts": ["where is my parcel", "refund please"]},
+                    headers=auth(keys["acme"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == r.headers["X-Model-Version"] == models["intents"].version
+    assert body["request_id"] == r.headers["X-Request-Id"] and body["model"] == "intents"
+    assert len(body["predictions"]) == 2 and {"label", "score", "scores"} <= set(body["predictions"][0])
+    [rec] = records(db)
+    assert (rec.request_id, rec.tenant_id, rec.model, rec.version, rec.items, rec.status) == (
+        body["request_id"], "acme", "intents", models["intents"].version, 2, 200)
+    assert rec.input_tokens > 2 and rec.latency_ms > 0 and rec.response_json is None
+
+
+def test_predict_ner_and_x_api_key(client, keys):
+    r = client.post("/v1/models/tickets/predict", json={"texts": ["Anna Schmidt from Acme in Berlin"]},
+                    headers={"X-API-Key": keys["acme"]})
+    assert r.status_code == 200, r.text
+    assert "entities" in r.json()["predictions"][0]
+
+
+@pytest.mark.parametrize(("key", "status", "code"), [
+    (None, 401, "unauthorized"),
+    ("gm_nope_nope", 401, "unauthorized"),
+    ("admin_only", 403, "forbidden"),  # no predict scope
+    ("globex", 404, "not_found"),  # another tenant's model looks like no model at all
+])
+def test_auth_paths(client, keys, key, status, code, db):
+    headers = auth(keys.get(key, key)) if key else {}
+    r = client.post("/v1/models/intents/predict", json={"texts": ["hi"]}, headers=headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+    if status == 404:
+        missing = client.post("/v1/models/no-such-model/predict", json={"texts": ["hi"]}, headers=headers)
+        assert missing.json()["error"]["message"].replace("no-such-model", "intents") == r.json()["error"]["message"]
+    assert records(db) == []
+
+
+def test_revoked_key(client, db, keys):
+    from goldmine.serving.auth import revoke_key
+
+    revoke_key(db, keys["acme"])
+    r = client.post("/v1/models/intents/predict", json={"texts": ["hi"]}, headers=auth(keys["acme"]))
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
+
+
+def test_limits(settings, db, models, keys):
+    settings.limits.max_items_per_call, settings.limits.max_chars_per_text = 3, 20
+    settings.limits.max_body_bytes = 500
+    with TestClient(create_app(settings)) as client:
+        h = auth(keys["acme"])
+        r = client.post("/v1/models/intents/predict", json={"texts": ["a"] * 4}, headers=h)
+        assert r.status_code == 413 and "4 texts in one call; the limit is 3" in r.json()["error"]["message"]
+        r = client.post("/v1/models/intents/predict", json={"texts": ["ok", "x" * 21]}, headers=h)
+        assert r.status_code == 413 and "texts[1] has 21 characters; the limit is 20" in r.text
+        r = client.post("/v1/models/intents/predict", content=b'{"texts": ["' + b"x" * 600 + b'"]}', headers=h)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+        for bad in ({"texts": []}, {"texts": "not a list"}, {"texts": [1]}, {}):
+            r = client.post("/v1/models/intents/predict", json=bad, headers=h)
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        r = client.post("/v1/models/intents/predict", json={"texts": {"secret@example.com": 1}}, headers=h)
+        assert r.status_code == 422 and "secret@example.com" not in r.text  # input never echoed
+    assert records(db) == []
+
+
+def test_rate_limit_429(db, settings, models):
+    key = create_key(db, "acme", "predict", rate=0.01).key  # one request per 100 s, burst 1
+    with TestClient(create_app(settings)) as client:
+        first = client.post("/v1/models/intents/predict", json={"texts": ["a"]}, headers=auth(key))
+        second = client.post("/v1/models/intents/predict", json={"texts": ["a"]}, headers=auth(key))
+    assert first.status_code == 200 and first.headers["RateLimit-Limit"] == "1"
+    assert first.headers["RateLimit-Remaining"] == "0"
+    assert second.status_code == 429 and second.json()["error"]["code"] == "rate_limited"
+    assert int(second.headers["Retry-After"]) == 100 and second.headers["RateLimit-Remaining"] == "0"
+    assert len(records(db)) == 1
+
+
+def test_monthly_quota(db, settings, models):
+    key = create_key(db, "acme", "predict", monthly_quota=3).key
+    with TestClient(create_app(settings)) as client:
+        ok = client.post("/v1/models/intents/predict", json={"texts": ["a", "b"]}, headers=auth(key))
+        over = client.post("/v1/models/intents/predict", json={"texts": ["c", "d"]}, headers=auth(key))
+        last = client.post("/v1/models/intents/predict", json={"texts": ["e"]}, headers=auth(key))
+    assert (ok.status_code, over.status_code, last.status_code) == (200, 429, 200)
+    assert over.json()["error"]["code"] == "quota_exhausted" and "monthly quota of 3 texts exhausted" in over.text
+    with TestClient(create_app(settings)) as client:  # a restarted server counts from the records
+        again = client.post("/v1/models/intents/predict", json={"texts": ["f"]}, headers=auth(key))
+    assert again.status_code == 429
+
+
+def test_idempotency_key_never_bills_twice(client, keys, db):
+    h = {**auth(keys["acme"]), "Idempotency-Key": "order-42"}
+    first = client.post("/v1/models/intents/predict", json={"texts": ["refund please"]}, headers=h)
+    again = client.post("/v1/models/intents/predict", json={"texts": ["refund please"]}, headers=h)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    other = client.post("/v1/models/intents/predict", json={"texts": ["something else"]}, headers=h)
+    assert other.status_code == 409 and "different request" in other.text
+    other_key = client.post("/v1/models/intents/predict", json={"texts": ["refund please"]},
+                            headers={**auth(keys["admin"]), "Idempotency-Key": "order-42"})
+    assert other_key.status_code == 200 and "Idempotent-Replayed" not in other_key.headers
+    assert [r.idempotency_key for r in records(db)] == ["order-42", "order-42"]
+
+
+def test_models_and_usage(client, keys, models):
+    mine = client.get("/v1/models", headers=auth(keys["acme"])).json()["models"]
+    assert [m["name"] for m in mine] == ["intents", "tickets"]
+    assert mine[0]["aliases"] == {"production": models["intents"].version} and mine[0]["task"] == "classification"
+    everything = client.get("/v1/models", headers=auth(keys["admin_only"])).json()["models"]
+    assert [m["name"] for m in everything] == ["intents", "other", "tickets"]
+    for _ in range(3):
+        client.post("/v1/models/intents/predict", json={"texts": ["a", "b"]}, headers=auth(keys["acme"]))
+    usage = client.get("/v1/usage", headers=auth(keys["acme"])).json()
+    assert (usage["calls"], usage["items"], usage["by_model"][0]["model"]) == (3, 6, "intents")
+    assert client.get("/v1/usage?tenant=acme", headers=auth(keys["globex"])).status_code == 403
+    assert client.get("/v1/usage?tenant=acme", headers=auth(keys["admin_only"])).json()["calls"] == 3
+    assert client.get("/v1/usage?month=1999-01", headers=auth(keys["acme"])).json()["calls"] == 0
+    assert client.get("/v1/usage?start=2020-01-01", headers=auth(keys["acme"])).status_code == 422
+    assert client.get("/v1/usage", headers={}).status_code == 401
+
+
+def test_promote_and_rollback_change_the_answering_version(client, keys, db, settings, tiny_run, tmp_path):
+    import json
+    import shutil
+
+    from goldmine.serving.registry import register
+
+    second = tmp_path / "v2"
+    shutil.copytree(tiny_run("classification"), second)
+    (second / "labels.json").write_text((second / "labels.json").read_text() + "\n")
+    v1 = client.post("/v1/models/intents/predict", json={"texts": ["a"]}, headers=auth(keys["acme"]))
+    v2 = register(db, settings.registry_dir, "intents", second, "acme").version
+    h = auth(keys["admin"])
+    assert client.post("/v1/admin/models/intents/promote", json={"target": v2}, headers=auth(keys["acme"])
+                       ).status_code == 403
+    moved = client.post("/v1/admin/models/intents/promote", json={"target": v2}, headers=h).json()
+    assert moved == {"model": "intents", "alias": "production", "previous": v1.headers["X-Model-Version"],
+                     "current": v2}
+    after = client.post("/v1/models/intents/predict", json={"texts": ["a"]}, headers=auth(keys["acme"]))
+    assert after.headers["X-Model-Version"] == v2
+    pinned = client.post("/v1/models/intents/predict?version=" + v1.headers["X-Model-Version"],
+                         json={"texts": ["a"]}, headers=auth(keys["acme"]))
+    assert pinned.headers["X-Model-Version"] == v1.headers["X-Model-Version"]
+    back = client.post("/v1/admin/models/intents/rollback", headers=h)
+    assert back.status_code == 200 and back.json()["current"] == v1.headers["X-Model-Version"]
+    again = client.post("/v1/models/intents/predict", json={"texts": ["a"]}, headers=auth(keys["acme"]))
+    assert again.headers["X-Model-Version"] == v1.headers["X-Model-Version"]
+    conflict = client.post("/v1/admin/models/intents/rollback", headers=h)
+    assert conflict.status_code == 409
+    assert client.post("/v1/admin/models/nope/rollback", headers=h).status_code == 404
+    assert json.loads(client.get("/readyz").text)["status"] == "ready"
+
+
+def test_overload_is_503_with_retry_after(settings, db, models, keys, monkeypatch):
+    import threading
+
+    from goldmine.serving import runtime
+
+    settings.batching.max_queue, settings.batching.max_batch_size = 1, 1
+    gate = threading.Event()
+    real = runtime.batch_function
+
+    def slow(model):
+        run = real(model)
+        return lambda texts: (gate.wait(10), run(texts))[1]
+
+    monkeypatch.setattr(runtime, "batch_function", slow)
+    import asyncio
+
+    import httpx
+
+    async def main(app):
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                        base_url="http://test") as c:
+            h = auth(keys["acme"])
+            running = asyncio.ensure_future(c.post("/v1/models/intents/predict", json={"texts": ["a"]}, headers=h))
+            await asyncio.sleep(0.3)  # the first call is in its (held) batch
+            queued = asyncio.ensure_future(c.post("/v1/models/intents/predict", json={"texts": ["b"]}, headers=h))
+            await asyncio.sleep(0.3)
+            refused = await c.post("/v1/models/intents/predict", json={"texts": ["c"]}, headers=h)
+            gate.set()
+            return refused, await running, await queued, (await c.get("/metrics")).text
+
+    refused, running, queued, metrics = asyncio.run(main(create_app(settings)))
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert running.status_code == queued.status_code == 200
+    assert len(records(db)) == 2
+    assert 'goldmine_requests_total{model="intents",status="503"} 1.0' in metrics
+    assert 'goldmine_requests_total{model="intents",status="200"} 2.0' in metrics
+
+
+def test_metrics_health_and_request_logs(client, keys, caplog):
+    with caplog.at_level(logging.INFO, logger="goldmine.serving.requests"):
+        client.post("/v1/models/intents/predict", json={"texts": ["mail anna@example.com now"]},
+                    headers=auth(keys["acme"]))
+    assert "anna@example.com" not in caplog.text
+    assert '"n_texts": 1' in caplog.text and '"tenant": "acme"' in caplog.text
+    assert client.get("/healthz").json() == {"status": "ok"}
+    text = client.get("/metrics").text
+    for name in ("goldmine_requests_total", "goldmine_request_latency_seconds", "goldmine_batch_size",
+                 "goldmine_queue_depth", "goldmine_input_tokens_total", "goldmine_usage_write_failures_total"):
+        assert name in text
+    assert client.get("/openapi.json").json()["paths"]["/v1/models/{name}/predict"]
+
+
+def test_raw_inputs_logged_masked_when_enabled(settings, db, models, keys, caplog):
+    settings.log_raw_inputs = True
+    with TestClient(create_app(settings)) as client, caplog.at_level(logging.INFO, "goldmine.serving.requests"):
+        client.post("/v1/models/intents/predict", json={"texts": ["card 4111 1111 1111 1111, anna@example.com"]},
+                    headers=auth(keys["acme"]))
+    assert "card <card>, <email>" in caplog.text and "4111" not in caplog.text
+
+
+def test_usage_write_failure_withholds_the_answer(client, keys, db, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    services = client.app.state.services
+
+    def broken(usage):
+        raise OperationalError("INSERT", {}, Exception("disk full"))
+
+    monkeypatch.setattr(services.meter, "_insert", broken)
+    r = client.post("/v1/models/intents/predict", json={"texts": ["a"]}, headers=auth(keys["acme"]))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "usage_not_recorded"
+    assert "predictions" not in r.text
+    assert "goldmine_usage_write_failures_total 1.0" in client.get("/metrics").text

@@ -1,0 +1,138 @@
+"""The micro-batcher with a fake batch function: coalescing, order, limits, overload, errors, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from goldmine.serving.batching import MicroBatcher
+from goldmine.serving.errors import Overloaded
+
+
+class Recorder:
+    """A batch function that records batch sizes, can be slowed down or held until released."""
+
+    def __init__(self, delay: float = 0.0):
+        self.batches: list[list[str]] = []
+        self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
+        self.thread_names: set[str] = set()
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        self.gate.wait(5)
+        self.thread_names.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        self.batches.append(list(texts))
+        return [t.upper() for t in texts]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_concurrent_requests_share_batches_and_keep_order():
+    fn = Recorder(delay=0.02)
+    sizes = []
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=8, max_wait_ms=20, on_batch=lambda n, s: sizes.append(n))
+        out = await asyncio.gather(*(b.submit([f"t{i}a", f"t{i}b"]) for i in range(10)))
+        await b.close()
+        return out
+
+    out = run(main())
+    assert out == [[f"T{i}A", f"T{i}B"] for i in range(10)]
+    assert sum(len(b) for b in fn.batches) == 20
+    assert max(len(b) for b in fn.batches) <= 8 and len(fn.batches) <= 4  # 20 texts in batches of up to 8
+    assert sizes == [len(b) for b in fn.batches]
+    assert all(name.startswith("batch-") for name in fn.thread_names)  # off the event loop
+
+
+def test_a_lone_request_waits_at_most_max_wait():
+    fn = Recorder()
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=64, max_wait_ms=30)
+        started = time.perf_counter()
+        out = await b.submit(["x"])
+        elapsed = time.perf_counter() - started
+        await b.close()
+        return out, elapsed
+
+    out, elapsed = run(main())
+    assert out == ["X"] and 0.025 <= elapsed < 1.0
+
+
+def test_request_larger_than_a_batch_runs_whole():
+    fn = Recorder()
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=2, max_wait_ms=0)
+        out = await b.submit(["a", "b", "c"])
+        await b.close()
+        return out
+
+    assert run(main()) == ["A", "B", "C"] and fn.batches == [["a", "b", "c"]]
+
+
+def test_full_queue_is_overloaded_with_retry_after():
+    fn = Recorder()
+    fn.gate.clear()  # the first batch blocks until released
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=1, max_wait_ms=0, max_queue=2)
+        first = asyncio.ensure_future(b.submit(["a"]))
+        await asyncio.sleep(0.05)  # "a" is running (held), the queue is empty
+        queued = [asyncio.ensure_future(b.submit([x])) for x in "bc"]
+        await asyncio.sleep(0)
+        assert b.depth == 2
+        with pytest.raises(Overloaded) as err:
+            await b.submit(["d"])
+        fn.gate.set()
+        results = await asyncio.gather(first, *queued)
+        await b.close()
+        return err.value, results
+
+    err, results = run(main())
+    assert int(err.headers["Retry-After"]) >= 1 and "overloaded" in str(err)
+    assert results == [["A"], ["B"], ["C"]]
+
+
+def test_errors_reach_every_caller_of_the_batch_and_the_worker_survives():
+    calls = []
+
+    def flaky(texts):
+        calls.append(texts)
+        if len(calls) == 1:
+            raise ValueError("boom")
+        return texts
+
+    async def main():
+        b = MicroBatcher(flaky, max_batch_size=8, max_wait_ms=20)
+        results = await asyncio.gather(b.submit(["a"]), b.submit(["b"]), return_exceptions=True)
+        after = await b.submit(["c"])
+        await b.close()
+        return results, after
+
+    results, after = run(main())
+    assert all(isinstance(r, ValueError) for r in results) and after == ["c"]
+
+
+def test_close_drains_queued_requests_then_refuses_new_ones():
+    fn = Recorder(delay=0.01)
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=1, max_wait_ms=0)
+        pending = [asyncio.ensure_future(b.submit([str(i)])) for i in range(5)]
+        await asyncio.sleep(0)
+        await b.close(drain=True)  # returns once every queued request has its result
+        assert len(fn.batches) == 5
+        with pytest.raises(Overloaded, match="being unloaded"):
+            await b.submit(["late"])
+        return await asyncio.gather(*pending)
+
+    assert run(main()) == [[str(i)] for i in range(5)]

@@ -1,0 +1,92 @@
+"""The serving commands: models, keys, billing (serve itself is covered by test_server.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from goldmine import cli
+from goldmine.serving.auth import authenticate
+from goldmine.serving.db import open_database
+from goldmine.serving.settings import load_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def env(tmp_path, monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("GOLDMINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("GOLDMINE_DATA_DIR", str(tmp_path / "serving"))
+    monkeypatch.setattr(cli.console, "width", 400)
+    monkeypatch.setattr(cli.err_console, "width", 400)
+
+
+def invoke(*args):
+    return runner.invoke(cli.app, [str(a) for a in args])
+
+
+def test_models_commands(tiny_run):
+    run = tiny_run("classification")
+    first = invoke("models", "register", "intents", run, "--tenant", "acme")
+    assert first.exit_code == 0, first.output
+    version = first.output.split("version ")[1].split()[0]
+    assert f"intents version {version} registered (classification)" in first.output
+    again = invoke("models", "register", "intents", run, "--tenant", "acme")
+    assert f"version {version} already registered (same content)" in again.output
+    listed = invoke("models", "list")
+    assert f"intents (classification, tenant acme): production={version}" in listed.output
+    assert invoke("models", "promote", "intents", version, "--alias", "staging").output.strip() == (
+        f"intents staging: - -> {version}")
+    bad = invoke("models", "rollback", "intents")
+    assert bad.exit_code == 2 and "no earlier version to roll back to" in bad.output
+    missing = invoke("models", "promote", "intents", "nope")
+    assert missing.exit_code == 2 and "no alias or version 'nope'" in missing.output
+
+
+def test_keys_commands(tmp_path):
+    created = invoke("keys", "create", "--tenant", "acme", "--scopes", "predict,admin", "--rate", "5",
+                     "--monthly-quota", "100")
+    assert created.exit_code == 0, created.output
+    key = [line for line in created.output.splitlines() if line.startswith("gm_")][0]
+    db = open_database(load_settings())
+    info = authenticate(db, key)
+    assert (info.tenant, info.scopes, info.rate, info.monthly_quota) == ("acme", {"predict", "admin"}, 5, 100)
+    listed = invoke("keys", "list")
+    assert f"{info.id}  acme  admin,predict  rate=5.0  quota=100  active" in listed.output
+    assert key.split("_", 2)[2] not in listed.output
+    assert invoke("keys", "revoke", info.id).exit_code == 0
+    assert "revoked" in invoke("keys", "list", "--tenant", "acme").output
+    bad = invoke("keys", "create", "--tenant", "acme", "--scopes", "root")
+    assert bad.exit_code == 2 and "scopes must be a comma-separated subset of predict, admin" in bad.output
+    plan = invoke("keys", "create", "--tenant", "acme", "--plan", "gold")
+    assert plan.exit_code == 2 and "--plan 'gold' is not a configured plan: default" in plan.output
+
+
+def test_billing_report(tmp_path):
+    from datetime import datetime
+
+    from goldmine.serving.db import Tenant, UsageRecord
+
+    db = open_database(load_settings())
+    with db.session() as s:
+        s.add(Tenant(id="acme", plan="default", created_at=datetime(2026, 1, 1)))
+        for i in range(3):
+            s.add(UsageRecord(request_id=f"r{i}", tenant_id="acme", key_id="k", model="m", version="v", items=1,
+                              input_tokens=50_000, status=200, latency_ms=1, created_at=datetime(2026, 11, 2)))
+    out = invoke("billing", "report", "--tenant", "acme", "--month", "2026-11")
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.output)))
+    # default plan: 10 minor units per 1k tokens, 100k free tokens -> 50k billable tokens -> 500
+    assert rows[0]["calls"] == "3" and rows[0]["free_tokens"] == "100000" and rows[-1]["amount_minor"] == "500"
+    js = invoke("billing", "report", "--tenant", "acme", "--month", "2026-11", "--format", "json",
+                "--output", tmp_path / "inv.json")
+    assert js.exit_code == 0 and json.loads((tmp_path / "inv.json").read_text())["total_minor"] == 500
+    assert invoke("billing", "report", "--tenant", "acme", "--month", "11/2026").exit_code == 2
+    assert "--format must be csv or json" in invoke("billing", "report", "--tenant", "acme", "--month", "2026-11",
+                                                    "--format", "xml").output
