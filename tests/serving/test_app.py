@@ -27,6 +27,7 @@ def records(db) -> list[UsageRecord]:
         return list(s.query(UsageRecord).order_by(UsageRecord.id))
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_predict_classification(client, keys, models, db):
     r = client.post("/v1/models/intents/predict", json={"texts": ["where is my parcel", "refund please"]},
                     headers=auth(keys["acme"]))
@@ -103,6 +104,7 @@ def test_rate_limit_429(db, settings, models):
     assert len(records(db)) == 1
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_monthly_quota(db, settings, models):
     key = create_key(db, "acme", "predict", monthly_quota=3).key
     with TestClient(create_app(settings)) as client:
@@ -116,6 +118,7 @@ def test_monthly_quota(db, settings, models):
     assert again.status_code == 429
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_idempotency_key_never_bills_twice(client, keys, db):
     h = {**auth(keys["acme"]), "Idempotency-Key": "order-42"}
     first = client.post("/v1/models/intents/predict", json={"texts": ["refund please"]}, headers=h)
@@ -130,6 +133,7 @@ def test_idempotency_key_never_bills_twice(client, keys, db):
     assert [r.idempotency_key for r in records(db)] == ["order-42", "order-42"]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_models_and_usage(client, keys, models):
     mine = client.get("/v1/models", headers=auth(keys["acme"])).json()["models"]
     assert [m["name"] for m in mine] == ["intents", "tickets"]
@@ -241,6 +245,7 @@ def test_raw_inputs_logged_masked_when_enabled(settings, db, models, keys, caplo
     assert "card <card>, <email>" in caplog.text and "4111" not in caplog.text
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_usage_write_failure_withholds_the_answer(client, keys, db, monkeypatch):
     from sqlalchemy.exc import OperationalError
 
@@ -254,3 +259,90 @@ def test_usage_write_failure_withholds_the_answer(client, keys, db, monkeypatch)
     assert r.status_code == 503 and r.json()["error"]["code"] == "usage_not_recorded"
     assert "predictions" not in r.text
     assert "goldmine_usage_write_failures_total 1.0" in client.get("/metrics").text
+
+
+def test_chunked_body_over_the_limit_is_413(settings, db, models, keys):
+    settings.limits.max_body_bytes = 200
+
+    def chunks():
+        yield b'{"texts": ["'
+        for _ in range(10):
+            yield b"x" * 50
+        yield b'"]}'
+
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/models/intents/predict", content=chunks(), headers=auth(keys["acme"]))
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    assert records(db) == []
+
+
+def test_broken_model_is_500_without_paths(client, keys, models, settings):
+    import shutil
+
+    shutil.rmtree(models["intents"].path)  # the registry copy vanished under the server
+    r = client.post("/v1/models/intents/predict", json={"texts": ["a"]}, headers=auth(keys["acme"]))
+    assert r.status_code == 500 and r.json()["error"] == {"code": "internal_error", "message": "internal server error"}
+    assert str(settings.registry_dir) not in r.text
+
+
+def test_hot_swap_answers_in_flight_calls_with_the_old_version(settings, db, models, keys, tiny_run, tmp_path,
+                                                              monkeypatch):
+    """Calls queued on the old version when promote happens finish on it; later calls get the new version."""
+    import asyncio
+    import shutil
+    import threading
+
+    import httpx
+
+    from goldmine.serving import runtime
+    from goldmine.serving.registry import register
+
+    second = tmp_path / "v2"
+    shutil.copytree(tiny_run("classification"), second)
+    (second / "labels.json").write_text((second / "labels.json").read_text() + "\n")
+    v1, v2 = models["intents"].version, register(db, settings.registry_dir, "intents", second, "acme").version
+    settings.batching.max_batch_size = 1
+    gate = threading.Event()
+    real = runtime.batch_function
+
+    def held(model):
+        run = real(model)
+        return lambda texts: (gate.wait(10), run(texts))[1]
+
+    monkeypatch.setattr(runtime, "batch_function", held)
+
+    async def main(app):
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                        base_url="http://test") as c:
+            h = auth(keys["acme"])
+            old = [asyncio.ensure_future(c.post("/v1/models/intents/predict", json={"texts": [f"t{i}"]}, headers=h))
+                   for i in range(4)]
+            await asyncio.sleep(0.3)  # one call in a held batch, three queued behind it
+            moved = await c.post("/v1/admin/models/intents/promote", json={"target": v2}, headers=auth(keys["admin"]))
+            loaded = app.state.services.pool.loaded
+            gate.set()
+            new = await c.post("/v1/models/intents/predict", json={"texts": ["after"]}, headers=h)
+            return moved, loaded, await asyncio.gather(*old), new
+
+    moved, loaded, old, new = asyncio.run(main(create_app(settings)))
+    assert moved.status_code == 200 and loaded == [("intents", v2)]  # v1 retired (still draining)
+    assert [r.status_code for r in old] == [200] * 4
+    assert [r.headers["X-Model-Version"] for r in old] == [v1] * 4
+    assert new.status_code == 200 and new.headers["X-Model-Version"] == v2
+    assert len(records(db)) == 5
+
+
+@pytest.mark.parametrize("query", ["month=2026-13", "month=9999-12", "start=9999-12-31&end=9999-12-31",
+                                   "start=2026-02-01&end=2026-01-01", "month=2026-01&start=2026-01-01"])
+def test_bad_usage_periods_are_422(client, keys, query):
+    r = client.get(f"/v1/usage?{query}", headers=auth(keys["acme"]))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+
+
+def test_bad_alias_names_are_422(client, keys, models):
+    h = auth(keys["admin"])
+    r = client.post("/v1/admin/models/intents/promote", json={"target": models["intents"].version, "alias": "Bad!"},
+                    headers=h)
+    assert r.status_code == 422
+    assert client.post("/v1/admin/models/intents/rollback", json={"alias": "x y"}, headers=h).status_code == 422

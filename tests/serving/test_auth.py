@@ -10,6 +10,7 @@ from goldmine.serving.db import ApiKey, Tenant
 from goldmine.serving.errors import Forbidden, NotFound, Unauthorized
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_create_and_authenticate(db):
     created = create_key(db, "acme", "predict,admin", rate=5, monthly_quota=1000, plan="default")
     prefix, key_id, secret = created.key.split("_", 2)
@@ -41,6 +42,7 @@ def test_bad_keys_are_401(db, bad):
         authenticate(db, raw)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_revoke(db):
     created = create_key(db, "acme", "predict")
     revoke_key(db, created.info.id)

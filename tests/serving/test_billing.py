@@ -33,6 +33,7 @@ def priced(settings):
     return settings
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_invoice_lines_free_tier_and_month_bounds(db, priced):
     add(db, "acme", "b-model", 1, 300, datetime(2026, 11, 5), n=4)  # 4 calls, 1200 tokens
     add(db, "acme", "a-model", 2, 100, datetime(2026, 11, 30, 23, 59), n=2)  # 2 calls, 200 tokens
@@ -79,6 +80,7 @@ def test_errors(db, priced):
         invoice(db, priced, "acme", "2026-11")
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_meter_records_reconcile_with_the_invoice(db, priced):
     meter = Meter(db)
 

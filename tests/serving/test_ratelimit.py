@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from datetime import datetime
 
 import pytest
@@ -94,3 +96,88 @@ def test_quota_counts_texts_from_the_records_and_resets_next_month():
 def test_next_month_start():
     assert next_month_start(datetime(2026, 12, 31, 23, 59)) == datetime(2027, 1, 1)
     assert next_month_start(datetime(2026, 2, 3)) == datetime(2026, 3, 1)
+
+
+# ---- Redis: the same limits shared by several replicas (a real redis-server) ---------------------------------
+
+
+def redis_limiter(url: str, used: int = 0):
+    from goldmine.serving.ratelimit import RedisLimiter
+
+    return RedisLimiter(url, lambda key_id, since: used)
+
+
+def test_redis_bucket_and_headers(redis_url):
+    async def main():
+        lim = redis_limiter(redis_url)
+        decisions = [await lim.check_rate("k", 3.0) for _ in range(3)]
+        with pytest.raises(RateLimited) as err:
+            await lim.check_rate("k", 3.0)
+        other = await lim.check_rate("other", 3.0)
+        none = await lim.check_rate("k", None)
+        await lim.close()
+        return decisions, err.value, other, none
+
+    decisions, err, other, none = asyncio.run(main())
+    assert [(d.limit, d.remaining) for d in decisions] == [(3, 2), (3, 1), (3, 0)]
+    assert err.headers["Retry-After"] == "1" and other.remaining == 2 and none is None
+
+
+def test_two_replicas_share_one_bucket(redis_url):
+    """Two limiters with their own connections (as two server processes would have) hammer one key for 1.5 s:
+    together they grant no more than the burst plus the rate times the elapsed time."""
+    rate = 10.0
+
+    async def main():
+        replicas = [redis_limiter(redis_url), redis_limiter(redis_url)]
+        granted = 0
+        started = time.monotonic()
+        for i in range(300):  # bounded: at most 300 attempts, ~5 ms apart
+            if time.monotonic() - started > 1.5:
+                break
+            try:
+                await replicas[i % 2].check_rate("shared", rate)
+                granted += 1
+            except RateLimited:
+                pass
+            await asyncio.sleep(0.005)
+        elapsed = time.monotonic() - started
+        for r in replicas:
+            await r.close()
+        return granted, elapsed
+
+    granted, elapsed = asyncio.run(main())
+    assert granted <= math.ceil(rate) + rate * elapsed + 1
+    assert granted >= rate * elapsed * 0.5  # and the limit still lets the allowed rate through
+
+
+def test_two_replicas_share_one_quota_started_from_the_records(redis_url):
+    async def main():
+        replicas = [redis_limiter(redis_url, used=4), redis_limiter(redis_url, used=4)]
+        results = await asyncio.gather(*(replicas[i % 2].reserve_quota("k", 10, 1) for i in range(20)),
+                                       return_exceptions=True)
+        await replicas[0].release_quota("k", 2)
+        again = await asyncio.gather(*(replicas[1].reserve_quota("k", 10, 1) for _ in range(5)),
+                                     return_exceptions=True)
+        for r in replicas:
+            await r.close()
+        return results, again
+
+    results, again = asyncio.run(main())
+    assert sum(r is None for r in results) == 6  # 4 already billed, quota 10
+    assert all(isinstance(r, QuotaExhausted) for r in results if r is not None)
+    assert sum(r is None for r in again) == 2
+
+
+def test_redis_down_fails_closed():
+    from goldmine.serving.errors import Overloaded
+
+    async def main():
+        lim = redis_limiter("redis://127.0.0.1:1/0")
+        with pytest.raises(Overloaded, match="rate-limit store unavailable"):
+            await lim.check_rate("k", 1.0)
+        ok = await lim.ping()
+        await lim.close()
+        return ok
+
+    assert asyncio.run(main()) is False

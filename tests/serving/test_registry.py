@@ -47,6 +47,7 @@ def test_version_is_an_immutable_copy(db, settings, two_dirs):
     assert Model.load(info.path).predict(["where is my parcel"])[0]["label"]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_first_version_is_production_then_promote_and_rollback(db, settings, two_dirs):
     first, second = two_dirs
     a = register(db, settings.registry_dir, "intents", first, "acme").version
@@ -78,6 +79,7 @@ def test_rollback_walks_back_like_a_stack(db, settings, two_dirs, tmp_path):
     assert rollback(db, "m").current == a
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_tenants_and_names(db, settings, two_dirs):
     first, _ = two_dirs
     register(db, settings.registry_dir, "intents", first, "acme")
@@ -103,3 +105,15 @@ def test_ensemble_is_copied_with_its_members(db, settings, two_dirs, tmp_path):
     assert content_hash(info.path) == info.version
     texts = ["refund please", "my card is lost"]
     assert Model.load(info.path).predict(texts) == Model.load(ens).predict(texts)
+
+
+def test_rollback_target_moves_nothing(db, settings, two_dirs):
+    from goldmine.serving.registry import rollback_target
+
+    first, second = two_dirs
+    a = register(db, settings.registry_dir, "m", first, "acme").version
+    b = register(db, settings.registry_dir, "m", second, "acme").version
+    promote(db, "m", b)
+    assert rollback_target(db, "m") == a
+    with db.session() as s:
+        assert resolve(s, "m", "production").version == b

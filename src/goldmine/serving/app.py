@@ -20,11 +20,11 @@ import goldmine
 from goldmine.errors import GoldmineError
 from goldmine.serving.db import ModelAlias, ModelVersion, open_database
 from goldmine.serving.deps import Services
-from goldmine.serving.errors import error_code, http_status
+from goldmine.serving.errors import ServingError, error_code, http_status
 from goldmine.serving.metering import Meter
 from goldmine.serving.metrics import Metrics
 from goldmine.serving.middleware import RequestMiddleware
-from goldmine.serving.ratelimit import Limiter, LocalLimiter
+from goldmine.serving.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from goldmine.serving.routers import admin, health, models, predict, usage
 from goldmine.serving.runtime import ModelPool
 from goldmine.serving.settings import ServingSettings, load_settings
@@ -40,9 +40,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GoldmineError)
     async def goldmine_error(request: Request, err: GoldmineError) -> JSONResponse:
         status = http_status(err)
-        if status >= 500:
+        message = str(err)
+        if status >= 500 and not isinstance(err, ServingError):  # e.g. a broken model directory: say no paths
             log.error("%s: %s", type(err).__name__, err)
-        return _error(status, error_code(err), str(err), getattr(err, "headers", None))
+            message = "internal server error"
+        return _error(status, error_code(err), message, getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -64,9 +66,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def build_limiter(settings: ServingSettings, meter: Meter) -> Limiter:
+    """Shared limits through Redis when `redis_url` is set, else in-process ones."""
     if settings.redis_url:
-        raise GoldmineError("redis_url is set, but the Redis rate limiter is not implemented yet; unset it to use "
-                            "in-process limits")
+        return RedisLimiter(settings.redis_url, meter.texts_used, settings.redis_prefix)
     return LocalLimiter(meter.texts_used)
 
 
@@ -106,6 +108,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         finally:
             services.ready = False
             await services.pool.close()
+            await services.limiter.close()
             db.dispose()
 
     app = FastAPI(title="goldmine", version=goldmine.__version__, lifespan=lifespan,

@@ -68,7 +68,7 @@ class Invoice:
 
 
 def parse_month(month: str) -> datetime:
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month) or not 1 <= int(month[:4]) <= 9998:
         raise ConfigError(f"month must look like 2026-11, got {month!r}")
     return datetime(int(month[:4]), int(month[5:]), 1)
 

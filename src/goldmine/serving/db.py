@@ -167,16 +167,41 @@ def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
     return engine
 
 
+MIGRATION_LOCK = 7_317_001  # PostgreSQL advisory lock id: replicas starting together migrate one at a time
+
+
 def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest Alembic revision (a no-op when it is there already)."""
+    """Upgrade the schema to the newest Alembic revision (a no-op when it is there already).
+
+    Several processes may start at once (replicas, or the CLI next to a server): on PostgreSQL an advisory lock,
+    on a SQLite file an exclusive file lock, lets one migrate while the others wait and then find nothing to do.
+    """
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _sqlite_file_lock(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class Database:

@@ -1,15 +1,18 @@
-"""FastAPI dependencies as `Annotated` aliases: the services, a database session, the calling key and its scopes."""
+"""FastAPI dependencies as `Annotated` aliases: the services, the calling key and its scopes.
+
+There is deliberately no request-scoped database session: the functions that touch the database open short
+transactions of their own in worker threads, so no request holds a connection (or SQLite's write lock) while
+it waits for a batch.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
 from goldmine.serving.auth import KeyInfo, authenticate
 from goldmine.serving.db import Database
@@ -39,13 +42,6 @@ def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-
-def get_session(services: ServicesDep) -> Iterator[Session]:
-    with services.db.session() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer gm_<id>_<secret>")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same key in X-API-Key.")

@@ -1,5 +1,8 @@
 """One ASGI middleware for every request: request id, body-size limit, Prometheus counts and one log line.
 
+Bodies are read here, up to `max_body_bytes` (declared or chunked), and replayed to the app, so an oversized
+body is refused with 413 before anything parses it.
+
 The log line holds method, path, status, latency, request id, tenant, key id and model; input text only as
 routes put it in `request.state.log` (see `masking.describe_inputs`: sizes, or masked text when enabled).
 """
@@ -46,21 +49,60 @@ class RequestMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        length = dict(scope.get("headers", [])).get(b"content-length")
         try:
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            body = await _read_body(scope, receive, self.max_body_bytes)
+            if body is _TOO_LARGE:
                 await _too_large(send_with_id, self.max_body_bytes)
+            elif body is not None:
+                await self.app(scope, _replay(body, receive), send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            model = scope.get("path_params", {}).get("name", "-")
+            model = state.get("metrics_model", "-")
             self.metrics.requests.labels(model, str(status)).inc()
             self.metrics.latency.labels(model).observe(elapsed)
             if scope["path"] not in ("/metrics", "/healthz", "/readyz"):
                 fields = {"request_id": request_id, "method": scope["method"], "path": scope["path"],
                           "status": status, "latency_ms": round(elapsed * 1000, 2), **state.get("log", {})}
                 log.info(json.dumps(fields, ensure_ascii=False))
+
+
+_TOO_LARGE = b"<too large>"
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole body of a POST/PUT/PATCH, or `_TOO_LARGE` as soon as it passes `limit` (chunked bodies too)."""
+    if scope["method"] not in ("POST", "PUT", "PATCH"):
+        return None
+    length = dict(scope.get("headers", [])).get(b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return _TOO_LARGE
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""  # the client went away; the app sees an empty body and the response goes nowhere
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return _TOO_LARGE
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as the server would tell it
+
+    return replay
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -1,8 +1,9 @@
 """Rate limits (a token bucket per key) and monthly quotas (texts per calendar month, UTC).
 
 `Limiter` is the interface the request path uses; `LocalLimiter` keeps the state in this process, which is
-right for one server. Several replicas need shared state: a Redis implementation of the same interface
-(one Lua script per check, so the read-modify-write is atomic) is selected by `redis_url` (to follow).
+right for one server. Several replicas share `RedisLimiter` (selected by `redis_url`): every check is one Lua
+script, so read-modify-write is atomic across replicas and the bucket runs on Redis's clock, not the
+replicas'. If Redis cannot be reached, calls fail closed with 503 rather than go unlimited.
 
 The bucket holds `burst` tokens (by default one second's worth: ceil(rate)) and refills at `rate` per second;
 each call takes one. The quota counts texts of billable calls; it is reserved before inference and released
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from goldmine.serving.db import utcnow
-from goldmine.serving.errors import QuotaExhausted, RateLimited
+from goldmine.serving.errors import Overloaded, QuotaExhausted, RateLimited
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,26 @@ class Limiter:
         """Give back a reservation of a call that was not billed."""
         raise NotImplementedError
 
+    async def ping(self) -> bool:
+        """Whether the limit state is reachable (for /readyz)."""
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def _rate_limited(rate: float, burst: int, tokens: float) -> RateLimited:
+    decision = Decision(False, burst, 0, (burst - tokens) / rate, (1 - tokens) / rate)
+    return RateLimited(f"rate limit of {rate:g} requests/s exceeded; retry after {decision.headers()['Retry-After']}s",
+                       decision.headers())
+
+
+def _quota_exhausted(quota: int, used: int, items: int, now: datetime) -> QuotaExhausted:
+    resets = next_month_start(now)
+    wait = max(1, math.ceil((resets - now).total_seconds()))
+    return QuotaExhausted(f"monthly quota of {quota} texts exhausted ({used} used, this call has {items}); "
+                          f"it resets at {resets.isoformat()}Z", {"Retry-After": str(wait)})
+
 
 class LocalLimiter(Limiter):
     """In-process limits.
@@ -93,9 +114,7 @@ class LocalLimiter(Limiter):
         tokens = min(float(burst), tokens + (now - at) * rate)
         if tokens < 1:
             self._buckets[key_id] = (tokens, now)
-            decision = Decision(False, burst, 0, (burst - tokens) / rate, (1 - tokens) / rate)
-            raise RateLimited(f"rate limit of {rate:g} requests/s exceeded; retry after "
-                              f"{decision.headers()['Retry-After']}s", decision.headers())
+            raise _rate_limited(rate, burst, tokens)
         tokens -= 1
         self._buckets[key_id] = (tokens, now)
         return Decision(True, burst, int(tokens), (burst - tokens) / rate)
@@ -109,16 +128,122 @@ class LocalLimiter(Limiter):
             used = await asyncio.to_thread(self._usage_counter, key_id, month)
             self._used.setdefault(slot, used)  # a concurrent call may have loaded it meanwhile
         if self._used[slot] + items > quota:
-            resets = next_month_start(month)
-            wait = max(1, math.ceil((resets - self._now()).total_seconds()))
-            raise QuotaExhausted(
-                f"monthly quota of {quota} texts exhausted ({self._used[slot]} used, this call has {items}); "
-                f"it resets at {resets.isoformat()}Z",
-                {"Retry-After": str(wait)},
-            )
+            raise _quota_exhausted(quota, self._used[slot], items, self._now())
         self._used[slot] += items
 
     async def release_quota(self, key_id: str, items: int) -> None:
         slot = (key_id, month_start(self._now()))
         if slot in self._used:
             self._used[slot] = max(0, self._used[slot] - items)
+
+
+_BUCKET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(tokens)}
+"""
+
+_RESERVE = """
+local used = redis.call('GET', KEYS[1])
+if not used then
+  return {-1, 0}
+end
+used = tonumber(used)
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+  return {0, used}
+end
+return {1, redis.call('INCRBY', KEYS[1], ARGV[1])}
+"""
+
+_RELEASE = """
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('DECRBY', KEYS[1], ARGV[1]) < 0 then
+  redis.call('SET', KEYS[1], 0, 'KEEPTTL')
+end
+return 0
+"""
+
+QUOTA_TTL_SECONDS = 35 * 24 * 3600  # a month's counter outlives its month, then goes
+
+
+class RedisLimiter(Limiter):
+    """Limits shared by every replica that points at the same Redis (`redis_url`).
+
+    Args:
+        url: e.g. `redis://127.0.0.1:6379/0`.
+        usage_counter: as for `LocalLimiter`: a month's counter missing in Redis (first use, or Redis restarted)
+            starts from the usage records (`SET NX`, so concurrent replicas agree on one start).
+        prefix: namespace of the keys in Redis.
+    """
+
+    def __init__(self, url: str, usage_counter: Callable[[str, datetime], int], prefix: str = "goldmine:",
+                 now: Callable[[], datetime] = utcnow):
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._usage_counter = usage_counter
+        self._prefix = prefix
+        self._now = now
+        self._bucket = self._redis.register_script(_BUCKET)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._release = self._redis.register_script(_RELEASE)
+
+    def _quota_key(self, key_id: str, month: datetime) -> str:
+        return f"{self._prefix}quota:{key_id}:{month:%Y-%m}"
+
+    async def _call(self, script, keys: list[str], args: list) -> list:
+        from redis.exceptions import RedisError
+
+        try:
+            return await script(keys=keys, args=args)
+        except RedisError as err:
+            raise Overloaded(f"rate-limit store unavailable ({type(err).__name__}); retry", {"Retry-After": "1"}) \
+                from None
+
+    async def check_rate(self, key_id: str, rate: float | None) -> Decision | None:
+        if rate is None:
+            return None
+        burst = max(1, math.ceil(rate))
+        allowed, tokens = await self._call(self._bucket, [f"{self._prefix}bucket:{key_id}"], [repr(rate), burst])
+        tokens = float(tokens)
+        if not allowed:
+            raise _rate_limited(rate, burst, tokens)
+        return Decision(True, burst, int(tokens), (burst - tokens) / rate)
+
+    async def reserve_quota(self, key_id: str, quota: int | None, items: int) -> None:
+        if quota is None:
+            return
+        month = month_start(self._now())
+        key = self._quota_key(key_id, month)
+        for _ in range(2):
+            status, used = await self._call(self._reserve, [key], [items, quota])
+            if status == 1:
+                return
+            if status == 0:
+                raise _quota_exhausted(quota, int(used), items, self._now())
+            start = await asyncio.to_thread(self._usage_counter, key_id, month)
+            await self._redis.set(key, start, nx=True, ex=QUOTA_TTL_SECONDS)
+        raise Overloaded("rate-limit store lost the quota counter twice; retry", {"Retry-After": "1"})
+
+    async def release_quota(self, key_id: str, items: int) -> None:
+        await self._call(self._release, [self._quota_key(key_id, month_start(self._now()))], [items])
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()

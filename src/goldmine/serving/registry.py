@@ -143,6 +143,7 @@ def register(db: Database, registry_dir: str | Path, name: str, model_dir: str |
     model_dir = Path(model_dir)
     meta = RunMeta.load(model_dir)
     version = content_hash(model_dir)
+    path = _store(Path(registry_dir), model_dir, version)  # before the transaction: no lock held while copying
     with db.session() as session:
         ensure_tenant(session, tenant)
         model = session.get(RegisteredModel, name)
@@ -156,7 +157,6 @@ def register(db: Database, registry_dir: str | Path, name: str, model_dir: str |
                                                              ModelVersion.version == version))
         if existing is not None:
             return VersionInfo(name, version, existing.path, existing.task, created=False)
-        path = _store(Path(registry_dir), model_dir, version)
         session.add(ModelVersion(model_name=name, version=version, path=str(path), task=meta.task,
                                  created_at=utcnow()))
         session.flush()
@@ -208,24 +208,36 @@ def promote(db: Database, name: str, target: str, alias: str = "production", ten
     return AliasMove(name, alias, previous, version)
 
 
+def _last_promotion(session: Session, name: str, alias: str) -> AliasChange:
+    last = session.scalar(
+        select(AliasChange)
+        .where(AliasChange.model_name == name, AliasChange.alias == alias, AliasChange.rolled_back_at.is_(None))
+        .order_by(AliasChange.id.desc())
+        .limit(1)
+    )
+    if last is None or last.previous_version is None:
+        raise Conflict(f"alias {alias!r} of model {name!r} has no earlier version to roll back to")
+    return last
+
+
+def rollback_target(db: Database, name: str, alias: str = "production", tenant: str | None = None) -> str:
+    """The version `rollback` would move `alias` to (nothing moves): lets a server load it first."""
+    with db.session() as session:
+        get_model(session, name, tenant)
+        return _last_promotion(session, name, alias).previous_version or ""
+
+
 def rollback(db: Database, name: str, alias: str = "production", tenant: str | None = None) -> AliasMove:
     """Undo the latest promotion of `alias`: it points again where it pointed before."""
     with db.session() as session:
         get_model(session, name, tenant)
-        last = session.scalar(
-            select(AliasChange)
-            .where(AliasChange.model_name == name, AliasChange.alias == alias, AliasChange.rolled_back_at.is_(None))
-            .order_by(AliasChange.id.desc())
-            .limit(1)
-        )
-        if last is None or last.previous_version is None:
-            raise Conflict(f"alias {alias!r} of model {name!r} has no earlier version to roll back to")
+        last = _last_promotion(session, name, alias)
         row = session.get(ModelAlias, (name, alias))
         assert row is not None  # a promotion row exists, so the alias does
         current = row.version
         row.version, row.updated_at = last.previous_version, utcnow()
         last.rolled_back_at = utcnow()
-    return AliasMove(name, alias, current, last.previous_version)
+    return AliasMove(name, alias, current, last.previous_version or "")
 
 
 def list_models(db: Database, tenant: str | None = None) -> list[ModelInfo]:

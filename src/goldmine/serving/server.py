@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from goldmine.serving.settings import ServingSettings
+
+
+def _request_log_to_stderr() -> None:
+    """Request logs as plain JSON lines on stderr (one per request, never wrapped), for log shippers."""
+    logger = logging.getLogger("goldmine.serving.requests")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def serve(settings: ServingSettings, host: str | None = None, port: int | None = None,
@@ -14,5 +27,6 @@ def serve(settings: ServingSettings, host: str | None = None, port: int | None =
     from goldmine.serving.db import open_database
 
     open_database(settings).dispose()
+    _request_log_to_stderr()
     uvicorn.run(create_app(settings), host=host or settings.host, port=settings.port if port is None else port,
                 log_level=log_level, proxy_headers=False, server_header=False)

@@ -62,6 +62,7 @@ class ServingSettings(BaseSettings):
     limits: Limits = Field(default_factory=Limits, description="Per-call input limits.")
     batching: Batching = Field(default_factory=Batching, description="Micro-batching per model version.")
     redis_url: str | None = Field(None, description="Shared rate-limit state; None keeps it in-process.")
+    redis_prefix: str = Field("goldmine:", description="Namespace of goldmine's keys in Redis.")
     default_rate: float | None = Field(None, gt=0, description="Requests/s for keys created without --rate.")
     log_raw_inputs: bool = Field(False, description="Log input texts (masked: e-mails, phones, card/ID numbers).")
     plans: dict[str, PricePlan] = Field(default_factory=_default_plans, description="Price plans by name.")

@@ -1,4 +1,8 @@
-"""Admin: promote and roll back aliases of any tenant's model, swapped in without dropping in-flight requests."""
+"""Admin: promote and roll back aliases of any tenant's model, swapped in without dropping in-flight requests.
+
+The order is what makes the swap safe: load the target version, move the alias in the database (new calls now
+resolve to it), then retire versions no alias uses; their batchers answer what is queued before they stop.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,18 @@ from goldmine.serving import registry
 from goldmine.serving.db import ModelAlias
 from goldmine.serving.deps import AdminKey, Services, ServicesDep
 
+NAME_PATTERN = registry.NAME.pattern
+
 router = APIRouter(prefix="/v1/admin/models", tags=["admin"])
 
 
 class PromoteIn(BaseModel):
-    target: str = Field(max_length=64, description="A version id or another alias (e.g. staging).")
-    alias: str = Field("production", max_length=64, description="The alias to move.")
+    target: str = Field(max_length=128, pattern=NAME_PATTERN, description="A version id or another alias (staging).")
+    alias: str = Field("production", max_length=128, pattern=NAME_PATTERN, description="The alias to move.")
 
 
 class RollbackIn(BaseModel):
-    alias: str = Field("production", max_length=64, description="The alias to move back.")
+    alias: str = Field("production", max_length=128, pattern=NAME_PATTERN, description="The alias to move back.")
 
 
 class AliasOut(BaseModel):
@@ -41,16 +47,11 @@ def _alias_versions(services: Services, name: str) -> set[str]:
         return {a.version for a in session.query(ModelAlias).filter(ModelAlias.model_name == name)}
 
 
-async def _swap(services: Services, name: str, version: str, path: str) -> None:
-    """Load `version` before anyone is routed to it; then unload versions no alias uses (they drain first)."""
-    await services.pool.get(name, version, path)
-
-
 @router.post("/{name}/promote", response_model=AliasOut, responses={401: {}, 403: {}, 404: {}})
 async def promote(name: str, body: PromoteIn, key: AdminKey, services: ServicesDep) -> AliasOut:
     """Point an alias at a version (loaded before the switch, so no call waits for the load)."""
     version, path = await asyncio.to_thread(_target, services, name, body.target)
-    await _swap(services, name, version, path)
+    await services.pool.get(name, version, path)  # loaded before the switch: no call waits for the load
     move = await asyncio.to_thread(registry.promote, services.db, name, version, body.alias)
     services.pool.retire(name, await asyncio.to_thread(_alias_versions, services, name))
     return AliasOut(**move.__dict__)
@@ -60,8 +61,9 @@ async def promote(name: str, body: PromoteIn, key: AdminKey, services: ServicesD
 async def rollback(name: str, key: AdminKey, services: ServicesDep, body: RollbackIn | None = None) -> AliasOut:
     """Move an alias back to where it pointed before its latest promotion."""
     alias = body.alias if body else "production"
+    target = await asyncio.to_thread(registry.rollback_target, services.db, name, alias)
+    version, path = await asyncio.to_thread(_target, services, name, target)
+    await services.pool.get(name, version, path)
     move = await asyncio.to_thread(registry.rollback, services.db, name, alias)
-    version, path = await asyncio.to_thread(_target, services, name, move.current)
-    await _swap(services, name, version, path)
     services.pool.retire(name, await asyncio.to_thread(_alias_versions, services, name))
     return AliasOut(**move.__dict__)

@@ -20,10 +20,12 @@ async def healthz() -> dict:
 
 @router.get("/readyz", responses={503: {}})
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """Ready for traffic: startup (migrations, model preload) finished and the database answers."""
+    """Ready for traffic: startup (migrations, model preload) finished; the database (and Redis, if used) answer."""
     database = await asyncio.to_thread(services.db.ping)
-    ready = services.ready and database
-    body = {"status": "ready" if ready else "not ready", "database": database, "started": services.ready,
+    limits = await services.limiter.ping()
+    ready = services.ready and database and limits
+    body = {"status": "ready" if ready else "not ready", "database": database, "limits": limits,
+            "started": services.ready,
             "loaded": [f"{n}@{v}" for n, v in services.pool.loaded]}
     return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -73,6 +73,7 @@ async def predict(
     rate = await services.limiter.check_rate(key.id, key.rate or settings.default_rate)
     headers = rate.headers() if rate else {}
     resolved_version, path = await asyncio.to_thread(_resolve, services, name, ref, key.tenant)
+    request.state.metrics_model = name  # a known model: safe as a metrics label (arbitrary path names are not)
     await services.limiter.reserve_quota(key.id, key.monthly_quota, len(texts))
     try:
         loaded = await services.pool.get(name, resolved_version, path)

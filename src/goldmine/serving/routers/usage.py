@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from goldmine.errors import ConfigError
 from goldmine.serving.billing import parse_month
 from goldmine.serving.db import utcnow
 from goldmine.serving.deps import CurrentKey, ServicesDep
@@ -36,6 +37,20 @@ class UsageOut(BaseModel):
     by_model: list[ModelUsage]
 
 
+def _period(month: str | None, start: date | None, end: date | None) -> tuple[datetime, datetime]:
+    """[since, until) for a month or an inclusive day range; a bad combination or value is a 422."""
+    try:
+        if start or end:
+            if month or not (start and end) or end < start:
+                raise InvalidRequest("give month=YYYY-MM, or both start and end (end >= start)")
+            return (datetime.combine(start, datetime.min.time()),
+                    datetime.combine(end + timedelta(days=1), datetime.min.time()))
+        since = parse_month(month) if month else month_start(utcnow())
+        return since, next_month_start(since)
+    except (ConfigError, OverflowError, ValueError) as err:
+        raise InvalidRequest(f"invalid period: {err}") from None
+
+
 @router.get("", response_model=UsageOut, responses={401: {}, 403: {}, 422: {}})
 async def get_usage(
     key: CurrentKey,
@@ -49,12 +64,5 @@ async def get_usage(
     tenant = tenant or key.tenant
     if tenant != key.tenant and "admin" not in key.scopes:
         raise Forbidden("reading another tenant's usage needs the admin scope")
-    if start or end:
-        if month or not (start and end) or end < start:
-            raise InvalidRequest("give month=YYYY-MM, or both start and end (end >= start)")
-        since, until = datetime.combine(start, datetime.min.time()), datetime.combine(end + timedelta(days=1),
-                                                                                      datetime.min.time())
-    else:
-        since = parse_month(month) if month else month_start(utcnow())
-        until = next_month_start(since)
+    since, until = _period(month, start, end)
     return UsageOut(**await asyncio.to_thread(usage_summary, services.db, tenant, since, until))
