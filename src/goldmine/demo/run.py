@@ -32,9 +32,9 @@ def run_demo(output_dir: Path, console: Console, quick: bool = False) -> dict:
     quick_steps = {"training.max_steps": 4, "training.eval_strategy": "none", "training.linear_probe": False}
     steps = quick_steps if quick else {}
     jobs = {
-        "intents": {"task": "classification", "data.train": str(files.intents), "training.epochs": 6,
+        "intents": {"task": "classification", "data.train": str(files.intents), "training.epochs": 4,
                     "training.batch_size": 16, "training.learning_rate": 1e-4},
-        "entities": {"task": "ner", "data.train": str(files.ner), "training.epochs": 8,
+        "entities": {"task": "ner", "data.train": str(files.ner), "training.epochs": 5,
                      "training.batch_size": 16, "training.learning_rate": 1e-4},
     }
     results = {}
