@@ -34,7 +34,7 @@ def run_demo(output_dir: Path, console: Console, quick: bool = False) -> dict:
     jobs = {
         "intents": {"task": "classification", "data.train": str(files.intents), "training.epochs": 4,
                     "training.batch_size": 16, "training.learning_rate": 1e-4},
-        "entities": {"task": "ner", "data.train": str(files.ner), "training.epochs": 5,
+        "entities": {"task": "ner", "data.train": str(files.ner), "training.epochs": 8,
                      "training.batch_size": 16, "training.learning_rate": 1e-4},
     }
     results = {}
