@@ -5,13 +5,13 @@
     goldmine.Model.load(result.output_dir).predict(["where is my parcel?"])
 """
 
-from goldmine.api import ensemble, evaluate, predict, train
+from goldmine.api import ensemble, evaluate, export, predict, train
 from goldmine.config import TrainConfig, load_config
 from goldmine.errors import ConfigError, DataError, GoldmineError, ModelError
 
 __all__ = [
     "ConfigError", "DataError", "GoldmineError", "Model", "ModelError", "TrainConfig",
-    "ensemble", "evaluate", "load_config", "predict", "train",
+    "ensemble", "evaluate", "export", "load_config", "predict", "train",
 ]
 __version__ = "0.1.0"
 

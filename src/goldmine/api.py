@@ -22,21 +22,45 @@ def train(config: TrainConfig | str | Path | None = None, resume: bool = False, 
 
 
 def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path | None = None,
-             options: ReadOptions | None = None) -> dict:
-    """Metrics of a trained model on any labeled file, as `goldmine eval` computes them."""
+             options: ReadOptions | None = None, runtime: str = "auto", threads: int | None = None) -> dict:
+    """Metrics of a trained model on any labeled file, as `goldmine eval` computes them.
+
+    `runtime` (torch | onnx | onnx-int8 | auto) picks what runs the model, so what is measured is what is
+    served; `metrics["runtime"]` says which ran, on which execution provider and threads.
+    """
     from goldmine.evaluation.evaluate import evaluate as run
+    from goldmine.evaluation.evaluate import write_evaluation
     from goldmine.inference.model import Model
 
-    model = Model.load(model_dir)
+    model = Model.load(model_dir, runtime=runtime, threads=threads)
     labeled = read_file(data, options or ReadOptions(multi_label=True if model.task.multi_label else None))
-    return run(model, labeled, Path(out_dir) if out_dir else None)
+    metrics = run(model, labeled)
+    metrics["runtime"] = model.describe_runtime()
+    if out_dir:
+        write_evaluation(metrics, Path(out_dir))
+    return metrics
 
 
-def predict(model_dir: str | Path, texts: list[str]) -> list[dict]:
+def predict(model_dir: str | Path, texts: list[str], runtime: str = "auto", threads: int | None = None) -> list[dict]:
     """Labels with scores, or entities with offsets, as `goldmine predict` prints them."""
     from goldmine.inference.model import Model
 
-    return Model.load(model_dir).predict(texts)
+    return Model.load(model_dir, runtime=runtime, threads=threads).predict(texts)
+
+
+def export(model_dir: str | Path, format: str = "onnx", quantize: str | None = None, *, force: bool = False,
+           max_loss: float = 0.5, data: str | Path | None = None, sample_size: int | None = None,
+           threads: int | None = None):
+    """Export for fast serving behind a parity gate, as `goldmine export` does; returns an `ExportResult`.
+
+    Writes `<run>/onnx/model.onnx` (+ `model.int8.onnx` with quantize="int8"), `manifest.json` and
+    `parity.json`; raises `goldmine.export.ParityError` when an exported runtime loses more than `max_loss`
+    points of the task metric on the run's dev data (unless `force`). See `goldmine.export.exporter`.
+    """
+    from goldmine.export.exporter import export_model
+
+    return export_model(model_dir, format, quantize, force=force, max_loss=max_loss, data=data,
+                        sample_size=sample_size, threads=threads)
 
 
 def ensemble(run_dirs: list[str | Path], output_dir: str | Path) -> Path:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from goldmine.errors import GoldmineError
 
@@ -44,7 +45,7 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 def _fail(err: GoldmineError) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # paths may hold [brackets]
     raise typer.Exit(2)
 
 
@@ -169,25 +170,39 @@ def train(
                   f"{result.train_seconds:.0f}s)")
 
 
+RuntimeOpt = Annotated[str, typer.Option(
+    help="What runs the model: torch | onnx | onnx-int8 | auto (the fastest export in MODEL_DIR, else torch).")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="onnxruntime intra-op threads (default: all usable cores).")]
+
+
 @app.command("eval")
 def eval_(
     model_dir: Annotated[Path, typer.Argument(help="Run directory written by `goldmine train`.")],
     data: Annotated[Path, typer.Argument(help="Any labeled file in a supported format.")],
     out: Annotated[Path | None, typer.Option(help="Write metrics JSON and plots here.")] = None,
+    runtime: RuntimeOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Accuracy/F1 (or entity F1), calibration, confusion matrix on any labeled file."""
     from goldmine.api import evaluate
     from goldmine.evaluation.evaluate import headline
 
     try:
-        metrics = evaluate(model_dir, data, out)
+        metrics = evaluate(model_dir, data, out, runtime=runtime, threads=threads)
     except GoldmineError as err:
         _fail(err)
     for key, value in headline(metrics).items():
         console.print(f"{key:>16}: {value:.4f}")
     console.print(f"{'ECE':>16}: {metrics['calibration']['ece']:.4f}   ({metrics['n_examples']} examples)")
+    console.print(f"{'runtime':>16}: {_describe_runtime(metrics['runtime'])}")
     if out:
         console.print(f"metrics and plots written to {out}")
+
+
+def _describe_runtime(info: dict) -> str:
+    if "members" in info:
+        return f"{info['runtime']} (ensemble of {len(info['members'])})"
+    return f"{info['runtime']} ({', '.join(info['providers'])}, {info['intra_op_threads']} threads)"
 
 
 @app.command()
@@ -196,6 +211,8 @@ def predict(
     text: Annotated[list[str] | None, typer.Option("--text", "-t", help="Text to label (repeatable).")] = None,
     file: Annotated[Path | None, typer.Option(help="One text per line, or JSONL with a 'text' field.")] = None,
     output: Annotated[Path | None, typer.Option(help="Write JSONL here instead of stdout.")] = None,
+    runtime: RuntimeOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Labels with scores, or entities with type, text and character offsets, as JSONL."""
     from goldmine.inference.model import Model
@@ -208,7 +225,7 @@ def predict(
     if not texts:
         _fail(GoldmineError("nothing to predict: give --text or --file"))
     try:
-        results = Model.load(model_dir).predict(texts)
+        results = Model.load(model_dir, runtime=runtime, threads=threads).predict(texts)
     except GoldmineError as err:
         _fail(err)
     lines = [json.dumps({"text": t, **r}, ensure_ascii=False) for t, r in zip(texts, results, strict=True)]
@@ -217,6 +234,44 @@ def predict(
         console.print(f"{len(lines)} predictions -> {output}")
     else:
         sys.stdout.write("\n".join(lines) + "\n")
+
+
+PARITY_EXIT = 3  # the export ran but the parity gate rejected it
+
+
+@app.command()
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="Run directory written by `goldmine train`.")],
+    format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    quantize: Annotated[str | None, typer.Option(help="Also write a quantised graph: int8.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Keep the export even if the parity gate fails.")] = False,
+    max_loss: Annotated[float, typer.Option(
+        help="Points of the task metric an exported runtime may lose against torch on the parity sample.")] = 0.5,
+    data: Annotated[Path | None, typer.Option(
+        help="Labeled file for the parity check (default: the run's own dev data, else its test data).")] = None,
+    sample: Annotated[int | None, typer.Option(help="Measure at most N examples (default: all of them).")] = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """ONNX (+ int8) graphs in MODEL_DIR/onnx/, checked against torch; exit 3 if the parity gate rejects them."""
+    from goldmine.api import export as run
+    from goldmine.export.parity import ParityError, render_parity
+
+    try:
+        result = run(model_dir, format_, quantize, force=force, max_loss=max_loss, data=data, sample_size=sample,
+                     threads=threads)
+    except ParityError as err:
+        render_parity(err.report, console)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(PARITY_EXIT) from None
+    except GoldmineError as err:
+        _fail(err)
+    render_parity(result.report, console)
+    if result.forced:
+        err_console.print("[yellow]warning:[/] the parity gate failed; kept because of --force", highlight=False)
+    fastest = list(result.files)[-1]
+    console.print(f"exported {', '.join(result.files)} -> {escape(str(result.directory))} (figures in parity.json); "
+                  f"`goldmine eval --runtime {fastest}` measures it; `Model.load` picks it up (and so does a server, "
+                  "for versions registered from now on)")
 
 
 @app.command()

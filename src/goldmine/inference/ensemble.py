@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,18 @@ class EnsembleModel(Model):
         self.task = members[0].task
         self.meta = meta
         self.batch_size = members[0].batch_size
+
+    @property
+    def runtime(self) -> str:
+        """The members' runtime (each member picks its own with `runtime="auto"`), or `mixed`."""
+        names = {m.runtime for m in self.members}
+        return names.pop() if len(names) == 1 else "mixed"
+
+    def describe_runtime(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "members": [m.describe_runtime() for m in self.members]}
+
+    def iter_logits(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        raise ModelError("an ensemble averages its members' probabilities; it has no logits of its own")
 
     def iter_probabilities(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # Members sort the same features the same way, so their batches line up index for index.

@@ -1,7 +1,9 @@
 """Load a trained run directory and predict: the one path that `predict`, `eval` (and serving) share.
 
 Batches are sorted by length so padding stays small, and outputs are yielded batch by batch,
-so evaluating a large file never holds all logits at once.
+so evaluating a large file never holds all logits at once. The forward pass runs on a backend
+(`goldmine.inference.runtime`): torch, or onnxruntime on an exported fp32 or int8 graph; the code
+around it is the same for all of them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from goldmine.errors import ModelError
 from goldmine.inference.batching import length_sorted_batches
+from goldmine.inference.runtime import AUTO, Backend, OnnxBackend, TorchBackend, onnx_path, resolve_runtime
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
 from goldmine.tasks import TASKS
 from goldmine.tasks.base import Task
@@ -77,36 +80,68 @@ def load_weights(directory: Path, meta: RunMeta, task: Task) -> torch.nn.Module:
 class Model:
     """A trained goldmine model ready to predict. `Model.load(run_dir).predict(["text", ...])`."""
 
-    def __init__(self, network: torch.nn.Module, task: Task, meta: RunMeta, batch_size: int = 64):
-        self.network = network.eval()
+    def __init__(self, network: torch.nn.Module | None, task: Task, meta: RunMeta, batch_size: int = 64,
+                 backend: Backend | None = None):
+        """`network` is the torch model; pass `backend` (and `network=None`) to run elsewhere, e.g. onnxruntime."""
+        if backend is None and network is None:
+            raise ModelError("a Model needs a torch network or a backend")
+        self.network = network.eval() if network is not None else None
+        self.backend = backend if backend is not None else TorchBackend(self.network)
         self.task = task
         self.meta = meta
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, directory: str | Path, batch_size: int = 64) -> Model:
+    def load(cls, directory: str | Path, batch_size: int = 64, runtime: str = AUTO,
+             threads: int | None = None) -> Model:
+        """Load a run (or ensemble) directory.
+
+        Args:
+            runtime: torch | onnx | onnx-int8, or auto: the fastest current export in the directory
+                (onnx-int8 > onnx > torch; see `goldmine export`).
+            threads: onnxruntime intra-op threads (default: the cores this process may use). The torch
+                runtime keeps torch's own setting.
+        """
         directory = Path(directory)
         meta = RunMeta.load(directory)
         if meta.members:
             from goldmine.inference.ensemble import EnsembleModel
 
-            return EnsembleModel([cls.load(directory / m, batch_size) for m in meta.members], meta)
+            members = [cls.load(directory / m, batch_size, runtime, threads) for m in meta.members]
+            return EnsembleModel(members, meta)
+        chosen = resolve_runtime(directory, runtime)
         tokenizer = load_tokenizer(str(directory))
         task = TASKS.get(meta.task)(
             meta.label_names, tokenizer, meta.max_length, document_context=meta.document_context
         )
-        return cls(load_weights(directory, meta, task), task, meta, batch_size)
+        if chosen == "torch":
+            return cls(load_weights(directory, meta, task), task, meta, batch_size)
+        backend = OnnxBackend(onnx_path(directory, chosen), chosen, threads)
+        return cls(None, task, meta, batch_size, backend=backend)
+
+    @property
+    def runtime(self) -> str:
+        """Where the forward pass runs: torch | onnx | onnx-int8."""
+        return self.backend.name
+
+    def describe_runtime(self) -> dict[str, Any]:
+        """Runtime, execution providers and threads (what `goldmine eval` reports beside its metrics)."""
+        return self.backend.describe()
 
     @property
     def labels(self) -> list[str]:
         return self.task.label_names
 
+    def iter_logits(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (indices, logits) per length-sorted batch; float32 logits are (B, C) or (B, T, C)."""
+        tensors = self.backend.tensor_type
+        for idx, batch in length_sorted_batches(features, self.task.tokenizer, self.batch_size, tensors):
+            yield idx, self.backend.logits(batch)
+
     def iter_probabilities(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (indices, probabilities) per length-sorted batch; probabilities are (B, C) or (B, T, C)."""
-        for idx, batch in length_sorted_batches(features, self.task.tokenizer, self.batch_size):
-            with torch.inference_mode():
-                logits = self.network(**batch).logits
-            yield idx, self.task.probabilities(logits.float()).numpy()
+        for idx, logits in self.iter_logits(features):
+            yield idx, self.task.probabilities(torch.from_numpy(logits)).numpy()
 
     def predict(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Labels with scores (classification) or entities with offsets (NER), one dict per text."""

@@ -1,0 +1,254 @@
+"""`goldmine.export`: ONNX graphs of every task, int8, the parity report and the gate, on tiny runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from goldmine.errors import ConfigError, ModelError
+from goldmine.export import ExportResult, ParityError, export_model
+from goldmine.export import quantize as quantization
+from goldmine.inference.model import Model
+from goldmine.inference.runtime import weights_fingerprint
+
+TEXTS = [
+    "where is my order?",
+    "Hi, I ordered a coffee machine last Friday and it still has not arrived in Berlin, the tracking page says "
+    "nothing and I want to cancel the order and get my money back.",
+    "refund",
+    "I lost my card in Tokyo, please block it",
+    "Can I speak to a real person about my password?",
+    "hello there",
+    "my payment failed twice",
+]
+PAIRS = ["is it late?", "a second text", "x", "where", "card", "talk to a human please", "ok"]
+
+
+def logits_by_example(model: Model, features: list[dict]) -> list[np.ndarray]:
+    """Each example's logits, without padding positions."""
+    out: dict[int, np.ndarray] = {}
+    for idx, logits in model.iter_logits(features):
+        for i, row in zip(idx, logits, strict=True):
+            out[int(i)] = row[: len(features[i]["input_ids"])] if row.ndim == 2 else row
+    return [out[i] for i in range(len(features))]
+
+
+def features_for(model: Model, texts: list[str], texts_b: list[str] | None = None) -> list[dict]:
+    if model.task.name == "ner":
+        enc = model.task.tokenizer(texts, truncation=True, max_length=model.meta.max_length)
+    else:
+        enc = model.task.tokenize(texts, texts_b)
+    return [{k: enc[k][i] for k in enc} for i in range(len(texts))]
+
+
+def assert_onnx_matches_torch(run, texts, texts_b=None, runtime="onnx", atol=1e-4):
+    torch_model = Model.load(run, batch_size=3, runtime="torch")  # batches of 3, 3, 1: several shapes
+    onnx_model = Model.load(run, batch_size=3, runtime=runtime, threads=1)
+    assert onnx_model.runtime == runtime and onnx_model.network is None
+    features = features_for(torch_model, texts, texts_b)
+    for expected, got in zip(logits_by_example(torch_model, features), logits_by_example(onnx_model, features),
+                             strict=True):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("task", ["classification", "multilabel", "ner"])
+def test_export_writes_graphs_with_dynamic_axes(exported, task):
+    run = exported(task)
+    for name in ("model.onnx", "model.int8.onnx", "manifest.json", "parity.json"):
+        assert (run / "onnx" / name).is_file()
+    assert not (run / "onnx.partial").exists()
+    graph = onnx.load(run / "onnx" / "model.onnx", load_external_data=False).graph
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert inputs == {name: ["batch", "sequence"] for name in ("input_ids", "attention_mask", "token_type_ids")}
+    (logits,) = graph.output
+    dims = [d.dim_param or d.dim_value for d in logits.type.tensor_type.shape.dim]
+    num_labels = len(Model.load(run, runtime="torch").labels)
+    assert dims == (["batch", "sequence", num_labels] if task == "ner" else ["batch", num_labels])
+    manifest = json.loads((run / "onnx" / "manifest.json").read_text())
+    assert manifest["files"] == {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+    assert manifest["weights_sha256"] == weights_fingerprint(run)
+    assert manifest["quantization"]["weights"] == "int8, symmetric, per output channel"
+
+
+@pytest.mark.parametrize("task", ["classification", "multilabel", "ner"])
+def test_onnx_logits_equal_torch(exported, task):
+    assert_onnx_matches_torch(exported(task), TEXTS)
+
+
+def test_onnx_pairs_equal_torch(exported):
+    """Text pairs: token_type_ids reach the graph."""
+    assert_onnx_matches_torch(exported("classification"), TEXTS, PAIRS)
+
+
+def test_int8_graph_is_quantised_and_close(exported):
+    run = exported("classification")
+    ops = {node.op_type for node in onnx.load(run / "onnx" / "model.int8.onnx").graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert_onnx_matches_torch(run, TEXTS, runtime="onnx-int8", atol=0.05)
+
+
+@pytest.mark.parametrize("task", ["classification", "multilabel", "ner"])
+def test_parity_report(exported, task):
+    report = json.loads((exported(task) / "onnx" / "parity.json").read_text())
+    assert report["task"] == task
+    assert report["metric"] == {"classification": "accuracy", "multilabel": "micro_f1", "ner": "f1"}[task]
+    assert report["data"].endswith("[dev split]")  # the run's own dev split, cut again from its training file
+    assert report["examples"] == (30 if task == "ner" else 52)
+    assert list(report["runtimes"]) == ["torch", "onnx", "onnx-int8"]
+    assert report["max_loss_points"] == 0.5
+    onnx_figures = report["runtimes"]["onnx"]
+    assert onnx_figures["max_abs_logit_diff"] < 1e-4
+    assert onnx_figures["label_agreement"] == 1.0
+    assert onnx_figures["metric"] == pytest.approx(report["runtimes"]["torch"]["metric"])
+    assert onnx_figures["metric_loss_points"] == pytest.approx(0.0, abs=1e-9)
+    assert onnx_figures["passed"] is True
+    int8 = report["runtimes"]["onnx-int8"]
+    assert 0 < int8["max_abs_logit_diff"] < 0.5
+    loss = (report["runtimes"]["torch"]["metric"] - int8["metric"]) * 100
+    assert int8["metric_loss_points"] == pytest.approx(loss, abs=1e-4)  # rounded to 4 places
+    for name in ("onnx", "onnx-int8"):
+        kernels = report["runtimes"][name]["kernels"]
+        assert kernels["providers"] == ["CPUExecutionProvider"]
+        assert kernels["intra_op_threads"] == 1
+        assert sum(op["share"] for op in kernels["ops"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert any("MatMul" in op for op in report["runtimes"]["onnx-int8"]["kernels"]["ops"])
+    assert report["machine"]["cores"] >= 1 and "int8_gemm" in report["machine"]
+
+
+def test_trained_run_int8_agrees_and_passes_the_gate(trained_run, demo_files, tmp_path):
+    """On 52 dev examples one changed prediction is 1.9 points, more than the default 0.5: a 32-wide model is
+    not a fair test of int8 against that limit (the MiniLM runs are), so the limit here is 5 points."""
+    from goldmine.data.readers import read_file
+
+    result = export_model(trained_run, quantize="int8", threads=1, max_loss=5)
+    assert isinstance(result, ExportResult)
+    assert result.passed and not result.forced
+    assert set(result.files) == {"onnx", "onnx-int8"}
+    report = result.report
+    assert report["one_example_points"] == pytest.approx(100 / 52, abs=1e-4)
+    assert report["runtimes"]["onnx-int8"]["metric_loss_points"] <= 5
+    assert report["runtimes"]["torch"]["metric"] > 0.3  # trained: well above the 0.13 of the majority class
+    assert report["runtimes"]["onnx-int8"]["label_agreement"] >= 0.9
+    texts = [ex.text for ex in read_file(demo_files.intents).examples]
+    torch_labels = [p["label"] for p in Model.load(trained_run, runtime="torch").predict(texts)]
+    int8_labels = [p["label"] for p in Model.load(trained_run, runtime="onnx-int8", threads=1).predict(texts)]
+    agreement = np.mean([a == b for a, b in zip(torch_labels, int8_labels, strict=True)])
+    assert agreement >= 0.9
+
+
+def _negate_logits(path):
+    """Degrade a graph: its logits come out negated, so argmax becomes argmin."""
+    model = onnx.load(path)
+    for node in model.graph.node:
+        for k, name in enumerate(node.output):
+            if name == "logits":
+                node.output[k] = "logits_before_neg"
+    model.graph.node.append(onnx.helper.make_node("Neg", ["logits_before_neg"], ["logits"]))
+    onnx.save(model, path)
+
+
+def test_gate_rejects_a_degraded_int8_model_unless_forced(trained_run, copy_of, monkeypatch):
+    run = copy_of(trained_run)
+    real = quantization.quantize_int8
+
+    def degraded(source, target):
+        info = real(source, target)
+        _negate_logits(target)
+        return info
+
+    monkeypatch.setattr(quantization, "quantize_int8", degraded)
+    with pytest.raises(ParityError, match=r"export rejected: onnx-int8 loses \d+\.\d\d points of accuracy") as err:
+        export_model(run, quantize="int8", threads=1)
+    assert "onnx loses" not in str(err.value)  # the fp32 graph is fine
+    assert str(err.value).endswith("or raise --max-loss, or export without --quantize.")
+    figures = err.value.report["runtimes"]
+    assert figures["onnx"]["passed"] is True and figures["onnx-int8"]["passed"] is False
+    assert figures["onnx-int8"]["metric_loss_points"] > 10
+    assert figures["onnx-int8"]["label_agreement"] < 0.5
+    assert not (run / "onnx" / "model.int8.onnx").exists()
+
+    result = export_model(run, quantize="int8", threads=1, force=True)
+    assert (result.passed, result.forced) == (False, True)
+    assert result.report["runtimes"]["onnx-int8"]["passed"] is False
+    assert (run / "onnx" / "model.int8.onnx").is_file()
+
+
+def test_gate_fails_with_negative_max_loss_and_keeps_the_previous_export(exported, copy_of):
+    run = copy_of(exported("classification"), keep_exports=True)
+    accepted = (run / "onnx" / "parity.json").read_text()
+    with pytest.raises(ParityError, match=r"onnx loses 0\.00 points of accuracy .* the limit is -1\.0 points") as err:
+        export_model(run, max_loss=-1.0, threads=1, sample_size=20)
+    assert "Pass --force to keep it anyway, or raise --max-loss." in str(err.value)
+    assert err.value.report["passed"] is False
+    assert not (run / "onnx.partial").exists()
+    assert (run / "onnx" / "parity.json").read_text() == accepted  # the earlier export still serves
+    assert Model.load(run, threads=1).runtime == "onnx-int8"
+    rejected = json.loads((run / "onnx" / "parity.rejected.json").read_text())
+    assert rejected["runtimes"]["onnx"]["passed"] is False and rejected["examples"] == 20
+
+    result = export_model(run, max_loss=-1.0, threads=1, sample_size=20, force=True)
+    assert (result.passed, result.forced) == (False, True)
+    report = json.loads((run / "onnx" / "parity.json").read_text())
+    assert (report["passed"], report["forced"]) == (False, True)
+    assert sorted(p.name for p in (run / "onnx").iterdir()) == ["manifest.json", "model.onnx", "parity.json"]
+    assert Model.load(run, threads=1).runtime == "onnx"
+
+
+def test_lora_run_exports_merged(tmp_path, demo_files, tiny_model_dir):
+    import goldmine
+
+    run = tmp_path / "lora"
+    goldmine.train(None, **{
+        "task": "classification", "data.train": demo_files.intents, "model.name": str(tiny_model_dir),
+        "output_dir": run, "tuning.strategy": "lora", "tuning.lora.target_modules": ["query", "value"],
+        "training.max_steps": 2, "training.batch_size": 8, "training.eval_strategy": "none",
+        "training.linear_probe": False,
+    })
+    assert Model.load(run, runtime="torch").meta.adapter
+    result = export_model(run, threads=1, sample_size=16, max_loss=100)
+    assert result.report["runtimes"]["onnx"]["max_abs_logit_diff"] < 1e-4
+    assert_onnx_matches_torch(run, TEXTS)
+
+
+def test_parity_sample_from_a_given_file_when_the_run_data_is_gone(fresh_copy, demo_files, tmp_path):
+    run = fresh_copy("classification")
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace(str(demo_files.intents), str(tmp_path / "moved.csv")))
+    with pytest.raises(ModelError, match=r"cannot read the data .* pass a labeled sample instead \(--data FILE\)"):
+        export_model(run, threads=1)
+    result = export_model(run, data=demo_files.intents, sample_size=25, threads=1, max_loss=100)
+    assert result.report["examples"] == 25
+    assert result.report["data"] == f"{demo_files.intents} (25 of 520)"
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"format": "tflite"}, ConfigError, "format 'tflite' is not supported; choose one of onnx"),
+    ({"quantize": "int4"}, ConfigError, "quantize 'int4' is not supported; choose one of int8"),
+    ({"sample_size": 0}, ConfigError, "sample size must be at least 1"),
+])
+def test_export_rejects_bad_options(tiny_run, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        export_model(tiny_run("classification"), **kwargs)  # rejected before anything is written
+
+
+def test_export_of_an_ensemble_asks_for_its_members(tiny_run, tmp_path):
+    import goldmine
+
+    ensemble = goldmine.ensemble([tiny_run("classification")], tmp_path / "ens")
+    with pytest.raises(ModelError, match="is an ensemble: export each member run"):
+        export_model(ensemble)
+
+
+def test_the_package_is_callable_as_the_api_function(monkeypatch):
+    """`goldmine.export` names both this package and the API function: calling the package exports."""
+    import goldmine.export
+    import goldmine.export.exporter
+
+    calls = []
+    monkeypatch.setattr(goldmine.export.exporter, "export_model", lambda *a, **k: calls.append((a, k)) or "done")
+    assert goldmine.export("runs/x", quantize="int8") == "done"
+    assert calls == [(("runs/x",), {"quantize": "int8"})]
