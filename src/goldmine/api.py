@@ -50,17 +50,18 @@ def predict(model_dir: str | Path, texts: list[str], runtime: str = "auto", thre
 
 def export(model_dir: str | Path, format: str = "onnx", quantize: str | None = None, *, force: bool = False,
            max_loss: float = 0.5, data: str | Path | None = None, sample_size: int | None = None,
-           threads: int | None = None):
+           threads: int | None = None, int8_scheme: str = "auto"):
     """Export for fast serving behind a parity gate, as `goldmine export` does; returns an `ExportResult`.
 
     Writes `<run>/onnx/model.onnx` (+ `model.int8.onnx` with quantize="int8"), `manifest.json` and
     `parity.json`; raises `goldmine.export.ParityError` when an exported runtime loses more than `max_loss`
-    points of the task metric on the run's dev data (unless `force`). See `goldmine.export.exporter`.
+    points of the task metric on the run's dev data (unless `force`). int8 is quantised with the `full` scheme,
+    or `mixed` when `full` fails the gate (`int8_scheme`). See `goldmine.export.exporter`.
     """
     from goldmine.export.exporter import export_model
 
     return export_model(model_dir, format, quantize, force=force, max_loss=max_loss, data=data,
-                        sample_size=sample_size, threads=threads)
+                        sample_size=sample_size, threads=threads, int8_scheme=int8_scheme)
 
 
 def ensemble(run_dirs: list[str | Path], output_dir: str | Path) -> Path:

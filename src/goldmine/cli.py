@@ -34,7 +34,8 @@ err_console = Console(stderr=True)
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err_console, show_path=False)], force=True)
-    logging.getLogger("goldmine").setLevel(logging.INFO)
+    replica = int(os.environ.get("RANK", "0")) > 0  # a non-main process of a distributed run: rank 0 reports
+    logging.getLogger("goldmine").setLevel(logging.ERROR if replica else logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging
@@ -164,6 +165,8 @@ def train(
         result = run(cfg, resume=resume)
     except GoldmineError as err:
         _fail(err)
+    if not result.main_process:
+        return
     if result.before_after:
         console.print(as_table(result.before_after, f"{cfg.task}: before vs after fine-tuning (test data)"))
     console.print(f"model saved to [bold]{result.output_dir}[/] ({result.global_step} steps, "
@@ -251,6 +254,9 @@ def export(
         help="Labeled file for the parity check (default: the run's own dev data, else its test data).")] = None,
     sample: Annotated[int | None, typer.Option(help="Measure at most N examples (default: all of them).")] = None,
     threads: ThreadsOpt = None,
+    int8_scheme: Annotated[str, typer.Option(
+        help="int8 scheme: full (fastest), mixed (FFN down-projections kept fp32), or auto: full, then mixed "
+             "if full fails the gate.")] = "auto",
 ) -> None:
     """ONNX (+ int8) graphs in MODEL_DIR/onnx/, checked against torch; exit 3 if the parity gate rejects them."""
     from goldmine.api import export as run
@@ -258,7 +264,7 @@ def export(
 
     try:
         result = run(model_dir, format_, quantize, force=force, max_loss=max_loss, data=data, sample_size=sample,
-                     threads=threads)
+                     threads=threads, int8_scheme=int8_scheme)
     except ParityError as err:
         render_parity(err.report, console)
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)

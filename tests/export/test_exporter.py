@@ -71,7 +71,8 @@ def test_export_writes_graphs_with_dynamic_axes(exported, task):
     manifest = json.loads((run / "onnx" / "manifest.json").read_text())
     assert manifest["files"] == {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
     assert manifest["weights_sha256"] == weights_fingerprint(run)
-    assert manifest["quantization"]["weights"] == "int8, symmetric, per output channel"
+    scheme = manifest["quantization"]["scheme"]  # the tiny runs' flat logits may send auto on to "mixed"
+    assert manifest["quantization"]["weights"] == quantization.SCHEMES[scheme]["weights"]
 
 
 @pytest.mark.parametrize("task", ["classification", "multilabel", "ner"])
@@ -155,8 +156,8 @@ def test_gate_rejects_a_degraded_int8_model_unless_forced(trained_run, copy_of, 
     run = copy_of(trained_run)
     real = quantization.quantize_int8
 
-    def degraded(source, target):
-        info = real(source, target)
+    def degraded(source, target, scheme="full"):
+        info = real(source, target, scheme)
         _negate_logits(target)
         return info
 
@@ -170,11 +171,55 @@ def test_gate_rejects_a_degraded_int8_model_unless_forced(trained_run, copy_of, 
     assert figures["onnx-int8"]["metric_loss_points"] > 10
     assert figures["onnx-int8"]["label_agreement"] < 0.5
     assert not (run / "onnx" / "model.int8.onnx").exists()
+    assert [a["scheme"] for a in err.value.report["int8"]["attempts"]] == ["full", "mixed"]  # both tried
 
     result = export_model(run, quantize="int8", threads=1, force=True)
     assert (result.passed, result.forced) == (False, True)
     assert result.report["runtimes"]["onnx-int8"]["passed"] is False
     assert (run / "onnx" / "model.int8.onnx").is_file()
+
+
+def test_auto_scheme_falls_back_to_mixed_when_full_fails_the_gate(trained_run, copy_of, monkeypatch):
+    run = copy_of(trained_run)
+    real = quantization.quantize_int8
+
+    def full_is_broken(source, target, scheme="full"):
+        info = real(source, target, scheme)
+        if scheme == "full":
+            _negate_logits(target)
+        return info
+
+    monkeypatch.setattr(quantization, "quantize_int8", full_is_broken)
+    result = export_model(run, quantize="int8", threads=1, max_loss=5)
+    assert result.passed and not result.forced
+    int8 = result.report["int8"]
+    assert int8["scheme"] == "mixed"
+    assert [(a["scheme"], a["passed"]) for a in int8["attempts"]] == [("full", False), ("mixed", True)]
+    assert result.report["runtimes"]["onnx-int8"]["passed"] is True
+    manifest = json.loads((run / "onnx" / "manifest.json").read_text())
+    assert manifest["quantization"]["scheme"] == "mixed"
+    assert manifest["quantization"]["nodes_kept_fp32"] == 2  # one FFN down-projection per layer of the tiny BERT
+
+
+def test_mixed_scheme_keeps_the_ffn_down_projections_in_fp32(exported, tmp_path):
+    source = exported("classification") / "onnx" / "model.onnx"
+    graph = onnx.load(source).graph
+    down = quantization.ffn_down_projections(graph)
+    assert len(down) == 2  # the tiny BERT has two layers, one GELU each
+    info = quantization.quantize_int8(source, tmp_path / "mixed.onnx", "mixed")
+    assert info["scheme"] == "mixed" and info["nodes_kept_fp32"] == 2
+    quantised = onnx.load(tmp_path / "mixed.onnx").graph
+    still_fp32 = {n.name for n in quantised.node if n.op_type == "MatMul"}
+    assert set(down) <= still_fp32
+    assert sum(n.op_type == "MatMulInteger" for n in quantised.node) > 0
+    quantization.quantize_int8(source, tmp_path / "full.onnx", "full")
+    full = onnx.load(tmp_path / "full.onnx").graph
+    assert not set(down) & {n.name for n in full.node if n.op_type == "MatMul"}  # full quantises them
+
+
+def test_unknown_int8_scheme_is_a_config_error(tiny_run):
+    with pytest.raises(ConfigError, match="int8 scheme 'fp4' is not one of auto, full, mixed"):
+        export_model(tiny_run("classification"), quantize="int8", int8_scheme="fp4")
 
 
 def test_gate_fails_with_negative_max_loss_and_keeps_the_previous_export(exported, copy_of):

@@ -234,6 +234,10 @@ def render_parity(report: dict[str, Any], console: Console) -> None:
         console.print(f"[yellow]note:[/] on {report['examples']} examples one changed prediction moves "
                       f"{report['metric']} by about {step:.2f} points, more than the {report['max_loss_points']} "
                       "allowed; a larger sample (--sample, --data) measures the loss more finely")
+    if int8 := report.get("int8"):
+        tried = "; ".join(f"{a['scheme']}: {a['metric_loss_points']:+.2f} points, "
+                          f"{a['label_agreement'] * 100:.2f}% agreement" for a in int8["attempts"])
+        console.print(f"int8 scheme: {int8['scheme']} (tried {tried})")
     cpu = report.get("machine", {})
     for name, fig in report["runtimes"].items():
         kernels = fig.get("kernels")

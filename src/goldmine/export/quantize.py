@@ -1,30 +1,76 @@
-"""int8 dynamic quantisation with onnxruntime: int8 weights per output channel, activations quantised on the fly.
+"""int8 dynamic quantisation with onnxruntime, in two schemes the exporter tries fastest first.
 
-Weights are stored as signed int8 with one scale per output channel (per-channel keeps the many small
-rows of an attention projection from sharing one coarse scale); activations are quantised to uint8 per
-tensor at run time, from each batch's own range, so no calibration data is needed. MatMul and Gemm
-become MatMulInteger (+ scale), which onnxruntime fuses into its int8 GEMM kernels.
+Dynamic quantisation stores weights as signed int8 and quantises each activation to uint8 per tensor at run
+time, from the batch's own range (no calibration data). MatMul and Gemm become MatMulInteger (+ scale), which
+onnxruntime fuses into its int8 GEMM kernels.
+
+    full   every MatMul/Gemm with a weight matrix in int8, one scale per output channel: the fastest.
+    mixed  the FFN down-projections (the MatMul right after each GELU) stay fp32; the rest int8, one scale
+           per weight matrix. Post-GELU activations are long-tailed, so one uint8 scale per tensor leaves
+           most of them a handful of levels: on the sst2 MiniLM, `full` agreed with torch on 97.9% of dev
+           labels (-0.69 points of accuracy), `mixed` on 99.4% (-0.11), at ~0.8x `full`'s speed; per-channel
+           weights gained nothing once those layers were fp32 (99.1%, -0.46).
+
+`goldmine export --quantize int8` uses `full` and falls back to `mixed` when `full` fails the parity gate
+(`--int8-scheme` picks one).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from goldmine.errors import ModelError
+from goldmine.errors import ConfigError, ModelError
 from goldmine.export.onnx import quiet_logs
 
-SCHEME = {"method": "dynamic", "weights": "int8, symmetric, per output channel",
-          "activations": "uint8, per tensor, from each batch's range", "ops": ["MatMul", "Gemm"]}
+AUTO = "auto"
+SCHEMES = {  # fastest first: the order `auto` tries them in
+    "full": {"method": "dynamic", "weights": "int8, symmetric, per output channel",
+             "activations": "uint8, per tensor, from each batch's range", "ops": ["MatMul", "Gemm"],
+             "kept_fp32": "none"},
+    "mixed": {"method": "dynamic", "weights": "int8, symmetric, per tensor",
+              "activations": "uint8, per tensor, from each batch's range", "ops": ["MatMul", "Gemm"],
+              "kept_fp32": "FFN down-projections (the MatMul after each GELU)"},
+}
+GELU_OPS = {"Gelu", "FastGelu", "BiasGelu", "Erf"}  # Erf: GELU written out as 0.5 * x * (1 + erf(x / sqrt 2))
 
 
-def quantize_int8(source: Path, target: Path) -> dict:
+def schemes_to_try(requested: str) -> list[str]:
+    """`auto` -> every scheme, fastest first; a named scheme -> just it."""
+    if requested == AUTO:
+        return list(SCHEMES)
+    if requested not in SCHEMES:
+        raise ConfigError(f"int8 scheme {requested!r} is not one of {', '.join((AUTO, *SCHEMES))}")
+    return [requested]
+
+
+def ffn_down_projections(graph) -> list[str]:
+    """Names of the MatMul nodes fed (within a few elementwise steps) by a GELU: the FFN's second matrix."""
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def after_gelu(tensor: str, depth: int = 4) -> bool:
+        node = producer.get(tensor)
+        if node is None or depth == 0:
+            return False
+        if node.op_type in GELU_OPS:
+            return True
+        if node.op_type not in ("Mul", "Add", "Div", "Cast"):
+            return False
+        return any(after_gelu(t, depth - 1) for t in node.input)
+
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and after_gelu(n.input[0])]
+
+
+def quantize_int8(source: Path, target: Path, scheme: str = "full") -> dict:
     """Write the int8 version of the fp32 graph `source` to `target`; returns what the manifest records."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    settings = SCHEMES[scheme]
+    excluded = ffn_down_projections(onnx.load(source).graph) if scheme == "mixed" else []
     try:
         with quiet_logs(""):  # onnxruntime's quantiser logs each tensor on the root logger
-            quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8,
-                             op_types_to_quantize=SCHEME["ops"])
+            quantize_dynamic(source, target, per_channel=scheme == "full", weight_type=QuantType.QInt8,
+                             op_types_to_quantize=settings["ops"], nodes_to_exclude=excluded)
     except Exception as err:  # onnxruntime's quantiser raises plain RuntimeErrors/ValueErrors
         raise ModelError(f"int8 quantisation of {source} failed: {err}") from err
-    return dict(SCHEME)
+    return {"scheme": scheme, **settings, "nodes_kept_fp32": len(excluded)}
