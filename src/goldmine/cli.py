@@ -198,6 +198,7 @@ def eval_(
         console.print(f"{key:>16}: {value:.4f}")
     console.print(f"{'ECE':>16}: {metrics['calibration']['ece']:.4f}   ({metrics['n_examples']} examples)")
     console.print(f"{'runtime':>16}: {_describe_runtime(metrics['runtime'])}")
+    console.print(f"{'peak memory':>16}: {metrics['peak_rss_mb']:.0f} MiB resident")
     if out:
         console.print(f"metrics and plots written to {out}")
 

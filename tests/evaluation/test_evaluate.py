@@ -53,6 +53,7 @@ def test_classification_metrics_agree_with_predict(classifier, intents, tmp_path
 
     assert set(metrics) >= CLASSIFICATION_KEYS
     assert (metrics["n_examples"], metrics["truncated"], metrics["data"]) == (len(intents), 0, intents.path)
+    assert 50 < metrics["peak_rss_mb"] < 64 * 1024  # this process's high-water mark, in MiB
     # The evaluation path and the serving path see the same predictions.
     predicted = [r["label"] for r in classifier.predict([ex.text for ex in intents.examples])]
     truth = [ex.labels[0] for ex in intents.examples]

@@ -15,6 +15,7 @@ from goldmine.data.schema import LabeledData
 from goldmine.evaluation.metrics import CalibrationBins, classification_metrics, entity_metrics, multilabel_metrics
 from goldmine.evaluation.plots import plot_confusion_matrix, plot_reliability
 from goldmine.inference.model import Model
+from goldmine.memory import peak_rss_mb
 from goldmine.tasks.token_classification import IGNORE
 
 
@@ -58,6 +59,7 @@ def evaluate(model: Model, data: LabeledData, out_dir: Path | None = None, prefi
     metrics["n_examples"] = n
     metrics["truncated"] = encoded.truncated
     metrics["data"] = data.path
+    metrics["peak_rss_mb"] = peak_rss_mb()  # of the whole process: model, batches and the metrics' own arrays
     if out_dir is not None:
         write_evaluation(metrics, Path(out_dir), prefix)
     return metrics
