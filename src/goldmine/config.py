@@ -21,6 +21,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class AugmentConfig(_Section):
+    """Label-preserving edits of train examples (see `goldmine.data.augment`); dev and test are never touched."""
+
+    factor: float = Field(0.0, ge=0, le=20, description="New examples per train example (0 = off).")
+    ops: list[Literal["typo", "swap", "delete", "mention"]] = Field(
+        default_factory=list, description="Edits to draw from (default: all for the data's kind): "
+        "typo, swap, delete for texts; mention, typo for NER.")
+    seed: int = Field(13, description="Seed of the edits, so an augmented run is reproducible.")
+
+
 class DataConfig(_Section):
     train: Path | None = Field(None, description="Training file (CSV/TSV/JSONL/CoNLL).")
     dev: Path | None = Field(None, description="Dev file for early stopping; split off train when absent.")
@@ -34,6 +44,7 @@ class DataConfig(_Section):
     scheme: Scheme = Field(Scheme.AUTO, description="CoNLL tagging scheme; normalised to IOB2.")
     strict: bool = Field(False, description="CoNLL: reject I- tags that continue no entity.")
     document_context: bool = Field(True, description="NER: feed neighbouring sentences of the same document.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation of the train split.")
 
 
 class ModelConfig(_Section):

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from goldmine.data.schema import DataKind, LabeledData
+from goldmine.data.schema import AUGMENTED, DataKind, LabeledData
 
 MAX_EXAMPLES = 5  # example groups kept per finding
 MAX_SOURCES = 10  # sources kept per example group
@@ -129,7 +129,12 @@ def quality_report(
     count_tokens: Callable[[list[str]], list[int]] | None = None,
     max_length: int = 128,
 ) -> QualityReport:
-    """Check every split and every pair of splits; `count_tokens` (a tokenizer) enables the truncation check."""
+    """Check every split and every pair of splits; `count_tokens` (a tokenizer) enables the truncation check.
+
+    Augmented examples (`goldmine.data.augment`) are left out: they are near-copies of real ones by design, and
+    the report is about the data the user brought.
+    """
+    splits = {name: _real(data) for name, data in splits.items()}
     kinds = {data.kind.value for data in splits.values()}
     kind = kinds.pop() if len(kinds) == 1 else "mixed" if kinds else ""
     indexes = {name: _Index(data) for name, data in splits.items()}
@@ -148,6 +153,13 @@ def quality_report(
         if leak.near:
             warnings.append(f"{leak.second}: {leak.near} texts near-identical to texts in {leak.first} (leakage)")
     return QualityReport(kind, max_length, split_reports, leakage, warnings)
+
+
+def _real(data: LabeledData) -> LabeledData:
+    if not any(ex.source.startswith(AUGMENTED) for ex in data.examples):
+        return data
+    return LabeledData(data.kind, [ex for ex in data.examples if not ex.source.startswith(AUGMENTED)], data.path,
+                       data.multi_label)
 
 
 def normalize_text(text: str) -> str:

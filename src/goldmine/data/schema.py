@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+AUGMENTED = "augmented:"  # prefix of the `source` of an example made by `goldmine.data.augment`
+
 
 class DataKind(StrEnum):
     """What a file holds; decides which tasks can use it."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from goldmine.config import DataConfig
+from goldmine.data.augment import augment
 from goldmine.data.readers import ReadOptions, read_file
 from goldmine.data.schema import LabeledData
 from goldmine.data.split import split_data
 from goldmine.data.validate import check_splits
 from goldmine.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def read_options(config: DataConfig, multi_label: bool | None = None) -> ReadOptions:
@@ -40,9 +45,12 @@ def load_splits(config: DataConfig, multi_label: bool | None = None) -> dict[str
         train = part_train
         dev = dev or _named(part_dev, "dev")
         test = test or _named(part_test, "test")
-    splits = {"train": train, "dev": dev, "test": test}
     check_splits(train, {"dev": dev, "test": test})
-    return splits
+    if config.augment.factor:  # after the split and the leakage check: dev and test stay real
+        real = len(train)
+        train = augment(train, config.augment.factor, config.augment.ops, config.augment.seed)
+        log.info("data: augmented train with %d edited copies (%d real examples)", len(train) - real, real)
+    return {"train": train, "dev": dev, "test": test}
 
 
 def _named(data: LabeledData, split: str) -> LabeledData:
