@@ -122,6 +122,29 @@ def data_split(
         console.print(f"{name}: {len(part)} examples -> {path}")
 
 
+@data_app.command("augment")
+def data_augment(
+    file: Annotated[Path, typer.Argument(help="Training file to augment (never augment dev or test data).")],
+    out: Annotated[Path, typer.Option(help="File to write: the originals, then the new examples.")],
+    factor: Annotated[float, typer.Option(help="New examples per original.")] = 1.0,
+    ops: Annotated[str, typer.Option(help="Comma-separated edits: typo,swap,delete (texts); mention,typo (NER). "
+                                     "Default: all for the file's kind.")] = "",
+    seed: int = 13,
+) -> None:
+    """Label-preserving edited copies of a training file's examples (what `data.augment` does in training)."""
+    from goldmine.data.augment import augment
+    from goldmine.data.readers import read_file
+    from goldmine.data.writers import write_data
+
+    try:
+        data = read_file(file)
+        augmented = augment(data, factor, [op for op in ops.split(",") if op], seed)
+    except GoldmineError as err:
+        _fail(err)
+    path = write_data(augmented, out)
+    console.print(f"{len(data)} examples + {len(augmented) - len(data)} augmented -> {path}")
+
+
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config (optional: flags alone work too).")] = None,
@@ -369,7 +392,7 @@ def models_promote(
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "production",
     config: ConfigOpt = None,
 ) -> None:
-    """Point an alias at a version (running servers follow on their next call)."""
+    """Point an alias at a version (running servers follow within `alias_cache_seconds`, default 1 s)."""
     from goldmine.serving.registry import promote
 
     _, db = _serving(config)
