@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info  # noqa: E402
 
+from goldmine.memory import peak_rss_mb  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {  # name: (task, train file, dev file, metric, goldmine eval_steps)
@@ -41,13 +43,6 @@ DATASETS = {  # name: (task, train file, dev file, metric, goldmine eval_steps)
 }
 TEXTBOOK = {"max_length": 128, "batch_size": 16, "learning_rate": 2e-5, "epochs": 1, "seed": 42}
 TARGET_SPEEDUP = 3.0
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def limited(path: Path, limit: int | None) -> Path:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from goldmine.cli import app
 from goldmine.config import DataConfig, load_config
-from goldmine.data.augment import augment, typo
+from goldmine.data.augment import augment, entity_spans, typo
 from goldmine.data.readers import read_file
 from goldmine.data.report import quality_report
 from goldmine.data.schema import AUGMENTED, DataKind
@@ -64,25 +64,14 @@ def test_ner_mention_replacement_keeps_iob2_and_entity_types(demo_files):
     out = augment(data, factor=1.0, ops=["mention"], seed=3)
     added = out.examples[len(data):]
     assert len(added) == len(data)  # sentences without entities are passed over, others edited twice
-    mentions = {(kind, ex.tokens[i:j]) for ex in data.examples for i, j, kind in _spans(ex.tags)}
+    mentions = {(kind, ex.tokens[i:j]) for ex in data.examples for i, j, kind in entity_spans(ex.tags)}
     documents = {ex.document for ex in data.examples}
     for ex in added:
         assert all(is_valid_tag(t) for t in ex.tags) and dangling_inside(list(ex.tags)) == []
         assert len(ex.tokens) == len(ex.tags)
-        assert all((kind, ex.tokens[i:j]) in mentions for i, j, kind in _spans(ex.tags))
+        assert all((kind, ex.tokens[i:j]) in mentions for i, j, kind in entity_spans(ex.tags))
         assert ex.document not in documents  # on its own: document context must not borrow false neighbours
     assert len({ex.document for ex in added}) == len(added)
-
-
-def _spans(tags):
-    spans, start = [], None
-    for i, tag in enumerate([*tags, "O"]):
-        if start is not None and not tag.startswith("I-"):
-            spans.append((start, i, tags[start][2:]))
-            start = None
-        if tag.startswith("B-"):
-            start = i
-    return spans
 
 
 def test_ops_that_do_not_fit_the_data_are_config_errors(demo_files):

@@ -145,7 +145,7 @@ def _key(ex) -> tuple:
     return (ex.tokens, ex.tags) if isinstance(ex, TokenExample) else (ex.text, ex.text_b, ex.labels)
 
 
-def _spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+def entity_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     """(start, end, type) of each entity in IOB2 tags."""
     spans, start = [], None
     for i, tag in enumerate([*tags, "O"]):
@@ -161,7 +161,7 @@ def _mentions(data: LabeledData) -> dict[str, list[tuple[str, ...]]]:
     """Distinct mentions (as word tuples) of each entity type in the data."""
     found: dict[str, set] = defaultdict(set)
     for ex in data.examples:
-        for start, end, kind in _spans(ex.tags):
+        for start, end, kind in entity_spans(ex.tags):
             found[kind].add(ex.tokens[start:end])
     return {kind: sorted(words) for kind, words in found.items()}
 
@@ -173,7 +173,7 @@ def _edit_sentence(ex: TokenExample, op: str, mentions: dict, rng: random.Random
             return None
         i = rng.choice(candidates)
         return replace(ex, tokens=(*ex.tokens[:i], typo(ex.tokens[i], rng), *ex.tokens[i + 1:]))
-    spans = _spans(ex.tags)
+    spans = entity_spans(ex.tags)
     if not spans:
         return None
     start, end, kind = rng.choice(spans)
