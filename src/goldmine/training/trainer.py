@@ -3,12 +3,19 @@
 Built on transformers' Trainer: AdamW with linear warmup/decay, dynamic padding,
 length-grouped batches, gradient accumulation, early stopping on a dev metric, checkpoints
 and resume. Optional parts are callbacks, not flags threaded through the loop.
+
+The same recipe runs under `torchrun` / `accelerate launch` with several processes (DDP). The Trainer
+gives each process its own shard of the batches and gathers dev predictions from all of them before
+computing metrics, so every process sees the same dev metric (and early stopping ends them at the same
+step). `training.batch_size` is per process: one optimizer step consumes
+batch_size x processes x gradient_accumulation examples. Only the main process writes the run directory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +55,13 @@ class TrainResult:
     train_seconds: float
     global_step: int
     data_warnings: list[str] = field(default_factory=list)
+    main_process: bool = True  # False on the other processes of a distributed run: they write and measure nothing
 
 
 def _training_arguments(config: TrainConfig, metric: str) -> TrainingArguments:
     t = config.training
     evaluate_during = t.eval_strategy != "none"
+    on_cpu = not torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(config.output_dir / CHECKPOINTS),
         learning_rate=t.learning_rate,
@@ -77,7 +86,15 @@ def _training_arguments(config: TrainConfig, metric: str) -> TrainingArguments:
         seed=t.seed,
         data_seed=t.seed,
         bf16=t.bf16,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=on_cpu,
+        ddp_backend=_ddp_backend(on_cpu),
+        # goldmine's task losses are batch means and ignore num_items_in_batch; left on, the Trainer would
+        # multiply them by the number of processes (train and eval loss, and the gradients that clipping sees)
+        average_tokens_across_devices=False,
+        # accelerate's seedable sampler only replaces torch's RandomSampler: with it on, the length-grouped
+        # sampler shuffles with each process's global RNG, which dropout moves apart, so from the second epoch on
+        # the processes' shards overlap. Off, accelerate gives the sampler a generator it syncs every epoch.
+        accelerator_config={"use_seedable_sampler": False},
         dataloader_num_workers=0,
         report_to="none",
         disable_tqdm=False,
@@ -86,14 +103,16 @@ def _training_arguments(config: TrainConfig, metric: str) -> TrainingArguments:
 
 
 def train(config: TrainConfig, resume: bool = False, callbacks: list | None = None) -> TrainResult:
-    """Fine-tune, save and evaluate one model as `config` says. `resume` continues from the last checkpoint."""
+    """Fine-tune, save and evaluate one model as `config` says. `resume` continues from the last checkpoint.
+
+    Under a launcher every process runs this function; all of them train, only the main one saves and
+    evaluates on test (the others return a `TrainResult` with `main_process=False` as soon as training ends).
+    """
     # ---- setup: data, tokenizer, task, model ----
     t = config.training
     _check_checkpointing(t)
     checkpoint = _last_checkpoint(config.output_dir) if resume else None  # fail before loading anything
     set_seed(t.seed)
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
     task_cls = TASKS.get(config.task)
     splits = load_splits(config.data, multi_label=task_cls.multi_label or None)
     for data in splits.values():
@@ -133,11 +152,13 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         preprocess_logits_for_metrics=lambda logits, labels: task.reduce_logits(logits),
         callbacks=extra_callbacks,
     )
+    if t.num_threads:  # after the Trainer: under a launcher without OMP_NUM_THREADS, accelerate sets its own count
+        torch.set_num_threads(t.num_threads)
     started = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
-    if not trainer.is_world_process_zero():
-        return TrainResult(config.output_dir, {}, {}, train_seconds, trainer.state.global_step)
+    if not trainer.is_world_process_zero():  # no collective runs after this, so returning early cannot deadlock
+        return TrainResult(config.output_dir, {}, {}, train_seconds, trainer.state.global_step, main_process=False)
 
     # ---- save: everything predict / eval / serve need ----
     out = config.output_dir
@@ -174,6 +195,13 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         (out / "before_after.md").write_text(as_markdown(table, f"{task.name} on {test.path}"))
     return TrainResult(out, rows.get("fine-tuned", {}), table, train_seconds, trainer.state.global_step,
                        report.warnings)
+
+
+def _ddp_backend(on_cpu: bool) -> str | None:
+    """gloo for several CPU processes: left to itself accelerate takes MPI when torch was built with it, which
+    fails under torchrun. None elsewhere: accelerate picks nccl on GPUs, and one process has no process group
+    (naming a backend there would make accelerate look for one)."""
+    return "gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
 
 
 def _as_dataset(features: list[dict]) -> Dataset:
