@@ -108,6 +108,7 @@ def test_full_run_directory(full_run):
         "classification", "full", False, names)
     assert meta["extra"]["global_step"] == 4
     assert meta["extra"]["trainable_parameters"] == meta["extra"]["total_parameters"]
+    assert 50 < meta["extra"]["peak_rss_mb"] < 64 * 1024  # MiB, the training process's high-water mark
     labels = json.loads((out / "labels.json").read_text())
     assert labels == {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in
                                                                                           enumerate(names)}}

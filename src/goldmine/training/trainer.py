@@ -34,6 +34,7 @@ from goldmine.evaluation.comparison import as_markdown, before_after
 from goldmine.evaluation.evaluate import evaluate
 from goldmine.evaluation.plots import plot_training_curve
 from goldmine.inference.model import Model, RunMeta
+from goldmine.memory import peak_rss_mb
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
 from goldmine.tasks import TASKS
 from goldmine.training.artifacts import save_model, versions
@@ -98,7 +99,9 @@ def _training_arguments(config: TrainConfig, metric: str) -> TrainingArguments:
         dataloader_num_workers=0,
         report_to="none",
         disable_tqdm=False,
-        optim="adamw_torch",
+        # torch's fused AdamW (one kernel over all parameters, CPU too): on the MiniLM an optimizer step took
+        # 21 ms against 125 ms for the per-parameter loop (foreach: 127 ms), ~20% of an sst2 training step
+        optim="adamw_torch_fused",
     )
 
 
@@ -170,7 +173,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
                "versions": versions(), "train_seconds": round(train_seconds, 2),
                "global_step": trainer.state.global_step, "trainable_parameters": trainable,
                "total_parameters": total,
-               "train_examples_per_second": train_output.metrics.get("train_samples_per_second")},
+               "train_examples_per_second": train_output.metrics.get("train_samples_per_second"),
+               "peak_rss_mb": peak_rss_mb()},  # the training process's high-water mark, before evaluation
     )
     save_model(trainer.model, tokenizer, meta, config, out)
     (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
