@@ -136,3 +136,41 @@ def test_close_drains_queued_requests_then_refuses_new_ones():
         return await asyncio.gather(*pending)
 
     assert run(main()) == [[str(i)] for i in range(5)]
+
+
+def test_workers_run_batches_side_by_side():
+    running, overlap = [0], [0]
+    lock = threading.Lock()
+
+    def fn(texts):
+        with lock:
+            running[0] += 1
+            overlap[0] = max(overlap[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return texts
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=2, max_wait_ms=0, workers=2)
+        out = await asyncio.gather(*(b.submit([str(i)]) for i in range(8)))
+        await b.close(drain=True)
+        return out
+
+    assert run(main()) == [[str(i)] for i in range(8)] and overlap[0] == 2
+
+
+def test_close_without_drain_fails_running_and_queued_requests():
+    fn = Recorder()
+    fn.gate.clear()
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=1, max_wait_ms=0, workers=2)
+        pending = [asyncio.ensure_future(b.submit([x])) for x in "abc"]
+        await asyncio.sleep(0.05)  # a and b run (held), c waits
+        await b.close(drain=False)
+        fn.gate.set()
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+    results = run(main())
+    assert all(isinstance(r, (asyncio.CancelledError, Overloaded)) for r in results)

@@ -8,6 +8,7 @@ where exceptions meet HTTP. Validation errors never echo the offending input bac
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from contextlib import asynccontextmanager
 
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import goldmine
 from goldmine.errors import GoldmineError
+from goldmine.serving.cache import TtlCache
 from goldmine.serving.db import ModelAlias, ModelVersion, open_database
 from goldmine.serving.deps import Services
 from goldmine.serving.errors import ServingError, error_code, http_status
@@ -94,7 +96,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         db = await asyncio.to_thread(open_database, settings)
         meter = Meter(db, on_failure=metrics.usage_write_failures.inc)
         services = Services(settings, db, meter, build_limiter(settings, meter), ModelPool(settings, metrics),
-                            metrics)
+                            metrics, TtlCache(settings.auth_cache_seconds), TtlCache(settings.alias_cache_seconds))
         app.state.services = services
         if settings.preload:
             for name, version, path in await asyncio.to_thread(_production_versions, services):
@@ -111,8 +113,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             await services.limiter.close()
             db.dispose()
 
+    options = {}
+    if "telemetry" in inspect.signature(FastAPI).parameters:  # FastAPI >= 0.16x: native OpenTelemetry
+        options["telemetry"] = {"tracing": settings.opentelemetry, "metrics": settings.opentelemetry,
+                                "logs": settings.opentelemetry}
     app = FastAPI(title="goldmine", version=goldmine.__version__, lifespan=lifespan,
-                  description="Metered, authenticated predictions from fine-tuned goldmine models.")
+                  description="Metered, authenticated predictions from fine-tuned goldmine models.", **options)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes)
     install_error_handlers(app)
     for module in (predict, models, usage, admin, health):

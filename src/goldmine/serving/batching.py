@@ -1,10 +1,12 @@
 """Dynamic micro-batching: concurrent requests to one model version share forward passes.
 
-Each request (a list of texts) waits in a queue. One worker task takes the first request, gathers more until
-the batch holds `max_batch_size` texts or `max_wait_ms` has passed, and runs the batch function in a thread
-of its own, so the event loop keeps accepting requests. While a batch runs, the next one fills up by itself,
-so under load batches are full without waiting. The queue is bounded in texts: beyond `max_queue` a call
-fails at once with `Overloaded` (503 + Retry-After) instead of queueing into unbounded latency.
+Each request (a list of texts) waits in a queue. One collector task takes the first request, gathers more
+until the batch holds `max_batch_size` texts or `max_wait_ms` has passed, and runs the batch function in a
+worker thread, so the event loop keeps accepting requests. Up to `workers` batches run at once, each in its
+own thread (on a 2-core machine: two single-threaded forward passes side by side keep both cores busy with
+less synchronisation than one two-threaded pass). While the workers are busy, the next batch fills up by
+itself, so under load batches are full without waiting. The queue is bounded in texts: beyond `max_queue` a
+call fails at once with `Overloaded` (503 + Retry-After) instead of queueing into unbounded latency.
 """
 
 from __future__ import annotations
@@ -37,14 +39,16 @@ class MicroBatcher(Generic[R]):
         max_batch_size: texts per batch (a single larger request runs alone, whole).
         max_wait_ms: how long the first request of a batch waits for others.
         max_queue: texts allowed to wait; more gives `Overloaded`.
+        workers: batches that may run at once (threads calling `fn`).
         on_batch: called with (texts in batch, seconds) after each batch (metrics).
         on_depth: called with the number of waiting texts whenever it changes (metrics).
     """
 
     def __init__(self, fn: Callable[[list[str]], list[R]], max_batch_size: int = 32, max_wait_ms: float = 2.0,
                  max_queue: int = 1024, name: str = "model", on_batch: Callable[[int, float], Any] | None = None,
-                 on_depth: Callable[[int], Any] | None = None):
+                 on_depth: Callable[[int], Any] | None = None, workers: int = 1):
         self.fn = fn
+        self.workers = workers
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
@@ -56,8 +60,9 @@ class MicroBatcher(Generic[R]):
         self._waiting = 0  # texts queued, not yet in a running batch
         self._in_flight = 0  # requests submitted and not yet answered
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"batch-{name}")
         self._worker: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # batches in their threads
         self._seconds_per_batch = 0.05  # running estimate, for Retry-After
 
     @property
@@ -93,7 +98,7 @@ class MicroBatcher(Generic[R]):
     def retry_after(self) -> int:
         """Seconds until the current queue has probably drained (at least 1)."""
         batches = math.ceil(self._waiting / self.max_batch_size) + 1
-        return max(1, math.ceil(batches * self._seconds_per_batch))
+        return max(1, math.ceil(batches * self._seconds_per_batch / self.workers))
 
     async def _next(self, timeout: float | None) -> _Request | None:
         if self._carry is not None:
@@ -124,34 +129,45 @@ class MicroBatcher(Generic[R]):
         return batch
 
     async def _run(self) -> None:
+        slots = asyncio.Semaphore(self.workers)
+        try:
+            while True:
+                await slots.acquire()  # a worker is free: collect the next batch for it
+                batch = await self._collect()
+                if batch[0] is _STOP:
+                    return
+                task = asyncio.get_running_loop().create_task(self._execute(batch))
+                self._running.add(task)
+                task.add_done_callback(lambda t: (self._running.discard(t), slots.release()))
+        finally:
+            if self._running:  # drained (or cancelled): running batches finish (or fail) before the worker ends
+                await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _execute(self, batch: list[_Request]) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._collect()
-            if batch[0] is _STOP:
-                return
-            texts = [t for r in batch for t in r.texts]
-            self._waiting -= len(texts)
-            self._on_depth(self._waiting)
-            started = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._executor, self.fn, texts)
-                if len(results) != len(texts):
-                    raise RuntimeError(f"batch function returned {len(results)} results for {len(texts)} texts")
-            except BaseException as err:  # noqa: BLE001 - every waiting caller gets the error
-                for r in batch:
-                    if not r.future.done():
-                        r.future.set_exception(err)
-                if isinstance(err, asyncio.CancelledError):
-                    raise
-                continue
-            elapsed = time.perf_counter() - started
-            self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * elapsed
-            self._on_batch(len(texts), elapsed)
-            start = 0
+        texts = [t for r in batch for t in r.texts]
+        self._waiting -= len(texts)
+        self._on_depth(self._waiting)
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self.fn, texts)
+            if len(results) != len(texts):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(texts)} texts")
+        except BaseException as err:  # noqa: BLE001 - every waiting caller gets the error
             for r in batch:
                 if not r.future.done():
-                    r.future.set_result(results[start : start + len(r.texts)])
-                start += len(r.texts)
+                    r.future.set_exception(err)
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            return
+        elapsed = time.perf_counter() - started
+        self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * elapsed
+        self._on_batch(len(texts), elapsed)
+        start = 0
+        for r in batch:
+            if not r.future.done():
+                r.future.set_result(results[start : start + len(r.texts)])
+            start += len(r.texts)
 
     async def close(self, drain: bool = True) -> None:
         """Stop taking requests; with `drain`, answer every queued request first (hot swap), else fail them."""
@@ -161,7 +177,8 @@ class MicroBatcher(Generic[R]):
                 self._queue.put_nowait(_STOP)
                 await self._worker
             else:
-                self._worker.cancel()
+                for task in (self._worker, *self._running):
+                    task.cancel()
                 while not self._queue.empty():
                     request = self._queue.get_nowait()
                     if request is not _STOP and not request.future.done():

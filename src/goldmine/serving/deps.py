@@ -2,19 +2,24 @@
 
 There is deliberately no request-scoped database session: the functions that touch the database open short
 transactions of their own in worker threads, so no request holds a connection (or SQLite's write lock) while
-it waits for a batch.
+it waits for a batch. A key that authenticated recently, and an alias resolved recently, come from short-lived
+caches (`auth_cache_seconds`, `alias_cache_seconds`) without a look-up.
+
+The dependencies are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
+request for a few attribute reads.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from goldmine.serving.auth import KeyInfo, authenticate
+from goldmine.serving.auth import KeyInfo, authenticate, cache_key
+from goldmine.serving.cache import TtlCache
 from goldmine.serving.db import Database
 from goldmine.serving.metering import Meter
 from goldmine.serving.metrics import Metrics
@@ -33,10 +38,12 @@ class Services:
     limiter: Limiter
     pool: ModelPool
     metrics: Metrics
+    keys: TtlCache[KeyInfo] = field(default_factory=lambda: TtlCache(0))  # keys that authenticated
+    versions: TtlCache[tuple[str, str]] = field(default_factory=lambda: TtlCache(0))  # (model, ref, tenant) -> ...
     ready: bool = False
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -54,7 +61,10 @@ async def current_key(
     api_key: Annotated[str | None, Security(_api_key)],
 ) -> KeyInfo:
     raw = bearer.credentials if bearer else api_key
-    key = await asyncio.to_thread(authenticate, services.db, raw)
+    if raw:
+        key = await services.keys.load(cache_key(raw), lambda: asyncio.to_thread(authenticate, services.db, raw))
+    else:
+        key = authenticate(services.db, raw)  # raises Unauthorized: no key sent
     request.state.log = {**getattr(request.state, "log", {}), "tenant": key.tenant, "key_id": key.id}
     return key
 
@@ -65,7 +75,7 @@ CurrentKey = Annotated[KeyInfo, Depends(current_key)]
 def require(scope: str):
     """A dependency that passes the key on if it has `scope` (403 otherwise)."""
 
-    def check(key: CurrentKey) -> KeyInfo:
+    async def check(key: CurrentKey) -> KeyInfo:
         key.require(scope)
         return key
 

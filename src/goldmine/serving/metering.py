@@ -4,6 +4,12 @@ A call is billable when it returns predictions (HTTP 200). Refused calls (auth, 
 write nothing: they are counted in the Prometheus metrics instead. If the record cannot be committed, the
 caller gets 503 and no predictions, so nothing is ever answered unbilled.
 
+Group commit: records of concurrent calls share one transaction. While one transaction commits (an fsync on
+SQLite with `synchronous=FULL`), the records that arrive meanwhile queue up and go together in the next one;
+each call still waits until its own record is committed before it answers, and a call alone waits for no
+one. If a shared transaction fails, its records are written again one by one, so one bad record (say, a
+repeated idempotency key) fails only its own call.
+
 Idempotency: with an `Idempotency-Key` header, the record also keeps a hash of the request and the response
 body. A retry with the same key and the same request gets the stored response back (header
 `Idempotent-Replayed: true`), and no second record is written; the same key with a different request is a
@@ -22,7 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from goldmine.serving.db import Database, UsageRecord, utcnow
@@ -62,22 +68,69 @@ def request_hash(model: str, ref: str | None, texts: list[str]) -> str:
 
 
 class Meter:
-    """Writes usage records (in a worker thread) and answers idempotency look-ups."""
+    """Writes usage records (group-committed, in a worker thread) and answers idempotency look-ups.
 
-    def __init__(self, db: Database, on_failure=None):
+    Args:
+        max_group: records per shared transaction at most.
+    """
+
+    def __init__(self, db: Database, on_failure=None, max_group: int = 256):
         self.db = db
         self._on_failure = on_failure or (lambda: None)
+        self.max_group = max_group
+        self._pending: list[tuple[Usage, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
 
-    def _insert(self, usage: Usage) -> None:
+    @staticmethod
+    def _row(usage: Usage, now) -> dict[str, Any]:
         fields = asdict(usage)
         response = fields.pop("response")
         fields["tenant_id"] = fields.pop("tenant")
+        return {**fields, "created_at": now,
+                "response_json": json.dumps(response) if response is not None else None}
+
+    def _insert(self, usage: Usage) -> None:
         with self.db.session() as session:
-            session.add(UsageRecord(**fields, created_at=utcnow(),
-                                    response_json=json.dumps(response) if response is not None else None))
+            session.add(UsageRecord(**self._row(usage, utcnow())))
+
+    def _insert_many(self, usages: list[Usage]) -> None:
+        now = utcnow()
+        with self.db.session() as session:
+            session.execute(insert(UsageRecord), [self._row(u, now) for u in usages])
 
     async def record(self, usage: Usage) -> Replay | None:
         """Commit the record. Returns a `Replay` if an identical idempotent call won the race (nothing written)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((usage, future))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_pending())
+        return await asyncio.shield(future)  # a caller that goes away does not break its group
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending[: self.max_group], self._pending[self.max_group :]
+            if len(group) > 1:
+                try:
+                    await asyncio.to_thread(self._insert_many, [usage for usage, _ in group])
+                except SQLAlchemyError:
+                    pass  # written again one by one below: only the bad record fails
+                else:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_result(None)
+                    continue
+            for usage, future in group:
+                try:
+                    outcome = await self._record_one(usage)
+                except Exception as err:  # noqa: BLE001 - the caller gets the error
+                    if not future.done():
+                        future.set_exception(err)
+                else:
+                    if not future.done():
+                        future.set_result(outcome)
+
+    async def _record_one(self, usage: Usage) -> Replay | None:
         try:
             await asyncio.to_thread(self._insert, usage)
             return None

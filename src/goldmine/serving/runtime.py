@@ -1,10 +1,10 @@
 """Loaded model versions: each with its own micro-batcher, loaded on first use, least recently used unloaded.
 
 Versions are immutable, so a loaded version never goes stale; what changes is which version an alias points
-to, and that is read from the database on every call (so every replica follows a promotion at once). A hot
-swap is: load the new version, move the alias, then `retire` the versions no alias uses any more; their
-batchers drain in the background, so requests already queued on them are answered (by the old version, as
-their responses say).
+to, and that is read from the database (at most `alias_cache_seconds` old: a promotion through this server's
+admin API applies at once, one made elsewhere within that time). A hot swap is: load the new version, move
+the alias, then `retire` the versions no alias uses any more; their batchers drain in the background, so
+requests already queued on them are answered (by the old version, as their responses say).
 """
 
 from __future__ import annotations
@@ -33,14 +33,27 @@ class LoadedModel:
 
 
 def batch_function(model: Model):
-    """`texts -> [(prediction, input_tokens)]`: what a batcher runs in its thread."""
-    tokenizer, max_length = model.task.tokenizer, model.meta.max_length
+    """`texts -> [(prediction, input_tokens)]`: what a batcher runs in its thread.
 
-    def run(texts: list[str]) -> list[tuple[dict, int]]:
-        counts = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    Classification tokenises each batch once: the input tokens billed are the lengths of the very encodings the
+    network runs on. NER decodes entities from character offsets inside `predict`, so its counts are taken apart.
+    """
+    task, max_length = model.task, model.meta.max_length
+
+    def run_entities(texts: list[str]) -> list[tuple[dict, int]]:
+        counts = [len(ids) for ids in task.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
         return list(zip(model.predict(texts), counts, strict=True))
 
-    return run
+    def run(texts: list[str]) -> list[tuple[dict, int]]:
+        enc = task.tokenize(texts)
+        features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
+        results: list[tuple[dict, int]] = [({}, 0)] * len(texts)
+        for idx, probs in model.iter_probabilities(features):
+            for i, p in zip(idx, probs, strict=True):
+                results[i] = (model._describe(p), len(features[i]["input_ids"]))  # exactly what predict returns
+        return results
+
+    return run_entities if task.name == "ner" else run
 
 
 class ModelPool:
@@ -70,14 +83,14 @@ class ModelPool:
 
     async def _load(self, name: str, version: str, path: str) -> LoadedModel:
         started = time.perf_counter()
-        model = await asyncio.to_thread(Model.load, path)
         b = self.settings.batching
+        model = await asyncio.to_thread(Model.load, path, b.forward_size, threads=self.settings.inference_threads)
         label = f"{name}@{version}"
         batcher = MicroBatcher(
             batch_function(model), b.max_batch_size, b.max_wait_ms, b.max_queue, name=label,
             on_batch=lambda n, s: (self.metrics.batch_size.labels(name).observe(n),
                                    self.metrics.batch_seconds.labels(name).observe(s)),
-            on_depth=lambda n: self.metrics.queue_depth.labels(name).set(n),
+            on_depth=lambda n: self.metrics.queue_depth.labels(name).set(n), workers=b.workers,
         )
         loaded = LoadedModel(name, version, model, batcher)
         self._loaded[(name, version)] = loaded

@@ -20,7 +20,12 @@ def _request_log_to_stderr() -> None:
 
 def serve(settings: ServingSettings, host: str | None = None, port: int | None = None,
           log_level: str = "info") -> None:
-    """Run until interrupted. Migrations run first, so a bad database URL fails here with a clear message."""
+    """Run until interrupted. Migrations run first, so a bad database URL fails here with a clear message.
+
+    uvicorn's own access log is off: goldmine writes one richer JSON line per request itself (request id, tenant,
+    model, latency). The event loop and HTTP parser are uvloop and httptools (uvicorn picks them when installed,
+    and `uvicorn[standard]` installs them).
+    """
     import uvicorn
 
     from goldmine.serving.app import create_app
@@ -29,4 +34,4 @@ def serve(settings: ServingSettings, host: str | None = None, port: int | None =
     open_database(settings).dispose()
     _request_log_to_stderr()
     uvicorn.run(create_app(settings), host=host or settings.host, port=settings.port if port is None else port,
-                log_level=log_level, proxy_headers=False, server_header=False)
+                log_level=log_level, proxy_headers=False, server_header=False, access_log=False)

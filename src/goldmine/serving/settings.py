@@ -31,8 +31,12 @@ class Limits(BaseModel):
 class Batching(BaseModel):
     """Dynamic micro-batching of concurrent requests to one model version."""
 
-    max_batch_size: int = Field(32, gt=0, description="Texts per forward pass.")
+    max_batch_size: int = Field(32, gt=0, description="Texts collected into one batch.")
+    forward_size: int = Field(8, gt=0, description="Texts per forward pass: a batch runs as length-sorted chunks "
+                              "of this many, so short texts are not padded to the longest one of the batch.")
     max_wait_ms: float = Field(2.0, ge=0, description="How long the first queued request waits for company.")
+    workers: int = Field(1, gt=0, description="Batches running at once, each in a thread of its own; with "
+                         "onnxruntime, `workers: N` and `inference_threads: 1` puts one pass on each of N cores.")
     max_queue: int = Field(1024, gt=0, description="Texts waiting per model before calls get 503 + Retry-After.")
 
 
@@ -63,13 +67,23 @@ class ServingSettings(BaseSettings):
     batching: Batching = Field(default_factory=Batching, description="Micro-batching per model version.")
     redis_url: str | None = Field(None, description="Shared rate-limit state; None keeps it in-process.")
     redis_prefix: str = Field("goldmine:", description="Namespace of goldmine's keys in Redis.")
+    auth_cache_seconds: float = Field(
+        2.0, ge=0, description="How long a key that authenticated is trusted without a database look-up (a "
+        "revocation takes effect within it); 0 = look up every call.")
+    alias_cache_seconds: float = Field(
+        1.0, ge=0, description="How long an alias -> version resolution is reused. A promotion through this "
+        "server's API applies at once; one made elsewhere (CLI, another replica) within this time. 0 = every call.")
     default_rate: float | None = Field(None, gt=0, description="Requests/s for keys created without --rate.")
     log_raw_inputs: bool = Field(False, description="Log input texts (masked: e-mails, phones, card/ID numbers).")
     plans: dict[str, PricePlan] = Field(default_factory=_default_plans, description="Price plans by name.")
     default_alias: str = Field("production", description="Alias a predict call uses when it names none.")
     max_loaded_versions: int = Field(4, gt=0, description="Model versions kept in memory (least recently used go).")
     preload: bool = Field(True, description="Load every production version at startup, before /readyz says ready.")
-    inference_threads: int | None = Field(None, gt=0, description="torch threads for inference; None = torch's.")
+    inference_threads: int | None = Field(None, gt=0, description="Threads per forward pass (torch, or onnxruntime "
+                                          "intra-op); None = torch's default / onnxruntime: the usable cores.")
+    opentelemetry: bool = Field(False, description="FastAPI's native OpenTelemetry (to globally configured "
+                                "providers). Off: the Prometheus metrics and request log cover it, and no request "
+                                "pays for the provider checks.")
     host: str = Field("127.0.0.1", description="Bind address for `goldmine serve`.")
     port: int = Field(8000, ge=0, lt=65536, description="Port for `goldmine serve`.")
 

@@ -53,6 +53,7 @@ async def promote(name: str, body: PromoteIn, key: AdminKey, services: ServicesD
     version, path = await asyncio.to_thread(_target, services, name, body.target)
     await services.pool.get(name, version, path)  # loaded before the switch: no call waits for the load
     move = await asyncio.to_thread(registry.promote, services.db, name, version, body.alias)
+    services.versions.invalidate()  # this server's calls follow at once, not after alias_cache_seconds
     services.pool.retire(name, await asyncio.to_thread(_alias_versions, services, name))
     return AliasOut(**move.__dict__)
 
@@ -65,5 +66,6 @@ async def rollback(name: str, key: AdminKey, services: ServicesDep, body: Rollba
     version, path = await asyncio.to_thread(_target, services, name, target)
     await services.pool.get(name, version, path)
     move = await asyncio.to_thread(registry.rollback, services.db, name, alias)
+    services.versions.invalidate()
     services.pool.retire(name, await asyncio.to_thread(_alias_versions, services, name))
     return AliasOut(**move.__dict__)

@@ -45,6 +45,12 @@ def _resolve(services, name: str, ref: str, tenant: str) -> tuple[str, str]:
         return row.version, row.path
 
 
+async def _resolve_cached(services, name: str, ref: str, tenant: str) -> tuple[str, str]:
+    """(version, path) of `ref`, from the database at most every `alias_cache_seconds` per (model, ref, tenant)."""
+    return await services.versions.load((name, ref, tenant),
+                                        lambda: asyncio.to_thread(_resolve, services, name, ref, tenant))
+
+
 @router.post("/{name}/predict", response_model=PredictResponse,
              responses={401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {}, 429: {}, 503: {}})
 async def predict(
@@ -72,7 +78,7 @@ async def predict(
             return _replayed(replay)
     rate = await services.limiter.check_rate(key.id, key.rate or settings.default_rate)
     headers = rate.headers() if rate else {}
-    resolved_version, path = await asyncio.to_thread(_resolve, services, name, ref, key.tenant)
+    resolved_version, path = await _resolve_cached(services, name, ref, key.tenant)
     request.state.metrics_model = name  # a known model: safe as a metrics label (arbitrary path names are not)
     await services.limiter.reserve_quota(key.id, key.monthly_quota, len(texts))
     try:
