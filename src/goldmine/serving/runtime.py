@@ -84,7 +84,8 @@ class ModelPool:
     async def _load(self, name: str, version: str, path: str) -> LoadedModel:
         started = time.perf_counter()
         b = self.settings.batching
-        model = await asyncio.to_thread(Model.load, path, b.forward_size, threads=self.settings.inference_threads)
+        model = await asyncio.to_thread(Model.load, path, b.forward_size, runtime=self.settings.runtime,
+                                        threads=self.settings.inference_threads)
         label = f"{name}@{version}"
         batcher = MicroBatcher(
             batch_function(model), b.max_batch_size, b.max_wait_ms, b.max_queue, name=label,
@@ -94,7 +95,7 @@ class ModelPool:
         )
         loaded = LoadedModel(name, version, model, batcher)
         self._loaded[(name, version)] = loaded
-        log.info("loaded %s in %.1fs", label, time.perf_counter() - started)
+        log.info("loaded %s on %s in %.1fs", label, model.runtime, time.perf_counter() - started)
         while len(self._loaded) > self.settings.max_loaded_versions:
             oldest = min(self._loaded.values(), key=lambda m: m.last_used)
             self._unload(oldest)
