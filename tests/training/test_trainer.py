@@ -386,6 +386,23 @@ def test_gradient_accumulation_step_count(tiny_model_dir, demo_files, tmp_path):
     assert result.global_step == math.ceil(n_train / (batch * accumulation)) * epochs
 
 
+def test_logged_loss_does_not_grow_with_gradient_accumulation(tiny_model_dir, demo_files, tmp_path):
+    """The loss of an accumulated step is the mean over its batches, as without accumulation: a random head's
+    first loss is about ln(classes) whatever the accumulation (it was multiplied by the accumulation steps)."""
+    losses = {}
+    for accumulation in (1, 4):
+        config = _config(tiny_model_dir, demo_files.intents, tmp_path / f"run-{accumulation}", **{
+            "training.max_steps": 1, "training.batch_size": 8, "training.gradient_accumulation": accumulation,
+            "training.logging_steps": 1, "training.learning_rate": 1e-9,
+        })
+        result = goldmine.train(config)
+        history = json.loads((result.output_dir / "log_history.json").read_text())
+        losses[accumulation] = next(e["loss"] for e in history if "loss" in e)
+    n_labels = len(json.loads((tmp_path / "run-1" / "labels.json").read_text())["id2label"])
+    assert losses[1] == pytest.approx(math.log(n_labels), rel=0.25)
+    assert losses[4] == pytest.approx(losses[1], rel=0.25)
+
+
 def test_linear_probe_row(tiny_model_dir, demo_files, tmp_path):
     config = _config(tiny_model_dir, demo_files.intents, tmp_path / "run", **{
         "training.max_steps": 1, "training.linear_probe": True,

@@ -155,6 +155,10 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         preprocess_logits_for_metrics=lambda logits, labels: task.reduce_logits(logits),
         callbacks=extra_callbacks,
     )
+    # goldmine's task losses are batch means that ignore num_items_in_batch; a Trainer with a compute_loss_func
+    # assumes the loss is already divided by the accumulation steps and would otherwise sum them (the logged loss,
+    # and the gradients clipping sees, grew with training.gradient_accumulation)
+    trainer.loss_is_scaled_for_ga = False
     if t.num_threads:  # after the Trainer: under a launcher without OMP_NUM_THREADS, accelerate sets its own count
         torch.set_num_threads(t.num_threads)
     started = time.perf_counter()
