@@ -27,7 +27,7 @@ def test_peak_rss_grows_with_memory_touched_and_never_goes_down():
     before, during, after = json.loads(out.stdout)
     assert before < 200
     assert during >= before + 250
-    assert after == during
+    assert after >= during - 1  # a high-water mark; the kernel's RSS counters are batched, so within ~1 MiB
 
 
 def test_peak_rss_of_this_process_is_at_least_its_current_size():
