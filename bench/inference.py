@@ -123,7 +123,6 @@ def flops_per_example(config, tokens: int) -> float:
 def measure_ceiling(config, threads: int, rows: int = 2048) -> dict:
     """fp32 and int8 matrix-multiply throughput on the model's own shapes (rows x hidden x intermediate)."""
     import numpy as np
-    import onnx
     import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper
@@ -161,7 +160,6 @@ def measure_ceiling(config, threads: int, rows: int = 2048) -> dict:
             providers=["CPUExecutionProvider"])
         feed = {"A": np.random.randint(0, 255, (m, k)).astype(np.uint8)}
         int8.append(best_of(lambda s=session, f=feed: s.run(None, f), flops))
-    del onnx  # imported only to make sure the onnx package (not just onnxruntime) is present
     return {
         "fp32_gflops": round(statistics.mean(fp32) / 1e9, 1),
         "int8_gops": round(statistics.mean(int8) / 1e9, 1),

@@ -109,7 +109,7 @@ def export_model(model_dir: str | Path, format: str = "onnx", quantize: str | No
         graph = onnx_export.export_onnx(reference.network, reference.task.tokenizer, files["onnx"])
         manifest: dict[str, Any] = {"format": "onnx", "files": {"onnx": ONNX_FILES["onnx"]}, **graph,
                                     "weights_sha256": weights_fingerprint(model_dir)}
-        report = _parity_report(model_dir, reference, sample, features, files, threads)
+        report, reference_logits = _parity_report(model_dir, reference, sample, features, files, threads)
         failures = gate(report, max_loss)
         if quantize == "int8":
             files["onnx-int8"] = staging / ONNX_FILES["onnx-int8"]
@@ -119,7 +119,7 @@ def export_model(model_dir: str | Path, format: str = "onnx", quantize: str | No
                 log.info("quantising to int8 (%s)", scheme)
                 manifest["quantization"] = quantization.quantize_int8(files["onnx"], files["onnx-int8"], scheme)
                 report["runtimes"]["onnx-int8"] = _measure_export(
-                    "onnx-int8", files["onnx-int8"], reference, sample, features, report["reference_logits"], threads)
+                    "onnx-int8", files["onnx-int8"], reference, sample, features, reference_logits, threads)
                 failures = gate(report, max_loss)
                 figures = report["runtimes"]["onnx-int8"]
                 attempts.append({"scheme": scheme, **{k: figures[k] for k in (
@@ -128,7 +128,6 @@ def export_model(model_dir: str | Path, format: str = "onnx", quantize: str | No
                 if figures["passed"]:
                     break
             report["int8"] = {"scheme": manifest["quantization"]["scheme"], "attempts": attempts}
-        report.pop("reference_logits")
         manifest.update(exported_at=datetime.now(UTC).isoformat(timespec="seconds"), versions=_versions())
         report["forced"] = bool(failures) and force
         if failures and not force:
@@ -153,8 +152,8 @@ def export_model(model_dir: str | Path, format: str = "onnx", quantize: str | No
 
 
 def _parity_report(model_dir: Path, reference: Model, sample, features, files: dict[str, Path],
-                   threads: int | None) -> dict[str, Any]:
-    """torch and each exported graph measured on the sample; `reference_logits` (torch's) is kept for more."""
+                   threads: int | None) -> tuple[dict[str, Any], dict[int, Any]]:
+    """The parity report of torch and each exported graph on the sample, and torch's logits (to measure more)."""
     task = reference.task
     next(iter(reference.iter_logits(features[: reference.batch_size])))  # warm-up: time every runtime alike
     figures, reference_logits = measure(reference, sample)
@@ -166,8 +165,7 @@ def _parity_report(model_dir: Path, reference: Model, sample, features, files: d
         "examples": len(sample), "one_example_points": round(100 / len(sample), 4), "runtimes": runtimes,
         "machine": {**cpu_features(), "cores": available_cores()},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "versions": _versions(),
-        "reference_logits": reference_logits,
-    }
+    }, reference_logits
 
 
 def _measure_export(name: str, path: Path, reference: Model, sample, features, reference_logits,
