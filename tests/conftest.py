@@ -65,11 +65,14 @@ def tiny_run(tmp_path_factory, demo_files, tiny_model_dir):
     import goldmine
 
     def get(task: str) -> Path:
+        """task: classification | multilabel | ner, or "pair" (classification of demo message pairs)."""
         out = tmp_path_factory.getbasetemp() / f"goldmine-run-{task}"
         if not (out / "metrics.json").is_file():
+            data = {"ner": demo_files.ner, "pair": lambda: pair_file(demo_files.intents, out.parent / "pairs.jsonl")}
+            train = data.get(task, demo_files.intents)
             goldmine.train(None, **{
-                "task": task,
-                "data.train": demo_files.ner if task == "ner" else demo_files.intents,
+                "task": "classification" if task == "pair" else task,
+                "data.train": train() if callable(train) else train,
                 "model.name": str(tiny_model_dir),
                 "output_dir": out,
                 "training.max_steps": 2,
@@ -80,6 +83,26 @@ def tiny_run(tmp_path_factory, demo_files, tiny_model_dir):
         return out
 
     return get
+
+
+def pair_file(intents: Path, target: Path) -> Path:
+    """Pairs of demo messages labelled `same` / `different` intent: a small text-pair classification file."""
+    import json
+    import random
+
+    from goldmine.data.readers import read_file
+
+    examples = read_file(intents).examples
+    rng = random.Random(0)
+    rows = []
+    for ex in examples[:120]:
+        other = rng.choice(examples)
+        rows.append({"text": ex.text, "text_b": other.text,
+                     "label": "same" if other.labels == ex.labels else "different"})
+        same = rng.choice([o for o in examples if o.labels == ex.labels])
+        rows.append({"text": ex.text, "text_b": same.text, "label": "same"})
+    target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return target
 
 
 def shared_data(name: str) -> Path:

@@ -41,11 +41,13 @@ def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path | None
     return metrics
 
 
-def predict(model_dir: str | Path, texts: list[str], runtime: str = "auto", threads: int | None = None) -> list[dict]:
-    """Labels with scores, or entities with offsets, as `goldmine predict` prints them."""
+def predict(model_dir: str | Path, texts: list[str], runtime: str = "auto", threads: int | None = None,
+            texts_b: list[str] | None = None) -> list[dict]:
+    """Labels with scores, or entities with offsets, as `goldmine predict` prints them. A pair model (trained on
+    text_a, text_b) takes the second text of each pair in `texts_b`."""
     from goldmine.inference.model import Model
 
-    return Model.load(model_dir, runtime=runtime, threads=threads).predict(texts)
+    return Model.load(model_dir, runtime=runtime, threads=threads).predict(texts, texts_b)
 
 
 def export(model_dir: str | Path, format: str = "onnx", quantize: str | None = None, *, force: bool = False,

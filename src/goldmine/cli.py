@@ -236,7 +236,10 @@ def _describe_runtime(info: dict) -> str:
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Run directory written by `goldmine train`.")],
     text: Annotated[list[str] | None, typer.Option("--text", "-t", help="Text to label (repeatable).")] = None,
-    file: Annotated[Path | None, typer.Option(help="One text per line, or JSONL with a 'text' field.")] = None,
+    text_b: Annotated[list[str] | None, typer.Option(
+        "--text-b", help="Pair models: the second text of each --text, in the same order (repeatable).")] = None,
+    file: Annotated[Path | None, typer.Option(
+        help="One text per line, or JSONL with a 'text' field (and 'text_b' for a pair model).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write JSONL here instead of stdout.")] = None,
     runtime: RuntimeOpt = "auto",
     threads: ThreadsOpt = None,
@@ -244,18 +247,29 @@ def predict(
     """Labels with scores, or entities with type, text and character offsets, as JSONL."""
     from goldmine.inference.model import Model
 
-    texts = list(text or [])
+    texts, texts_b = list(text or []), list(text_b or [])
     if file:
-        for line in file.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                texts.append(json.loads(line)["text"] if line.lstrip().startswith("{") else line)
+        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            if not line.lstrip().startswith("{"):
+                texts.append(line)
+                continue
+            record = json.loads(line)
+            if "text" not in record:
+                _fail(GoldmineError(f"{file}:{number}: no 'text' field"))
+            texts.append(record["text"])
+            if "text_b" in record:
+                texts_b.append(record["text_b"])
     if not texts:
         _fail(GoldmineError("nothing to predict: give --text or --file"))
     try:
-        results = Model.load(model_dir, runtime=runtime, threads=threads).predict(texts)
+        results = Model.load(model_dir, runtime=runtime, threads=threads).predict(texts, texts_b or None)
     except GoldmineError as err:
         _fail(err)
-    lines = [json.dumps({"text": t, **r}, ensure_ascii=False) for t, r in zip(texts, results, strict=True)]
+    shown = [{"text": t} for t in texts] if not texts_b else [
+        {"text": t, "text_b": b} for t, b in zip(texts, texts_b, strict=False)]
+    lines = [json.dumps({**s, **r}, ensure_ascii=False) for s, r in zip(shown, results, strict=True)]
     if output:
         output.write_text("\n".join(lines) + "\n", encoding="utf-8")
         console.print(f"{len(lines)} predictions -> {output}")

@@ -44,6 +44,9 @@ class DataConfig(_Section):
     scheme: Scheme = Field(Scheme.AUTO, description="CoNLL tagging scheme; normalised to IOB2.")
     strict: bool = Field(False, description="CoNLL: reject I- tags that continue no entity.")
     document_context: bool = Field(True, description="NER: feed neighbouring sentences of the same document.")
+    context_length: int | None = Field(
+        64, gt=8, description="NER with document_context: neighbouring sentences fill each input up to this many "
+        "sub-tokens (a longer sentence alone still gets model.max_length); None fills to model.max_length.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation of the train split.")
 
 

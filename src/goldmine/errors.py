@@ -17,6 +17,10 @@ class ModelError(GoldmineError):
     """A model directory or base model cannot be loaded or is incomplete."""
 
 
+class InputError(GoldmineError):
+    """Inputs that do not fit the model they were given to (e.g. text pairs to a single-text model)."""
+
+
 @dataclass(frozen=True)
 class DataIssue:
     """One problem found in an input file, located as `file:line`."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
 
-from goldmine.errors import ModelError
+from goldmine.errors import InputError, ModelError
 from goldmine.inference.model import META_FILE, Model, RunMeta
 from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification
 from goldmine.tasks.sequence_classification import SequenceClassification
@@ -82,12 +82,23 @@ def test_length_sorted_batches_restore_input_order(classification_run):
         assert got["scores"] == pytest.approx(expected["scores"], abs=1e-5)
 
 
-def test_pair_texts_are_encoded_as_pairs(classification_run):
-    model = Model.load(classification_run)
-    single = model.predict(["where is my order"])
-    paired = model.predict(["where is my order"], ["where is my order"])
-    assert list(paired[0]["scores"]) == INTENTS
-    assert paired[0]["scores"] != single[0]["scores"]
+def test_pair_model_reads_both_texts(tiny_run):
+    run = tiny_run("pair")
+    assert RunMeta.load(run).pair is True
+    model = Model.load(run)
+    first = model.predict(["where is my order", "where is my order"], ["where is my order", "cancel my card"])
+    assert [list(p["scores"]) for p in first] == [["different", "same"]] * 2
+    assert first[0]["scores"] != first[1]["scores"]  # the second text reaches the network
+    with pytest.raises(InputError, match="trained on text pairs"):
+        model.predict(["where is my order"])
+    with pytest.raises(InputError, match="one per text"):
+        model.predict(["where is my order", "hi"], ["cancel my card"])
+
+
+def test_single_text_model_refuses_pairs(classification_run):
+    assert RunMeta.load(classification_run).pair is False
+    with pytest.raises(InputError, match="reads single texts"):
+        Model.load(classification_run).predict(["where is my order"], ["where is my order"])
 
 
 NER_TEXTS = [

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from goldmine.serving.app import create_app
 from goldmine.serving.auth import create_key
+from goldmine.serving.registry import register
 from goldmine.serving.db import UsageRecord
 
 
@@ -47,6 +48,27 @@ def test_predict_ner_and_x_api_key(client, keys):
                     headers={"X-API-Key": keys["acme"]})
     assert r.status_code == 200, r.text
     assert "entities" in r.json()["predictions"][0]
+
+
+def test_pair_model_over_http(settings, db, keys, tiny_run, client):
+    """A pair model answers texts + texts_b, bills each pair once, and refuses calls that do not fit it."""
+    register(db, settings.registry_dir, "matcher", tiny_run("pair"), "acme")
+    pairs = {"texts": ["where is my order", "refund please"], "texts_b": ["my parcel is late", "cancel my card"]}
+    r = client.post("/v1/models/matcher/predict", json=pairs, headers=auth(keys["acme"]))
+    assert r.status_code == 200, r.text
+    assert [set(p["scores"]) for p in r.json()["predictions"]] == [{"same", "different"}] * 2
+    one_sided = client.post("/v1/models/matcher/predict", json={"texts": ["hi"]}, headers=auth(keys["acme"]))
+    assert one_sided.status_code == 422 and "trained on text pairs" in one_sided.json()["error"]["message"]
+    to_single = client.post("/v1/models/intents/predict", json=pairs, headers=auth(keys["acme"]))
+    assert to_single.status_code == 422 and "single texts" in to_single.json()["error"]["message"]
+    uneven = client.post("/v1/models/matcher/predict", json={"texts": ["a", "b"], "texts_b": ["c"]},
+                         headers=auth(keys["acme"]))
+    assert uneven.status_code == 422
+    too_long = client.post("/v1/models/matcher/predict", headers=auth(keys["acme"]),
+                           json={"texts": ["a"], "texts_b": ["x" * (settings.limits.max_chars_per_text + 1)]})
+    assert too_long.status_code == 413 and "texts_b[0]" in too_long.json()["error"]["message"]
+    [rec] = records(db)  # only the call that was answered is billed
+    assert (rec.model, rec.items, rec.status) == ("matcher", 2, 200) and rec.input_tokens > 8
 
 
 @pytest.mark.parametrize(("key", "status", "code"), [

@@ -106,6 +106,23 @@ def test_document_context_fills_the_budget_with_the_nearest_words(tokenizer):
     assert encoded.truncated == 0
 
 
+def test_context_length_caps_the_fill_but_not_the_sentence_itself(tokenizer):
+    # context_length 8 leaves 6 pieces: S1 takes 4, the other 2 go to the nearest words on each side.
+    task = TokenClassification(LABELS, tokenizer, 12, document_context=True, context_length=8)
+    encoded = task.encode(data(S0, S1, S2))
+    assert encoded.features[1]["input_ids"] == ids(tokenizer, "[CLS]", ".", "berlin", "is", "big", ".", "bob", "[SEP]")
+    # A sentence longer than the context length keeps all of max_length and gets no context.
+    long = TokenExample(("Anna", "lives", "unbelievable", "in", "Hamburg"), ("B-PER", "O", "O", "O", "B-LOC"))
+    task = TokenClassification(LABELS, tokenizer, 12, document_context=True, context_length=6)
+    encoded = task.encode(data(long, S1))
+    assert encoded.features[0]["input_ids"] == ids(
+        tokenizer, "[CLS]", "anna", "lives", "un", "##believ", "##able", "in", "ham", "##burg", "[SEP]"
+    )
+    assert encoded.truncated == 0
+    assert task.context_length == 6
+    assert TokenClassification(LABELS, tokenizer, 12, context_length=64).context_length == 12  # never above max
+
+
 @pytest.mark.parametrize("document_context", [False, True])
 def test_truncation_counts_and_drops_words_beyond_max_length(tokenizer, document_context):
     long = TokenExample(("Anna", "lives", "unbelievable", "in", "Hamburg"), ("B-PER", "O", "O", "O", "B-LOC"))

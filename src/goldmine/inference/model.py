@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from goldmine.errors import ModelError
+from goldmine.errors import InputError, ModelError
 from goldmine.inference.batching import length_sorted_batches
 from goldmine.inference.runtime import AUTO, Backend, OnnxBackend, TorchBackend, onnx_path, resolve_runtime
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
@@ -39,6 +39,8 @@ class RunMeta:
     pooling: str = "mean"
     max_length: int = 128
     document_context: bool = True
+    context_length: int | None = None  # NER context fill in sub-tokens; None (and runs before it existed): max_length
+    pair: bool = False  # trained on text pairs (text_a, text_b): predict needs both
     adapter: bool = False  # the weights are a peft adapter over `base_model`
     members: list[str] = field(default_factory=list)  # an ensemble: member run directories (relative to this one)
     extra: dict[str, Any] = field(default_factory=dict)  # fingerprint, versions, timing
@@ -112,7 +114,8 @@ class Model:
         chosen = resolve_runtime(directory, runtime)
         tokenizer = load_tokenizer(str(directory))
         task = TASKS.get(meta.task)(
-            meta.label_names, tokenizer, meta.max_length, document_context=meta.document_context
+            meta.label_names, tokenizer, meta.max_length, document_context=meta.document_context,
+            context_length=meta.context_length,
         )
         if chosen == "torch":
             return cls(load_weights(directory, meta, task), task, meta, batch_size)
@@ -146,6 +149,7 @@ class Model:
     def predict(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Labels with scores (classification) or entities with offsets (NER), one dict per text."""
         texts = list(texts)
+        self.check_inputs(texts, texts_b)
         if self.task.name == "ner":
             return self._predict_entities(texts)
         enc = self.task.tokenize(texts, list(texts_b) if texts_b is not None else None)
@@ -155,6 +159,15 @@ class Model:
             for i, p in zip(idx, probs, strict=True):
                 results[i] = self._describe(p)
         return results
+
+    def check_inputs(self, texts: Sequence[str], texts_b: Sequence[str] | None) -> None:
+        """A pair model needs a second text for every text; any other model takes none."""
+        if self.meta.pair and texts_b is None:
+            raise InputError("this model was trained on text pairs: give a second text for each text (texts_b)")
+        if not self.meta.pair and texts_b is not None:
+            raise InputError("this model reads single texts: texts_b is only for models trained on text pairs")
+        if texts_b is not None and len(texts_b) != len(texts):
+            raise InputError(f"{len(texts)} texts but {len(texts_b)} second texts (texts_b): give one per text")
 
     def _describe(self, probs: np.ndarray) -> dict[str, Any]:
         scores = {name: round(float(s), 6) for name, s in zip(self.labels, probs, strict=True)}

@@ -26,7 +26,7 @@ R = TypeVar("R")
 
 @dataclass
 class _Request:
-    texts: Sequence[str]
+    texts: Sequence[str | tuple[str, str]]  # texts, or (text, text_b) pairs for a pair model
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -77,7 +77,7 @@ class MicroBatcher(Generic[R]):
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
-    async def submit(self, texts: Sequence[str]) -> list[R]:
+    async def submit(self, texts: Sequence[str | tuple[str, str]]) -> list[R]:
         """The results for `texts`, computed in some batch. Raises `Overloaded` when the queue is full."""
         if self._closing:
             raise Overloaded(f"model {self.name} is being unloaded; retry", {"Retry-After": "1"})

@@ -6,7 +6,7 @@ Each error carries a stable machine-readable `code`, a message a client can act 
 
 from __future__ import annotations
 
-from goldmine.errors import ConfigError, DataError, GoldmineError, ModelError
+from goldmine.errors import ConfigError, DataError, GoldmineError, InputError, ModelError
 
 
 class ServingError(GoldmineError):
@@ -77,6 +77,7 @@ STATUS: list[tuple[type[Exception], int]] = [  # first match wins: subclasses be
     (Overloaded, 503),
     (UsageNotRecorded, 503),
     (DataError, 422),
+    (InputError, 422),
     (ConfigError, 500),
     (ModelError, 500),
     (GoldmineError, 400),

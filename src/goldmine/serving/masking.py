@@ -26,9 +26,13 @@ def mask(text: str) -> str:
     return text
 
 
-def describe_inputs(texts: list[str], log_raw: bool) -> dict:
+def describe_inputs(texts: list[str], log_raw: bool, texts_b: list[str] | None = None) -> dict:
     """The log fields for a call's texts: counts and lengths, plus masked texts only when `log_raw` is on."""
     fields: dict = {"n_texts": len(texts), "chars": [len(t) for t in texts]}
+    if texts_b is not None:
+        fields["chars_b"] = [len(t) for t in texts_b]
     if log_raw:
         fields["texts"] = [mask(t) for t in texts]
+        if texts_b is not None:
+            fields["texts_b"] = [mask(t) for t in texts_b]
     return fields

@@ -62,8 +62,8 @@ class Replay:
     body: dict[str, Any]
 
 
-def request_hash(model: str, ref: str | None, texts: list[str]) -> str:
-    """Identifies a request's content (model, alias/version asked for, texts) for idempotency checks."""
+def request_hash(model: str, ref: str | None, texts: list) -> str:
+    """Identifies a request's content (model, alias/version asked for, texts or pairs) for idempotency checks."""
     return hashlib.sha256(json.dumps([model, ref, texts], ensure_ascii=False).encode()).hexdigest()
 
 

@@ -33,7 +33,10 @@ class LoadedModel:
 
 
 def batch_function(model: Model):
-    """`texts -> [(prediction, input_tokens)]`: what a batcher runs in its thread.
+    """`items -> [(prediction, input_tokens)]`: what a batcher runs in its thread.
+
+    An item is a text, or a (text, text_b) pair for a pair model (a batch holds one kind: the route checks each
+    request against the model before it is queued).
 
     Classification tokenises each batch once: the input tokens billed are the lengths of the very encodings the
     network runs on. NER decodes entities from character offsets inside `predict`, so its counts are taken apart.
@@ -44,8 +47,10 @@ def batch_function(model: Model):
         counts = [len(ids) for ids in task.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
         return list(zip(model.predict(texts), counts, strict=True))
 
-    def run(texts: list[str]) -> list[tuple[dict, int]]:
-        enc = task.tokenize(texts)
+    def run(items: list) -> list[tuple[dict, int]]:
+        pairs = bool(items) and isinstance(items[0], tuple)
+        texts = [a for a, _ in items] if pairs else items
+        enc = task.tokenize(texts, [b for _, b in items] if pairs else None)
         features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
         results: list[tuple[dict, int]] = [({}, 0)] * len(texts)
         for idx, probs in model.iter_probabilities(features):

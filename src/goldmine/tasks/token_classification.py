@@ -6,8 +6,10 @@ mapped back to words, then to character spans of the original text.
 
 Document context: CoNLL sentences are short and their documents say who is who ("Leicester"
 is an ORG in a football report). When `document_context` is on, each sentence is encoded
-with neighbouring sentences of the same document filling the rest of `max_length`; only the
-sentence's own words carry labels.
+with neighbouring sentences of the same document filling the rest of `context_length`
+sub-tokens (default: `max_length`); only the sentence's own words carry labels. The fill costs
+compute on every example, so the training default (`data.context_length`, 64) is below
+`max_length`: a long sentence alone still gets all of `max_length`.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ class TokenClassification(Task):
     def document_context(self) -> bool:
         return bool(self.options.get("document_context", True))
 
+    @property
+    def context_length(self) -> int:
+        """Sub-tokens (special ones included) that neighbouring sentences may fill an input up to."""
+        return min(self.options.get("context_length") or self.max_length, self.max_length)
+
     def build_model(self, base: str, config_overrides: dict[str, Any]) -> nn.Module:
         overrides = {k: v for k, v in config_overrides.items() if k != "goldmine_pooling"}
         config = AutoConfig.from_pretrained(
@@ -109,7 +116,7 @@ class TokenClassification(Task):
         """
         if not self.document_context:
             return [(list(ex.tokens), 0) for ex in examples]
-        budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
+        budget = self.context_length - self.tokenizer.num_special_tokens_to_add()
         windows = []
         for i, ex in enumerate(examples):
             room = budget - sum(counts[w] for w in ex.tokens)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from goldmine.serving.deps import PredictKey, ServicesDep
-from goldmine.serving.errors import PayloadTooLarge
+from goldmine.serving.errors import InvalidRequest, PayloadTooLarge
 from goldmine.serving.masking import describe_inputs
 from goldmine.serving.metering import Usage, request_hash
 from goldmine.serving.registry import resolve
@@ -21,6 +21,9 @@ router = APIRouter(prefix="/v1/models", tags=["predict"])
 
 class PredictRequest(BaseModel):
     texts: list[str] = Field(min_length=1, description="Texts to label; limits: see settings.limits.")
+    texts_b: list[str] | None = Field(
+        None, description="Pair models only (trained on text_a, text_b): the second text of each pair, one per "
+        "text, under the same limits.")
 
 
 class PredictResponse(BaseModel):
@@ -31,12 +34,15 @@ class PredictResponse(BaseModel):
         description="Per text: {label, score, scores} (classification) or {entities: [...]} (NER).")
 
 
-def _check_limits(texts: list[str], max_items: int, max_chars: int) -> None:
-    if len(texts) > max_items:
-        raise PayloadTooLarge(f"{len(texts)} texts in one call; the limit is {max_items}: split the call")
-    for i, text in enumerate(texts):
-        if len(text) > max_chars:
-            raise PayloadTooLarge(f"texts[{i}] has {len(text)} characters; the limit is {max_chars}")
+def _check_limits(body: PredictRequest, max_items: int, max_chars: int) -> None:
+    if len(body.texts) > max_items:
+        raise PayloadTooLarge(f"{len(body.texts)} texts in one call; the limit is {max_items}: split the call")
+    if body.texts_b is not None and len(body.texts_b) != len(body.texts):
+        raise InvalidRequest(f"{len(body.texts)} texts but {len(body.texts_b)} texts_b: give one per text")
+    for field, texts in (("texts", body.texts), ("texts_b", body.texts_b or [])):
+        for i, text in enumerate(texts):
+            if len(text) > max_chars:
+                raise PayloadTooLarge(f"{field}[{i}] has {len(text)} characters; the limit is {max_chars}")
 
 
 def _resolve(services, name: str, ref: str, tenant: str) -> tuple[str, str]:
@@ -64,14 +70,16 @@ async def predict(
     idempotency_key: Annotated[str | None, Header(max_length=255, description="Retries with it never bill twice.")]
     = None,
 ) -> JSONResponse:
-    """Labels (classification) or entities (NER) for a batch of texts, from the version the alias points to."""
+    """Labels (classification) or entities (NER) for a batch of texts (or text pairs, for a pair model), from
+    the version the alias points to."""
     started = time.perf_counter()
     settings, texts = services.settings, body.texts
     request.state.log = {**getattr(request.state, "log", {}), "model": name,
-                         **describe_inputs(texts, settings.log_raw_inputs)}
-    _check_limits(texts, settings.limits.max_items_per_call, settings.limits.max_chars_per_text)
+                         **describe_inputs(texts, settings.log_raw_inputs, body.texts_b)}
+    _check_limits(body, settings.limits.max_items_per_call, settings.limits.max_chars_per_text)
+    items = list(zip(texts, body.texts_b, strict=True)) if body.texts_b is not None else texts
     ref = version or settings.default_alias
-    fingerprint = request_hash(name, ref, texts) if idempotency_key else None
+    fingerprint = request_hash(name, ref, items) if idempotency_key else None
     if idempotency_key:
         replay = await asyncio.to_thread(services.meter.find, key.id, idempotency_key, fingerprint)
         if replay is not None:
@@ -83,7 +91,8 @@ async def predict(
     await services.limiter.reserve_quota(key.id, key.monthly_quota, len(texts))
     try:
         loaded = await services.pool.get(name, resolved_version, path)
-        results = await loaded.batcher.submit(texts)
+        loaded.model.check_inputs(texts, body.texts_b)  # before queueing: a batch holds one kind of item
+        results = await loaded.batcher.submit(items)
         tokens = sum(count for _, count in results)
         request_id = request.state.request_id
         content = {"request_id": request_id, "model": name, "version": resolved_version,
