@@ -184,6 +184,24 @@ def test_predict_classification(cli_run, tmp_path):
     assert written == lines
 
 
+def test_predict_pairs(tiny_run, cli_run, tmp_path):
+    run = tiny_run("pair")
+    result = invoke("predict", run, "-t", "where is my order", "--text-b", "my parcel is late")
+    assert result.exit_code == 0, result.output
+    [line] = [json.loads(x) for x in result.stdout.splitlines()]
+    assert (line["text"], line["text_b"], set(line["scores"])) == (
+        "where is my order", "my parcel is late", {"same", "different"})
+    file = tmp_path / "pairs.jsonl"
+    file.write_text(json.dumps({"text": "where is my order", "text_b": "my parcel is late"}) + "\n")
+    result = invoke("predict", run, "--file", file)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == line
+    result = invoke("predict", run, "-t", "where is my order")
+    assert result.exit_code == 2 and "trained on text pairs" in result.output
+    result = invoke("predict", cli_run[0], "-t", "a", "--text-b", "b")
+    assert result.exit_code == 2 and "reads single texts" in result.output
+
+
 def test_predict_needs_input(cli_run):
     result = invoke("predict", cli_run[0])
     assert result.exit_code == 2
