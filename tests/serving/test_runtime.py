@@ -1,19 +1,22 @@
-"""The batch function a server runs: one tokenisation gives the predictions and the billed token counts."""
+"""How many batches a loaded version runs at once, by runtime, when the settings leave it open."""
 
 from __future__ import annotations
 
 import pytest
 
-from goldmine.inference.model import Model
-from goldmine.serving.runtime import batch_function
+from goldmine.serving import runtime
+from goldmine.serving.runtime import compute_workers
 
 
-@pytest.mark.parametrize("task", ["classification", "ner"])
-def test_batch_function_matches_predict_and_counts_tokens(tiny_run, task):
-    model = Model.load(tiny_run(task), batch_size=2)
-    texts = ["where is my parcel", "refund please", "a much longer text about an order that never arrived", "hi"]
-    counts = [len(ids) for ids in model.task.tokenizer(texts, truncation=True, max_length=model.meta.max_length)
-              ["input_ids"]]
-    results = batch_function(model)(texts)
-    assert [p for p, _ in results] == model.predict(texts)
-    assert [n for _, n in results] == counts
+@pytest.mark.parametrize(("name", "workers", "threads", "cores", "expected"), [
+    ("onnx-int8", None, 1, 4, 4),  # default: one single-threaded pass per core
+    ("onnx", None, 2, 4, 2),  # inference_threads 2: cores / 2
+    ("onnx", None, 8, 4, 1),  # never below one
+    ("torch", None, None, 4, 1),  # torch's thread pool is process-wide: one worker uses it all
+    ("mixed", None, 1, 4, 1),  # an ensemble over torch and onnx members
+    ("torch", 3, None, 4, 3),  # an explicit setting wins
+    ("onnx", 2, 1, 8, 2),
+])
+def test_compute_workers(monkeypatch, name, workers, threads, cores, expected):
+    monkeypatch.setattr(runtime, "available_cores", lambda: cores)
+    assert compute_workers(name, workers, threads) == expected

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from goldmine.inference.model import Model
+from goldmine.inference.runtime import available_cores
 from goldmine.serving.batching import MicroBatcher
 from goldmine.serving.metrics import Metrics
 from goldmine.serving.settings import ServingSettings
@@ -61,6 +62,17 @@ def batch_function(model: Model):
     return run_entities if task.name == "ner" else run
 
 
+def compute_workers(runtime: str, workers: int | None, threads: int | None) -> int:
+    """Batches a version runs at once. Unset, onnxruntime gets one per usable core with single-threaded passes:
+    small forward passes scale badly across threads, and the serving benchmark's 2-core machine answered most
+    with 2 workers x 1 thread. torch's intra-op pool is process-wide, so torch gets one worker using it all."""
+    if workers is not None:
+        return workers
+    if runtime.startswith("onnx"):
+        return max(1, available_cores() // (threads or 1))
+    return 1
+
+
 class ModelPool:
     def __init__(self, settings: ServingSettings, metrics: Metrics):
         self.settings = settings
@@ -89,18 +101,21 @@ class ModelPool:
     async def _load(self, name: str, version: str, path: str) -> LoadedModel:
         started = time.perf_counter()
         b = self.settings.batching
+        threads = self.settings.inference_threads or (1 if b.workers is None else None)
         model = await asyncio.to_thread(Model.load, path, b.forward_size, runtime=self.settings.runtime,
-                                        threads=self.settings.inference_threads)
+                                        threads=threads)
+        workers = compute_workers(model.runtime, b.workers, threads)
         label = f"{name}@{version}"
         batcher = MicroBatcher(
             batch_function(model), b.max_batch_size, b.max_wait_ms, b.max_queue, name=label,
             on_batch=lambda n, s: (self.metrics.batch_size.labels(name).observe(n),
                                    self.metrics.batch_seconds.labels(name).observe(s)),
-            on_depth=lambda n: self.metrics.queue_depth.labels(name).set(n), workers=b.workers,
+            on_depth=lambda n: self.metrics.queue_depth.labels(name).set(n), workers=workers,
         )
         loaded = LoadedModel(name, version, model, batcher)
         self._loaded[(name, version)] = loaded
-        log.info("loaded %s on %s in %.1fs", label, model.runtime, time.perf_counter() - started)
+        log.info("loaded %s on %s (%d batch worker(s)) in %.1fs", label, model.runtime, workers,
+                 time.perf_counter() - started)
         while len(self._loaded) > self.settings.max_loaded_versions:
             oldest = min(self._loaded.values(), key=lambda m: m.last_used)
             self._unload(oldest)

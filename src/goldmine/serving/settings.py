@@ -36,8 +36,9 @@ class Batching(BaseModel):
     forward_size: int = Field(8, gt=0, description="Texts per forward pass: a batch runs as length-sorted chunks "
                               "of this many, so short texts are not padded to the longest one of the batch.")
     max_wait_ms: float = Field(2.0, ge=0, description="How long the first queued request waits for company.")
-    workers: int = Field(1, gt=0, description="Batches running at once, each in a thread of its own; with "
-                         "onnxruntime, `workers: N` and `inference_threads: 1` puts one pass on each of N cores.")
+    workers: int | None = Field(None, gt=0, description="Batches running at once, each in a thread of its own. "
+                                "None: on onnxruntime one per usable core, each pass on one intra-op thread (unless "
+                                "`inference_threads` says otherwise: cores / inference_threads); on torch 1.")
     max_queue: int = Field(1024, gt=0, description="Texts waiting per model before calls get 503 + Retry-After.")
 
 
