@@ -63,9 +63,10 @@ def batch_function(model: Model):
 
 
 def compute_workers(runtime: str, workers: int | None, threads: int | None) -> int:
-    """Batches a version runs at once. Unset, onnxruntime gets one per usable core with single-threaded passes:
-    small forward passes scale badly across threads, and the serving benchmark's 2-core machine answered most
-    with 2 workers x 1 thread. torch's intra-op pool is process-wide, so torch gets one worker using it all."""
+    """Batches a version runs at once. Unset, onnxruntime gets one per usable core with single-threaded passes
+    (small forward passes of a few texts gain little from a second thread, and two passes side by side also
+    overlap the batch's tokenising and decoding). torch's intra-op pool is process-wide, so torch gets one
+    worker that uses it all."""
     if workers is not None:
         return workers
     if runtime.startswith("onnx"):
