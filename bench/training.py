@@ -236,6 +236,7 @@ def main() -> None:
             "goldmine": ours,
             "speedup_to_same_metric": round(base["train_seconds"] / reached["train_seconds"], 2) if reached else None,
             "examples_per_s_ratio": round(ours["examples_per_s"] / base["examples_per_s"], 2),
+            "date": machine_info()["date"],  # data sets may be run apart (--only): each says when
         }
         if args.limit:
             print(json.dumps(entry, indent=2))
@@ -261,8 +262,8 @@ def write_markdown(results: dict) -> None:
         "goldmine: the task's default config, stopped at the first dev evaluation reaching the textbook's metric; "
         "evaluation time excluded for both.", "",
         "| data | metric | textbook metric | textbook s | goldmine s to it | goldmine step | speedup "
-        "| examples/s textbook | examples/s goldmine | peak RSS MB textbook | peak RSS MB goldmine |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| examples/s textbook | examples/s goldmine | peak RSS MB textbook | peak RSS MB goldmine | measured |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in DATASETS:
         if name not in results:
@@ -274,7 +275,7 @@ def write_markdown(results: dict) -> None:
             f"| {name} | {r['metric']} | {t['dev_metric']:.4f} | {t['train_seconds']:.0f} | "
             f"{reached.get('train_seconds', float('nan')):.0f} | {reached.get('step', '-')} | "
             f"**{r['speedup_to_same_metric']}x** | {t['examples_per_s']:.1f} | {g['examples_per_s']:.1f} | "
-            f"{t['peak_rss_mb']:.0f} | {g['peak_rss_mb']:.0f} |")
+            f"{t['peak_rss_mb']:.0f} | {g['peak_rss_mb']:.0f} | {r.get('date', '-')} |")
     lines += ["", f"Target: ≥ {TARGET_SPEEDUP}x faster to the same metric."]
     (RESULTS / "training.md").write_text("\n".join(lines) + "\n")
 
