@@ -333,10 +333,10 @@ def setup_infinity() -> None:
 def goldmine_server(model_dir: Path, state: Path) -> Server:
     """A fresh state dir: the model registered, one predict key whose rate limit never binds here."""
     from goldmine.inference.runtime import available_cores, resolve_runtime
-    from goldmine.serving.runtime import compute_workers
     from goldmine.serving.auth import create_key
     from goldmine.serving.db import open_database
     from goldmine.serving.registry import register
+    from goldmine.serving.runtime import compute_workers
     from goldmine.serving.settings import load_settings
 
     settings = load_settings(data_dir=state)

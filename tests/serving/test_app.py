@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from goldmine.serving.app import create_app
 from goldmine.serving.auth import create_key
-from goldmine.serving.registry import register
 from goldmine.serving.db import UsageRecord
+from goldmine.serving.registry import register
 
 
 @pytest.fixture

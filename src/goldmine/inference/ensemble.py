@@ -71,7 +71,8 @@ def build_ensemble(run_dirs: Sequence[str | Path], output_dir: str | Path) -> Pa
     meta = RunMeta(
         task=first.task, label_names=first.label_names, base_model=first.base_model, strategy="ensemble",
         pooling=first.pooling, max_length=first.max_length, document_context=first.document_context,
-        context_length=first.context_length, pair=first.pair, members=[os.path.relpath(d, output_dir.resolve()) for d in runs],
+        context_length=first.context_length, pair=first.pair,
+        members=[os.path.relpath(d, output_dir.resolve()) for d in runs],
         extra={"member_strategies": [m.strategy for m in metas]},
     )
     meta.save(output_dir)

@@ -27,8 +27,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from goldmine.config import TrainConfig, TrainingConfig
 from goldmine.data.fingerprint import fingerprint
-from goldmine.data.schema import DataKind
 from goldmine.data.report import quality_report
+from goldmine.data.schema import DataKind
 from goldmine.errors import ConfigError
 from goldmine.evaluation.baselines import linear_probe, majority_baseline
 from goldmine.evaluation.comparison import as_markdown, before_after
@@ -173,8 +173,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     meta = RunMeta(
         task=task.name, label_names=task.label_names, base_model=config.model.name,
         strategy=config.tuning.strategy, pooling=config.model.pooling, max_length=config.model.max_length,
-        document_context=config.data.document_context,
-        context_length=config.data.context_length, pair=splits["train"].kind is DataKind.PAIR, adapter=config.tuning.strategy == "lora",
+        document_context=config.data.document_context, context_length=config.data.context_length,
+        pair=splits["train"].kind is DataKind.PAIR, adapter=config.tuning.strategy == "lora",
         extra={"fingerprint": fingerprint(splits, {k: _file_of(v.path) for k, v in splits.items()}),
                "versions": versions(), "train_seconds": round(train_seconds, 2),
                "global_step": trainer.state.global_step, "trainable_parameters": trainable,
