@@ -268,7 +268,7 @@ def predict(
     except GoldmineError as err:
         _fail(err)
     shown = [{"text": t} for t in texts] if not texts_b else [
-        {"text": t, "text_b": b} for t, b in zip(texts, texts_b, strict=False)]
+        {"text": t, "text_b": b} for t, b in zip(texts, texts_b, strict=True)]  # predict checked the counts
     lines = [json.dumps({**s, **r}, ensure_ascii=False) for s, r in zip(shown, results, strict=True)]
     if output:
         output.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -180,3 +180,16 @@ def test_stray_inside_tags_make_one_entity_over_the_whole_text():
         [("PER", "Anna lives in Hamburg", 0, 21)],
         [("PER", "un Hamburg .", 0, 12)],
     ]
+
+
+@pytest.mark.parametrize("kind", ["classification", "pair", "ner"])
+def test_predict_counted_counts_the_tokens_the_network_read(tiny_run, kind):
+    """What the server bills: predict's own results, each with the length of its truncated encoding."""
+    model = Model.load(tiny_run(kind), batch_size=2)
+    texts = ["where is my order", "Anna Schmidt from Berlin " * 40, "hi"]  # the long one is truncated
+    texts_b = ["my parcel is late", "cancel my card", "refund please"] if kind == "pair" else None
+    counted = model.predict_counted(texts, texts_b)
+    expected = model.task.tokenizer(texts, texts_b, truncation=True, max_length=model.meta.max_length)["input_ids"]
+    assert [n for _, n in counted] == [len(ids) for ids in expected]
+    assert counted[1][1] == model.meta.max_length
+    assert [p for p, _ in counted] == model.predict(texts, texts_b)

@@ -148,16 +148,22 @@ class Model:
 
     def predict(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Labels with scores (classification) or entities with offsets (NER), one dict per text."""
+        return [prediction for prediction, _ in self.predict_counted(texts, texts_b)]
+
+    def predict_counted(self, texts: Sequence[str], texts_b: Sequence[str] | None = None
+                        ) -> list[tuple[dict[str, Any], int]]:
+        """`predict`'s results, each with the number of input tokens its encoding had (what the server bills):
+        the lengths of the very encodings the network ran on, from the one tokenisation of the batch."""
         texts = list(texts)
         self.check_inputs(texts, texts_b)
         if self.task.name == "ner":
             return self._predict_entities(texts)
         enc = self.task.tokenize(texts, list(texts_b) if texts_b is not None else None)
         features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
-        results: list[dict[str, Any]] = [{}] * len(texts)
+        results: list[tuple[dict[str, Any], int]] = [({}, 0)] * len(texts)
         for idx, probs in self.iter_probabilities(features):
             for i, p in zip(idx, probs, strict=True):
-                results[i] = self._describe(p)
+                results[i] = (self._describe(p), len(features[i]["input_ids"]))
         return results
 
     def check_inputs(self, texts: Sequence[str], texts_b: Sequence[str] | None) -> None:
@@ -177,11 +183,11 @@ class Model:
         best = int(probs.argmax())
         return {"label": self.labels[best], "score": float(probs[best]), "scores": scores}
 
-    def _predict_entities(self, texts: list[str]) -> list[dict[str, Any]]:
+    def _predict_entities(self, texts: list[str]) -> list[tuple[dict[str, Any], int]]:
         tok = self.task.tokenizer
         enc = tok(texts, truncation=True, max_length=self.meta.max_length, return_offsets_mapping=True)
         features = [{k: enc[k][i] for k in enc if k != "offset_mapping"} for i in range(len(texts))]
-        results: list[dict[str, Any]] = [{}] * len(texts)
+        results: list[tuple[dict[str, Any], int]] = [({}, 0)] * len(texts)
         for idx, probs in self.iter_probabilities(features):
             for i, p in zip(idx, probs, strict=True):
                 word_ids, offsets = enc.word_ids(int(i)), enc["offset_mapping"][i]
@@ -197,5 +203,5 @@ class Model:
                     else:
                         spans[-1][1] = offsets[pos][1]
                 entities = decode_entities(tags, scores, [tuple(s) for s in spans], texts[i])
-                results[i] = {"entities": [asdict(e) for e in entities]}
+                results[i] = ({"entities": [asdict(e) for e in entities]}, len(features[i]["input_ids"]))
         return results

@@ -37,29 +37,16 @@ def batch_function(model: Model):
     """`items -> [(prediction, input_tokens)]`: what a batcher runs in its thread.
 
     An item is a text, or a (text, text_b) pair for a pair model (a batch holds one kind: the route checks each
-    request against the model before it is queued).
-
-    Classification tokenises each batch once: the input tokens billed are the lengths of the very encodings the
-    network runs on. NER decodes entities from character offsets inside `predict`, so its counts are taken apart.
+    request against the model before it is queued). The input tokens billed are the lengths of the encodings
+    the network ran on (`Model.predict_counted`).
     """
-    task, max_length = model.task, model.meta.max_length
-
-    def run_entities(texts: list[str]) -> list[tuple[dict, int]]:
-        counts = [len(ids) for ids in task.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-        return list(zip(model.predict(texts), counts, strict=True))
 
     def run(items: list) -> list[tuple[dict, int]]:
-        pairs = bool(items) and isinstance(items[0], tuple)
-        texts = [a for a, _ in items] if pairs else items
-        enc = task.tokenize(texts, [b for _, b in items] if pairs else None)
-        features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
-        results: list[tuple[dict, int]] = [({}, 0)] * len(texts)
-        for idx, probs in model.iter_probabilities(features):
-            for i, p in zip(idx, probs, strict=True):
-                results[i] = (model._describe(p), len(features[i]["input_ids"]))  # exactly what predict returns
-        return results
+        if items and isinstance(items[0], tuple):
+            return model.predict_counted([a for a, _ in items], [b for _, b in items])
+        return model.predict_counted(items)
 
-    return run_entities if task.name == "ner" else run
+    return run
 
 
 def compute_workers(runtime: str, workers: int | None, threads: int | None) -> int:
