@@ -68,11 +68,13 @@ def tiny_run(tmp_path_factory, demo_files, tiny_model_dir):
         """task: classification | multilabel | ner, or "pair" (classification of demo message pairs)."""
         out = tmp_path_factory.getbasetemp() / f"goldmine-run-{task}"
         if not (out / "metrics.json").is_file():
-            data = {"ner": demo_files.ner, "pair": lambda: pair_file(demo_files.intents, out.parent / "pairs.jsonl")}
-            train = data.get(task, demo_files.intents)
+            if task == "pair":
+                train = pair_file(demo_files.intents, out.parent / "pairs.jsonl")
+            else:
+                train = demo_files.ner if task == "ner" else demo_files.intents
             goldmine.train(None, **{
                 "task": "classification" if task == "pair" else task,
-                "data.train": train() if callable(train) else train,
+                "data.train": train,
                 "model.name": str(tiny_model_dir),
                 "output_dir": out,
                 "training.max_steps": 2,
