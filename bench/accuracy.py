@@ -42,8 +42,11 @@ BENCHMARKS = {
 }
 
 
-def run(name: str, data_root: Path, runs: Path, seeds: list[int], threads: int | None = None) -> dict:
-    """Train one model per seed (one seed: a single model; several: their ensemble) and measure on dev."""
+def run(name: str, data_root: Path, runs: Path, seeds: list[int], threads: int | None = None,
+        overrides: dict[str, str] | None = None) -> dict:
+    """Train one model per seed (one seed: a single model; several: their ensemble) and measure on dev.
+
+    `overrides` (dotted config keys, e.g. from `--set training.epochs=4`) apply on top of the benchmark's config."""
     config_file, folder, train_file, dev_file, key, metric = BENCHMARKS[name]
     data = data_root / folder
     members, started = [], time.perf_counter()
@@ -57,6 +60,7 @@ def run(name: str, data_root: Path, runs: Path, seeds: list[int], threads: int |
             "training.seed": seed,
             "training.linear_probe": i == 0,  # the before-vs-after baselines do not depend on the seed
             "training.num_threads": threads,
+            **(overrides or {}),
         })
         members.append((config, train(config)))
     wall = time.perf_counter() - started
@@ -137,6 +141,7 @@ def write(results: dict) -> None:
 
 
 def main() -> None:
+    global RESULTS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated benchmark names")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="shared data root")
@@ -144,12 +149,19 @@ def main() -> None:
     parser.add_argument("--seeds", default="42", help="comma-separated seeds; several train an ensemble")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--note", default=None, help="how the run was made (e.g. what else ran beside it)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override on top of the benchmark's config (repeatable), for experiments")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where accuracy.json/.md are written")
     args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
+    RESULTS = args.results
     for name in args.only.split(","):
-        entry = run(name, args.data, args.runs, [int(x) for x in args.seeds.split(",")], args.threads)
+        entry = run(name, args.data, args.runs, [int(x) for x in args.seeds.split(",")], args.threads, overrides)
         results = _load()  # re-read: another benchmark may have finished meanwhile
         if args.note:
             entry["note"] = args.note
+        if overrides:
+            entry["overrides"] = overrides
         results[name] = entry
         results["machine"] = machine_info()
         write(results)

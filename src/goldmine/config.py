@@ -47,6 +47,9 @@ class DataConfig(_Section):
     context_length: int | None = Field(
         64, gt=8, description="NER with document_context: neighbouring sentences fill each input up to this many "
         "sub-tokens (a longer sentence alone still gets model.max_length); None fills to model.max_length.")
+    case_features: bool = Field(
+        False, description="NER: tell the encoder how each word was capitalised (lower/Title/UPPER/mixed) through "
+        "its token types; uncased checkpoints otherwise never see case.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation of the train split.")
 
 
@@ -94,6 +97,9 @@ class TrainingConfig(_Section):
     bf16: bool = Field(False, description="bf16 autocast (on CPUs that support it).")
     num_threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: all cores).")
     linear_probe: bool = Field(True, description="Measure the frozen model with a logistic-regression probe.")
+    head_init: Literal["random", "probe"] = Field(
+        "random", description="Start of the head: random, or 'probe' (the logistic regression fitted on frozen "
+        "features, then fine-tuned: LP-FT).")
 
     @field_validator("eval_strategy", mode="before")
     @classmethod
@@ -123,6 +129,11 @@ class TrainConfig(_Section):
                     registry.get(name)  # raises with the choices and a suggestion
                 except ConfigError as err:
                     raise ConfigError(f"{field}: {err}") from None
+        if self.data.case_features and self.task != "ner":
+            raise ValueError("data.case_features is for task ner")
+        if self.data.case_features and self.tuning.strategy == "lora":
+            raise ValueError("data.case_features needs tuning.strategy full or freeze: a LoRA adapter loads over the "
+                             "unchanged base model, whose token-type table has no case rows")
         if abs(sum(self.data.split) - 1) > 1e-6 or min(self.data.split) < 0:
             raise ValueError("data.split must be three non-negative shares summing to 1")
         return self

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,18 +41,25 @@ def majority_baseline(task: Task, train: LabeledData, test: LabeledData) -> dict
 
 
 @torch.inference_mode()
-def _features(backbone, task: Task, data: LabeledData, pooling: str, batch_size: int = 64):
-    """Frozen representations: one pooled vector per text, or one vector per labeled word (NER)."""
+def frozen_features(backbone, task: Task, data: LabeledData, pooling: str, batch_size: int = 64):
+    """Frozen representations: one pooled vector per text, or one vector per labeled word (NER).
+
+    Returns (vectors, targets, encoded); `backbone` is a transformers encoder (`AutoModel`), used in eval mode.
+    """
+    was_training = backbone.training
+    backbone.eval()
     encoded = task.encode(data)
     vectors, targets = [None] * len(data), [None] * len(data)
     for idx, batch in length_sorted_batches(encoded.features, task.tokenizer, batch_size):
+        if task.name == "ner":  # single sequences: type 0 throughout, as the base model read them (no case types)
+            batch.pop("token_type_ids", None)
         out = backbone(**batch)
         hidden = out.last_hidden_state  # (B, T, H)
         for row, i in enumerate(idx):
             labels = np.asarray(encoded.features[i]["labels"])
             if task.name == "ner":
                 positions = np.flatnonzero(labels != IGNORE)
-                vectors[i] = hidden[row, positions].numpy()
+                vectors[i] = hidden[row, positions].float().numpy()
                 targets[i] = labels[positions]
             else:
                 if pooling == "mean":
@@ -60,9 +68,77 @@ def _features(backbone, task: Task, data: LabeledData, pooling: str, batch_size:
                     vec = out.pooler_output[row]
                 else:
                     vec = hidden[row, 0]
-                vectors[i] = vec.numpy()
+                vectors[i] = vec.float().numpy()
                 targets[i] = labels
+    backbone.train(was_training)
     return vectors, targets, encoded
+
+
+@dataclass
+class LinearProbe:
+    """A logistic-regression head fitted on frozen features of the training set.
+
+    It is both a baseline (what the base model already knows) and, for `training.head_init: probe`, the
+    starting point of the fine-tuned head (LP-FT).
+    """
+
+    task: Task
+    pooling: str
+    classifier: object  # LogisticRegression, or OneVsRestClassifier for multi-label
+
+    def head_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """(weight (num_labels, H), bias (num_labels,)) of a linear layer computing the probe's logits.
+
+        A label the probe never saw (a tag absent from train tokens) gets zero weights and a bias far below
+        the others, so the initial head never predicts it; training can still raise it.
+        """
+        clf = self.classifier
+        if self.task.multi_label:
+            coef = np.concatenate([e.coef_ for e in clf.estimators_])
+            return coef, np.concatenate([e.intercept_ for e in clf.estimators_])
+        coef, intercept = clf.coef_, clf.intercept_
+        if len(clf.classes_) == 2 and coef.shape[0] == 1:  # binary: one logit, softmax over (-z/2, z/2)
+            coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+        weight = np.zeros((self.task.num_labels, coef.shape[1]))
+        bias = np.full(self.task.num_labels, intercept.min() - 10.0)
+        weight[clf.classes_], bias[clf.classes_] = coef, intercept
+        return weight, bias
+
+    def score(self, backbone, test: LabeledData) -> dict:
+        """The probe's metrics on `test`, as the fine-tuned model is scored."""
+        task = self.task
+        x_test, y_test, encoded = frozen_features(backbone, task, test, self.pooling)
+        if task.name == "ner":
+            pred_tags = []
+            for i, ex in enumerate(test.examples):
+                tags = ["O"] * len(ex.tokens)
+                if len(x_test[i]):
+                    for word, label in zip(encoded.alignment[i], self.classifier.predict(x_test[i]), strict=True):
+                        tags[word] = task.label_names[label]
+                pred_tags.append(tags)
+            return entity_metrics([list(ex.tags) for ex in test.examples], pred_tags)
+        y_pred = self.classifier.predict(np.stack(x_test))
+        if task.multi_label:
+            return multilabel_metrics(np.asarray(y_test, dtype=np.int8), y_pred, task.label_names)
+        return classification_metrics([int(v) for v in y_test], y_pred.tolist(), task.label_names)
+
+
+def fit_probe(task: Task, backbone, pooling: str, train: LabeledData, seed: int = 0) -> LinearProbe:
+    """Fit logistic regression on frozen features of `train` (a seeded sample of at most PROBE_MAX_EXAMPLES)."""
+    rng = np.random.default_rng(seed)
+    if len(train) > PROBE_MAX_EXAMPLES:
+        train = train.subset(np.sort(rng.choice(len(train), PROBE_MAX_EXAMPLES, replace=False)))
+    x_train, y_train, _ = frozen_features(backbone, task, train, pooling)
+    if task.name == "ner":
+        clf = LogisticRegression(max_iter=300, C=1.0)
+        clf.fit(np.concatenate(x_train), np.concatenate(y_train))
+    elif task.multi_label:
+        clf = OneVsRestClassifier(LogisticRegression(max_iter=1000))
+        clf.fit(np.stack(x_train), np.asarray(y_train, dtype=np.int8))
+    else:
+        clf = LogisticRegression(max_iter=1000)
+        clf.fit(np.stack(x_train), np.asarray(y_train))
+    return LinearProbe(task, pooling, clf)
 
 
 def linear_probe(task: Task, base: str, pooling: str, train: LabeledData, test: LabeledData, seed: int = 0) -> dict:
@@ -70,29 +146,4 @@ def linear_probe(task: Task, base: str, pooling: str, train: LabeledData, test: 
     from transformers import AutoModel
 
     backbone = AutoModel.from_pretrained(base).eval()
-    rng = np.random.default_rng(seed)
-    if len(train) > PROBE_MAX_EXAMPLES:
-        train = train.subset(np.sort(rng.choice(len(train), PROBE_MAX_EXAMPLES, replace=False)))
-    x_train, y_train, _ = _features(backbone, task, train, pooling)
-    x_test, y_test, encoded = _features(backbone, task, test, pooling)
-    if task.name == "ner":
-        clf = LogisticRegression(max_iter=300, C=1.0)
-        clf.fit(np.concatenate(x_train), np.concatenate(y_train))
-        pred_tags = []
-        for i, ex in enumerate(test.examples):
-            tags = ["O"] * len(ex.tokens)
-            if len(x_test[i]):
-                for word, label in zip(encoded.alignment[i], clf.predict(x_test[i]), strict=True):
-                    tags[word] = task.label_names[label]
-            pred_tags.append(tags)
-        return entity_metrics([list(ex.tags) for ex in test.examples], pred_tags)
-    if task.multi_label:
-        y = np.asarray(y_train, dtype=np.int8)
-        clf = OneVsRestClassifier(LogisticRegression(max_iter=1000))
-        clf.fit(np.stack(x_train), y)
-        y_pred = clf.predict(np.stack(x_test))
-        return multilabel_metrics(np.asarray(y_test, dtype=np.int8), y_pred, task.label_names)
-    clf = LogisticRegression(max_iter=1000)
-    clf.fit(np.stack(x_train), np.asarray(y_train))
-    y_pred = clf.predict(np.stack(x_test))
-    return classification_metrics([int(v) for v in y_test], y_pred.tolist(), task.label_names)
+    return fit_probe(task, backbone, pooling, train, seed).score(backbone, test)

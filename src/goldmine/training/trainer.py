@@ -30,7 +30,7 @@ from goldmine.data.fingerprint import fingerprint
 from goldmine.data.report import quality_report
 from goldmine.data.schema import DataKind
 from goldmine.errors import ConfigError
-from goldmine.evaluation.baselines import linear_probe, majority_baseline
+from goldmine.evaluation.baselines import fit_probe, linear_probe, majority_baseline
 from goldmine.evaluation.comparison import as_markdown, before_after
 from goldmine.evaluation.evaluate import evaluate
 from goldmine.evaluation.plots import plot_training_curve
@@ -41,6 +41,7 @@ from goldmine.tasks import TASKS
 from goldmine.training.artifacts import save_model, versions
 from goldmine.training.callbacks import tensorboard_callback
 from goldmine.training.data import load_splits
+from goldmine.training.head_init import init_head_from_probe
 from goldmine.tuning import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     task = task_cls(
         task_cls.labels_from(splits["train"]), tokenizer, config.model.max_length,
         document_context=config.data.document_context, context_length=config.data.context_length,
+        case_features=config.data.case_features,
     )
     report = quality_report(splits, _token_counter(tokenizer), config.model.max_length)
     for warning in report.warnings:
@@ -133,6 +135,12 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     encoded = {name: task.encode(data) for name, data in splits.items() if len(data)}
     model = task.build_model(base, {"goldmine_pooling": config.model.pooling,
                                     "classifier_dropout": config.model.classifier_dropout})
+    probe_row = None
+    if t.head_init == "probe":  # LP-FT: the head starts as the probe fitted on the frozen pretrained encoder
+        probe = fit_probe(task, model.base_model, config.model.pooling, splits["train"])
+        init_head_from_probe(model, probe)
+        if t.linear_probe and len(splits["test"]):  # the baseline row is this very probe: score it now, once
+            probe_row = probe.score(model.base_model, splits["test"])
     model = STRATEGIES.get(config.tuning.strategy)(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -174,7 +182,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         task=task.name, label_names=task.label_names, base_model=config.model.name,
         strategy=config.tuning.strategy, pooling=config.model.pooling, max_length=config.model.max_length,
         document_context=config.data.document_context, context_length=config.data.context_length,
-        pair=splits["train"].kind is DataKind.PAIR, adapter=config.tuning.strategy == "lora",
+        case_features=config.data.case_features, pair=splits["train"].kind is DataKind.PAIR,
+        adapter=config.tuning.strategy == "lora",
         extra={"fingerprint": fingerprint(splits, {k: _file_of(v.path) for k, v in splits.items()}),
                "versions": versions(), "train_seconds": round(train_seconds, 2),
                "global_step": trainer.state.global_step, "trainable_parameters": trainable,
@@ -193,7 +202,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     if len(test):
         rows["majority class"] = majority_baseline(task, splits["train"], test)
         if t.linear_probe:
-            rows["pretrained + linear probe"] = linear_probe(task, base, config.model.pooling, splits["train"], test)
+            rows["pretrained + linear probe"] = probe_row or linear_probe(
+                task, base, config.model.pooling, splits["train"], test)
         served = Model.load(out, batch_size=t.eval_batch_size)
         rows["fine-tuned"] = evaluate(served, test, out, prefix="test_")
     table = before_after(rows) if rows else {}
