@@ -14,7 +14,17 @@ from transformers import BertTokenizerFast
 
 from goldmine.data.schema import DataKind, LabeledData, TokenExample
 from goldmine.errors import DataError
-from goldmine.tasks.token_classification import IGNORE, Entity, TokenClassification, decode_entities
+from goldmine.tasks.token_classification import (
+    IGNORE,
+    LOWER,
+    MIXED,
+    TITLE,
+    UPPER,
+    Entity,
+    TokenClassification,
+    decode_entities,
+    word_case,
+)
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PIECES = ["anna", "lives", "in", "ham", "##burg", "un", "##believ", "##able", "berlin", "is", "big", ".",
@@ -234,3 +244,55 @@ def test_decode_b_after_b_of_the_same_type_starts_a_new_entity():
         Entity("PER", "Bob", 5, 8, 1.0),
     ]
     assert decode_entities(["O", "O"], [1.0, 1.0], spans_of(text), text) == []
+
+
+# ------------------------------------------------------------------------------------------------------ case types
+
+
+@pytest.mark.parametrize(("word", "case"), [
+    ("lives", LOWER), ("42", LOWER), (".", LOWER), ("Hamburg", TITLE), ("I", TITLE), ("EU", UPPER),
+    ("U.S.", UPPER), ("McDonald", MIXED), ("iPhone", MIXED), ("Élodie", TITLE),
+])
+def test_word_case(word, case):
+    assert word_case(word) == case
+
+
+def test_case_types_mark_every_sub_token_of_a_word_and_only_with_case_features(tokenizer):
+    plain = task_for(tokenizer).encode(data(S0)).features[0]
+    assert set(plain.get("token_type_ids", [0])) == {0}
+    cased = TokenClassification(LABELS, tokenizer, 64, document_context=False, case_features=True)
+    feature = cased.encode(data(S0)).features[0]
+    # [CLS] anna lives in ham ##burg . [SEP]
+    assert feature["input_ids"] == ids(tokenizer, "[CLS]", "anna", "lives", "in", "ham", "##burg", ".", "[SEP]")
+    assert feature["token_type_ids"] == [0, TITLE, LOWER, LOWER, TITLE, TITLE, LOWER, 0]
+    assert feature["labels"] == plain["labels"]
+
+
+def test_case_types_cover_the_context_words_too(tokenizer):
+    cased = TokenClassification(LABELS, tokenizer, 64, document_context=True, case_features=True)
+    s1_upper = TokenExample(("BERLIN", "is", "big", "."), S1.tags, 0, "f.conll:9")
+    feature = cased.encode(data(S0, s1_upper)).features[0]  # S0 with S1 after it as context
+    assert feature["token_type_ids"][7:11] == [UPPER, LOWER, LOWER, LOWER]
+
+
+def test_case_types_of_raw_text_follow_the_original_spelling(tokenizer):
+    cased = TokenClassification(LABELS, tokenizer, 64, case_features=True)
+    text = "Anna lives in HAMBURG."
+    enc = tokenizer(text, return_offsets_mapping=True)
+    types = cased.case_types_of_text(text, enc.word_ids(), enc["offset_mapping"])
+    assert enc.tokens() == ["[CLS]", "anna", "lives", "in", "ham", "##burg", ".", "[SEP]"]
+    assert types == [0, TITLE, LOWER, LOWER, UPPER, UPPER, LOWER, 0]
+
+
+def test_case_rows_start_as_copies_of_type_zero(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(tmp_path)
+    tok = BertTokenizerFast(vocab={piece: i for i, piece in enumerate(SPECIALS + PIECES)})
+    model = TokenClassification(LABELS, tok, case_features=True).build_model(str(tmp_path), {})
+    table = model.bert.embeddings.token_type_embeddings.weight
+    assert model.config.type_vocab_size == table.shape[0] == 5
+    for row in (TITLE, UPPER, MIXED):
+        assert torch.equal(table[row], table[0])
+    assert not torch.equal(table[1], table[0])  # the second segment keeps its own row

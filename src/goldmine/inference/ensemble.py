@@ -54,7 +54,8 @@ def _check_compatible(metas: list[RunMeta]) -> None:
         raise ModelError("an ensemble needs at least one member")
     first = metas[0]
     for meta in metas[1:]:
-        for key in ("task", "label_names", "base_model", "max_length", "document_context", "context_length", "pair"):
+        for key in ("task", "label_names", "base_model", "max_length", "document_context", "context_length", "pair",
+                    "case_features"):
             if getattr(meta, key) != getattr(first, key):
                 theirs, ours = getattr(first, key), getattr(meta, key)
                 raise ModelError(f"ensemble members differ in {key}: {theirs!r} vs {ours!r}")
@@ -71,7 +72,7 @@ def build_ensemble(run_dirs: Sequence[str | Path], output_dir: str | Path) -> Pa
     meta = RunMeta(
         task=first.task, label_names=first.label_names, base_model=first.base_model, strategy="ensemble",
         pooling=first.pooling, max_length=first.max_length, document_context=first.document_context,
-        context_length=first.context_length, pair=first.pair,
+        context_length=first.context_length, pair=first.pair, case_features=first.case_features,
         members=[os.path.relpath(d, output_dir.resolve()) for d in runs],
         extra={"member_strategies": [m.strategy for m in metas]},
     )

@@ -41,6 +41,7 @@ class RunMeta:
     document_context: bool = True
     context_length: int | None = None  # NER context fill in sub-tokens; None (and runs before it existed): max_length
     pair: bool = False  # trained on text pairs (text_a, text_b): predict needs both
+    case_features: bool = False  # NER: token types carry each word's capitalisation (see tasks.token_classification)
     adapter: bool = False  # the weights are a peft adapter over `base_model`
     members: list[str] = field(default_factory=list)  # an ensemble: member run directories (relative to this one)
     extra: dict[str, Any] = field(default_factory=dict)  # fingerprint, versions, timing
@@ -115,7 +116,7 @@ class Model:
         tokenizer = load_tokenizer(str(directory))
         task = TASKS.get(meta.task)(
             meta.label_names, tokenizer, meta.max_length, document_context=meta.document_context,
-            context_length=meta.context_length,
+            context_length=meta.context_length, case_features=meta.case_features,
         )
         if chosen == "torch":
             return cls(load_weights(directory, meta, task), task, meta, batch_size)
@@ -187,6 +188,10 @@ class Model:
         tok = self.task.tokenizer
         enc = tok(texts, truncation=True, max_length=self.meta.max_length, return_offsets_mapping=True)
         features = [{k: enc[k][i] for k in enc if k != "offset_mapping"} for i in range(len(texts))]
+        if self.task.case_features:
+            for i, feature in enumerate(features):
+                feature["token_type_ids"] = self.task.case_types_of_text(texts[i], enc.word_ids(i),
+                                                                         enc["offset_mapping"][i])
         results: list[tuple[dict[str, Any], int]] = [({}, 0)] * len(texts)
         for idx, probs in self.iter_probabilities(features):
             for i, p in zip(idx, probs, strict=True):

@@ -10,6 +10,15 @@ with neighbouring sentences of the same document filling the rest of `context_le
 sub-tokens (default: `max_length`); only the sentence's own words carry labels. The fill costs
 compute on every example, so the training default (`data.context_length`, 64) is below
 `max_length`: a long sentence alone still gets all of `max_length`.
+
+Case types: an uncased checkpoint (all-MiniLM-L6-v2 is one) lower-cases every word before it sees it,
+so "Bush" and "bush", "US" and "us" reach it as the same tokens, yet capitalisation is one of the
+strongest cues for names. With `case_features` on, each sub-token's token type says how its word was
+written (lower, Title, UPPER, mIxed): the encoder's token-type embedding table gets three more rows,
+initialised as copies of row 0 (so the pretrained model starts unchanged) and learned in fine-tuning.
+Row 1, BERT's second segment, is left as it was. The saved model is a plain BERT with
+`type_vocab_size` 5 that loads with `AutoModelForTokenClassification`; goldmine computes the types
+from the original text wherever the model reads input (train, eval, predict, the server, ONNX).
 """
 
 from __future__ import annotations
@@ -24,11 +33,43 @@ from transformers import AutoConfig, AutoModelForTokenClassification, DataCollat
 
 from goldmine.data.schema import DataKind, LabeledData, TokenExample
 from goldmine.data.tags import split_tag
-from goldmine.errors import DataError, DataIssue
+from goldmine.errors import ConfigError, DataError, DataIssue
 from goldmine.tasks import TASKS
 from goldmine.tasks.base import Encoded, Task
 
 IGNORE = -100
+LOWER, TITLE, UPPER, MIXED = 0, 2, 3, 4  # token types of a word's capitalisation; 1 stays BERT's second segment
+CASE_TYPE_VOCAB = 5
+
+
+def word_case(word: str) -> int:
+    """The token type of a word's capitalisation: LOWER (also no letters), TITLE ("Bush", "I"), UPPER ("EU"),
+    MIXED ("McDonald", "iPhone")."""
+    letters = [c for c in word if c.isalpha()]
+    if not any(c.isupper() for c in letters):
+        return LOWER
+    if all(c.isupper() for c in letters):
+        return UPPER if len(letters) > 1 else TITLE
+    if letters[0].isupper() and not any(c.isupper() for c in letters[1:]):
+        return TITLE
+    return MIXED
+
+
+def add_case_type_rows(model: nn.Module) -> None:
+    """Grow the encoder's token-type embeddings to CASE_TYPE_VOCAB rows, new rows copied from row 0."""
+    embeddings = getattr(model.base_model, "embeddings", None)
+    table = getattr(embeddings, "token_type_embeddings", None)
+    if not isinstance(table, nn.Embedding):
+        raise ConfigError(f"data.case_features: needs an encoder with token-type embeddings (BERT-style); "
+                          f"{model.config.model_type} has none")
+    if table.num_embeddings >= CASE_TYPE_VOCAB:
+        return
+    grown = nn.Embedding(CASE_TYPE_VOCAB, table.embedding_dim, dtype=table.weight.dtype)
+    with torch.no_grad():
+        grown.weight[: table.num_embeddings] = table.weight
+        grown.weight[table.num_embeddings :] = table.weight[0]
+    embeddings.token_type_embeddings = grown
+    model.config.type_vocab_size = CASE_TYPE_VOCAB
 
 
 @dataclass(frozen=True)
@@ -76,6 +117,10 @@ class TokenClassification(Task):
         return bool(self.options.get("document_context", True))
 
     @property
+    def case_features(self) -> bool:
+        return bool(self.options.get("case_features", False))
+
+    @property
     def context_length(self) -> int:
         """Sub-tokens (special ones included) that neighbouring sentences may fill an input up to."""
         return min(self.options.get("context_length") or self.max_length, self.max_length)
@@ -86,7 +131,22 @@ class TokenClassification(Task):
             base, num_labels=self.num_labels, id2label=dict(enumerate(self.label_names)), label2id=self.label2id,
             **overrides,
         )
-        return AutoModelForTokenClassification.from_pretrained(base, config=config)
+        model = AutoModelForTokenClassification.from_pretrained(base, config=config)
+        if self.case_features:
+            add_case_type_rows(model)
+        return model
+
+    def case_types(self, word_ids: list[int | None], cases: list[int] | dict[int, int]) -> list[int]:
+        """Token types for one encoding: the case of each sub-token's word (`cases[word id]`), 0 elsewhere."""
+        return [LOWER if wid is None else cases[wid] for wid in word_ids]
+
+    def case_types_of_text(self, text: str, word_ids: list[int | None], offsets) -> list[int]:
+        """`case_types` for raw text: each word is the span from its first sub-token's start to its last's end."""
+        spans: dict[int, tuple[int, int]] = {}
+        for wid, (start, end) in zip(word_ids, offsets, strict=True):
+            if wid is not None:
+                spans[wid] = (spans.get(wid, (start, end))[0], end)
+        return self.case_types(word_ids, {wid: word_case(text[a:b]) for wid, (a, b) in spans.items()})
 
     def _subword_counts(self, examples: list[TokenExample]) -> dict[str, int]:
         words = sorted({w for ex in examples for w in ex.tokens})
@@ -156,6 +216,8 @@ class TokenClassification(Task):
             kept = set(words)
             truncated += any(counts[w] and k not in kept for k, w in enumerate(ex.tokens))
             feature = {k: enc[k][i] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+            if self.case_features:
+                feature["token_type_ids"] = self.case_types(word_ids, [word_case(w) for w in windows[i][0]])
             feature["labels"] = labels
             features.append(feature)
             alignment.append(words)

@@ -1,0 +1,93 @@
+"""NER case types end to end: trained, saved as a plain BERT, read by predict, eval and the ONNX graph alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import goldmine
+from goldmine.config import load_config
+from goldmine.errors import ConfigError
+from goldmine.inference.model import Model, RunMeta
+
+TEXTS = ["Anna Schmidt from Berlin ordered a Pixel 8", "anna schmidt from berlin ordered a pixel 8",
+         "ANNA SCHMIDT FROM BERLIN ORDERED A PIXEL 8"]
+
+
+@pytest.fixture(scope="module")
+def cased_run(tmp_path_factory, demo_files, tiny_model_dir):
+    out = tmp_path_factory.mktemp("cased") / "run"
+    goldmine.train(None, **{
+        "task": "ner", "data.train": demo_files.ner, "model.name": str(tiny_model_dir), "output_dir": out,
+        "data.case_features": True, "training.max_steps": 6, "training.batch_size": 16,
+        "training.learning_rate": 5e-3, "training.eval_strategy": "none", "training.linear_probe": False,
+    })
+    return out
+
+
+def _word_logits(model: Model, texts: list[str]) -> list[np.ndarray]:
+    tok = model.task.tokenizer
+    enc = tok(texts, return_offsets_mapping=True)
+    features = []
+    for i, text in enumerate(texts):
+        feature = {k: enc[k][i] for k in ("input_ids", "attention_mask")}
+        feature["token_type_ids"] = model.task.case_types_of_text(text, enc.word_ids(i), enc["offset_mapping"][i])
+        features.append(feature)
+    out: list[np.ndarray] = [np.empty(0)] * len(texts)
+    for idx, logits in model.iter_logits(features):
+        for i, row in zip(idx, logits, strict=True):
+            out[i] = row[: len(features[i]["input_ids"])]
+    return out
+
+
+def test_the_run_records_case_types_and_loads_as_a_plain_bert(cased_run):
+    from transformers import AutoModelForTokenClassification
+
+    assert RunMeta.load(cased_run).case_features is True
+    plain = AutoModelForTokenClassification.from_pretrained(cased_run)
+    assert plain.config.type_vocab_size == 5
+    table = plain.bert.embeddings.token_type_embeddings.weight
+    assert not torch.equal(table[2], table[0])  # the Title row learned something of its own
+
+
+def test_predict_reads_the_original_spelling(cased_run, tiny_run):
+    model = Model.load(cased_run, runtime="torch")
+    title, lower, upper = _word_logits(model, TEXTS)
+    assert title.shape == lower.shape == upper.shape
+    assert not np.allclose(title, lower) and not np.allclose(upper, lower)
+    # a model without case types reads the three spellings alike: the uncased tokenizer lower-cases them all
+    plain = Model.load(tiny_run("ner"), runtime="torch")
+    enc = plain.task.tokenizer(TEXTS)
+    features = [{k: enc[k][i] for k in enc} for i in range(3)]
+    rows = {int(i): logits for idx, batch in plain.iter_logits(features) for i, logits in zip(idx, batch, strict=True)}
+    np.testing.assert_allclose(rows[0], rows[1], atol=1e-5)
+    # predict (and so the server) builds the same types from the text it is given
+    seen: list[dict] = []
+    original = model.iter_probabilities
+    model.iter_probabilities = lambda features: (seen.extend(features), original(features))[1]
+    model.predict(TEXTS[:1])
+    enc = model.task.tokenizer(TEXTS[:1], return_offsets_mapping=True)
+    assert seen[0]["token_type_ids"] == model.task.case_types_of_text(TEXTS[0], enc.word_ids(0),
+                                                                       enc["offset_mapping"][0])
+    assert set(seen[0]["token_type_ids"]) == {0, 2}  # Title words and the rest (lower, digits, specials)
+
+
+def test_onnx_export_keeps_the_case_types(cased_run):
+    from goldmine.export import export_model
+
+    export_model(cased_run, force=True, threads=1)  # the last test of the module to use the run: it may change it
+    torch_model, onnx_model = Model.load(cased_run, runtime="torch"), Model.load(cased_run, runtime="onnx")
+    for a, b in zip(_word_logits(torch_model, TEXTS), _word_logits(onnx_model, TEXTS), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    spans = [[(e["type"], e["start"], e["end"]) for e in p["entities"]] for p in torch_model.predict(TEXTS)]
+    assert spans == [[(e["type"], e["start"], e["end"]) for e in p["entities"]] for p in onnx_model.predict(TEXTS)]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"task": "classification"}, "data.case_features is for task ner"),
+    ({"tuning.strategy": "lora"}, "needs tuning.strategy full or freeze"),
+])
+def test_case_types_refused_where_they_cannot_work(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {"task": "ner", "data.case_features": True, **overrides})
