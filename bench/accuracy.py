@@ -73,6 +73,7 @@ def run(name: str, data_root: Path, runs: Path, seeds: list[int], threads: int |
         "train_seconds": round(sum(r.train_seconds for _, r in members), 1),
         "train_examples_per_s": meta.get("train_examples_per_second"),
         "global_step": result.global_step,
+        "date": machine_info()["date"],
         "trainable_share": round(meta["trainable_parameters"] / meta["total_parameters"], 5),
         "config": config.model_dump(mode="json", exclude={"data"}),
         "model_dir": str(result.output_dir.relative_to(ROOT)) if result.output_dir.is_relative_to(ROOT) else None,
@@ -111,8 +112,8 @@ def write(results: dict) -> None:
         f"torch {m.get('versions', {}).get('torch')}, transformers {m.get('versions', {}).get('transformers')}.",
         "Measured on each data set's dev split after a fixed schedule (no early stopping or checkpoint selection).",
         "",
-        "| benchmark | metric | value | target | train s | train ex/s | trainable share |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| benchmark | metric | value | target | train s | train ex/s | trainable share | measured |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     targets = {"sst2": 0.90, "conll2003": 0.92, "banking77": 0.93, "sst2_lora": None}
     for name in BENCHMARKS:
@@ -122,7 +123,7 @@ def write(results: dict) -> None:
         key = BENCHMARKS[name][4]
         target = targets[name]
         lines.append(f"| {name} | {key} | {r[key]:.4f} | {target if target else '-'} | {r['train_seconds']} | "
-                     f"{r.get('train_examples_per_s')} | {r['trainable_share']:.4f} |")
+                     f"{r.get('train_examples_per_s')} | {r['trainable_share']:.4f} | {r.get('date', '-')[:10]} |")
     for name in BENCHMARKS:
         if name in results and results[name].get("before_after"):
             lines += ["", f"## {name}: before vs after (dev)", "", "| model | " + " | ".join(

@@ -97,9 +97,9 @@ class TrainingConfig(_Section):
     bf16: bool = Field(False, description="bf16 autocast (on CPUs that support it).")
     num_threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: all cores).")
     linear_probe: bool = Field(True, description="Measure the frozen model with a logistic-regression probe.")
-    head_init: Literal["random", "probe"] = Field(
-        "random", description="Start of the head: random, or 'probe' (the logistic regression fitted on frozen "
-        "features, then fine-tuned: LP-FT).")
+    head_init: Literal["auto", "random", "probe"] = Field(
+        "auto", description="Start of the head: 'probe' (the logistic regression fitted on frozen features, then "
+        "fine-tuned: LP-FT), 'random', or 'auto': probe for classification, random for NER.")
 
     @field_validator("eval_strategy", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import goldmine
+from goldmine.config import load_config
 from goldmine.data.readers import read_file
 from goldmine.data.schema import DataKind, LabeledData, TextExample
 from goldmine.errors import ConfigError
@@ -89,3 +90,39 @@ def test_training_from_the_probe_reports_that_probe_as_the_baseline(tiny_model_d
     random_head = goldmine.train(None, **common, **{"output_dir": tmp_path / "random", "training.max_steps": 1})
     # the same probe row whether it was fitted before training (LP-FT) or after it (the baseline alone)
     assert random_head.before_after["pretrained + linear probe"] == table["pretrained + linear probe"]
+
+
+def test_multilabel_probe_with_a_label_on_everywhere_and_one_never_seen(tiny_model_dir):
+    texts = ["refund my order", "refund it", "refund and cancel", "refund where is it"]
+    labels = [("refund",), ("refund",), ("refund", "cancel"), ("refund",)]
+    data = LabeledData(DataKind.TEXT, [TextExample(t, ls) for t, ls in zip(texts, labels, strict=True)],
+                       multi_label=True)
+    task = MultiLabelClassification(["cancel", "refund", "track"], load_tokenizer(str(tiny_model_dir)))
+    model = task.build_model(str(tiny_model_dir), {"goldmine_pooling": "mean"})
+    probe = fit_probe(task, model.base_model, "mean", data)
+    init_head_from_probe(model, probe)
+    x, _, _ = frozen_features(model.base_model, task, data, "mean")
+    probs = torch.as_tensor(_head_logits(model, x)).sigmoid().numpy()
+    assert (probs[:, 1] > 0.99).all() and (probs[:, 2] < 0.01).all()  # refund always on, track never seen
+    cancel = probe.classifier.estimators_[0].predict_proba(np.stack(x))[:, 1]
+    np.testing.assert_allclose(probs[:, 0], cancel, atol=1e-5)
+
+
+def test_auto_head_init_is_the_probe_for_classification_and_random_for_ner(tiny_model_dir):
+    from goldmine.training.trainer import _head_init
+
+    config = load_config(None, {})
+    assert config.training.head_init == "auto"
+    tok = load_tokenizer(str(tiny_model_dir))
+    assert _head_init(config.training, SequenceClassification(["a", "b"], tok)) == "probe"
+    assert _head_init(config.training, TokenClassification(["O", "B-X"], tok)) == "random"
+
+
+def test_a_single_label_training_set_is_refused(tiny_model_dir, tmp_path):
+    from goldmine.errors import DataError
+
+    train = tmp_path / "one.csv"
+    train.write_text("text,label\nhello,greet\nhi there,greet\n")
+    with pytest.raises(DataError, match=r"one\.csv:0: classification needs at least two labels"):
+        goldmine.train(None, **{"data.train": train, "data.dev": train, "data.test": train,
+                                "model.name": str(tiny_model_dir), "output_dir": tmp_path / "run"})

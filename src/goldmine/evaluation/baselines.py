@@ -94,8 +94,8 @@ class LinearProbe:
         """
         clf = self.classifier
         if self.task.multi_label:
-            coef = np.concatenate([e.coef_ for e in clf.estimators_])
-            return coef, np.concatenate([e.intercept_ for e in clf.estimators_])
+            rows = [_binary_row(e, clf.n_features_in_) for e in clf.estimators_]
+            return np.stack([w for w, _ in rows]), np.array([b for _, b in rows])
         coef, intercept = clf.coef_, clf.intercept_
         if len(clf.classes_) == 2 and coef.shape[0] == 1:  # binary: one logit, softmax over (-z/2, z/2)
             coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
@@ -121,6 +121,15 @@ class LinearProbe:
         if task.multi_label:
             return multilabel_metrics(np.asarray(y_test, dtype=np.int8), y_pred, task.label_names)
         return classification_metrics([int(v) for v in y_test], y_pred.tolist(), task.label_names)
+
+
+def _binary_row(estimator, n_features: int) -> tuple[np.ndarray, float]:
+    """(weight, bias) of one one-vs-rest label; a label on (off) in every training example got a constant
+    predictor, which becomes a zero weight and a bias of +10 (-10)."""
+    if hasattr(estimator, "coef_"):
+        return estimator.coef_[0], float(estimator.intercept_[0])
+    always = estimator.predict_proba(np.zeros((1, n_features)))[0, 1] > 0.5
+    return np.zeros(n_features), 10.0 if always else -10.0
 
 
 def fit_probe(task: Task, backbone, pooling: str, train: LabeledData, seed: int = 0) -> LinearProbe:

@@ -43,6 +43,14 @@ class SequenceClassification(Task):
                               "use mean or cls")
         return PooledEncoderForSequenceClassification(config, encoder=backbone)
 
+    @classmethod
+    def labels_from(cls, data: LabeledData) -> list[str]:
+        names = data.label_names()
+        if not cls.multi_label and len(names) < 2:
+            reason = f"classification needs at least two labels; every training example is labelled {names}"
+            raise DataError([DataIssue(data.path, 0, reason)])
+        return names
+
     def tokenize(self, texts: list[str], texts_b: list[str] | None = None) -> dict[str, list]:
         return self.tokenizer(texts, texts_b, truncation=True, max_length=self.max_length)
 

@@ -136,7 +136,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     model = task.build_model(base, {"goldmine_pooling": config.model.pooling,
                                     "classifier_dropout": config.model.classifier_dropout})
     probe_row = None
-    if t.head_init == "probe":  # LP-FT: the head starts as the probe fitted on the frozen pretrained encoder
+    if _head_init(t, task) == "probe":  # LP-FT: the head starts as the probe fitted on the frozen pretrained encoder
         probe = fit_probe(task, model.base_model, config.model.pooling, splits["train"])
         init_head_from_probe(model, probe)
         if t.linear_probe and len(splits["test"]):  # the baseline row is this very probe: score it now, once
@@ -215,6 +215,14 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         (out / "before_after.md").write_text(as_markdown(table, f"{task.name} on {test.path}"))
     return TrainResult(out, rows.get("fine-tuned", {}), table, train_seconds, trainer.state.global_step,
                        report.warnings)
+
+
+def _head_init(t: TrainingConfig, task) -> str:
+    """'auto' is LP-FT for classification (measured on banking77: 0.9332 against 0.9212 from a random head; sst2
+    0.8773 against 0.8807, within one seed's noise) and a random head for NER, where it was not measured."""
+    if t.head_init != "auto":
+        return t.head_init
+    return "random" if task.name == "ner" else "probe"
 
 
 def _ddp_backend(on_cpu: bool) -> str | None:
