@@ -17,10 +17,15 @@ SAMPLE_REQUESTS = [
     "I want my money back for the broken headphones",
     "please cancel order 48213 before it ships",
     "my card was stolen yesterday, block it now",
+    "I don't need a refund, I just want to know where my parcel is",
+    "please change my email address to ana.silva@example.com, not my home address",
+    "my card isn't lost, it just keeps getting declined when I pay",
 ]
 SAMPLE_TICKETS = [
     "Hello, this is Maria Lopez from Madrid, my Galaxy Buds Pro from Amazon stopped working.",
     "Could someone at DHL in Berlin check on the parcel for Tom Becker?",
+    "jordan says the nintendo switch from target never arrived in austin",
+    "Paris Okafor flew to Jordan on Monday and left her Kindle at the hotel.",
 ]
 
 
@@ -32,10 +37,11 @@ def run_demo(output_dir: Path, console: Console, quick: bool = False) -> dict:
     quick_steps = {"training.max_steps": 4, "training.eval_strategy": "none", "training.linear_probe": False}
     steps = quick_steps if quick else {}
     jobs = {
-        "intents": {"task": "classification", "data.train": str(files.intents), "training.epochs": 4,
+        "intents": {"task": "classification", "data.train": str(files.intents), "training.epochs": 3,
                     "training.batch_size": 16, "training.learning_rate": 1e-4},
-        "entities": {"task": "ner", "data.train": str(files.ner), "training.epochs": 8,
-                     "training.batch_size": 16, "training.learning_rate": 1e-4},
+        # NER at batch 8: at 16, five epochs were too few optimizer steps (dev F1 still rising, below the probe)
+        "entities": {"task": "ner", "data.train": str(files.ner), "training.epochs": 5,
+                     "training.batch_size": 8, "training.learning_rate": 1e-4},
     }
     results = {}
     for name, overrides in jobs.items():
