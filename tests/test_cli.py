@@ -43,7 +43,7 @@ def test_data_check_ok(demo_files, tmp_path):
     result = invoke("data", "check", demo_files.intents, "--json", tmp_path / "report.json")
     assert result.exit_code == 0, result.output
     assert "Data quality" in result.output
-    assert "ok: 520 examples read, nothing dropped" in result.output
+    assert f"ok: {len(read_file(demo_files.intents))} examples read, nothing dropped" in result.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert isinstance(report, dict) and report
 
@@ -73,8 +73,8 @@ def test_data_split(demo_files, tmp_path):
     assert result.exit_code == 0, result.output
     parts = {name: read_file(out / f"{name}.csv") for name in ("train", "dev", "test")}
     original = read_file(demo_files.intents)
-    assert sum(len(p) for p in parts.values()) == len(original) == 520
-    assert (len(parts["dev"]), len(parts["test"])) == (52, 52)
+    assert sum(len(p) for p in parts.values()) == len(original) == 933
+    assert (len(parts["dev"]), len(parts["test"])) == (93, 93)
     rows = Counter((ex.text, ex.labels) for p in parts.values() for ex in p.examples)
     assert rows == Counter((ex.text, ex.labels) for ex in original.examples)
     for name, part in parts.items():
@@ -143,10 +143,10 @@ def test_eval(cli_run, demo_files, tmp_path):
     result = invoke("eval", out, demo_files.intents, "--out", tmp_path / "eval")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["n_examples"] == 520
+    assert metrics["n_examples"] == len(read_file(demo_files.intents))
     assert f"accuracy: {metrics['accuracy']:.4f}" in result.output
     assert f"macro_f1: {metrics['macro_f1']:.4f}" in result.output
-    assert f"ECE: {metrics['calibration']['ece']:.4f}   (520 examples)" in result.output
+    assert f"ECE: {metrics['calibration']['ece']:.4f}   ({metrics['n_examples']} examples)" in result.output
     assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
     assert (tmp_path / "eval" / "reliability.png").is_file()
 

@@ -66,6 +66,6 @@ def trained_run(tmp_path_factory, demo_files, tiny_model_dir) -> Path:
     goldmine.train(None, **{
         "task": "classification", "data.train": demo_files.intents, "model.name": str(tiny_model_dir),
         "output_dir": out, "training.max_steps": 80, "training.batch_size": 16, "training.learning_rate": 3e-3,
-        "training.eval_strategy": "none", "training.linear_probe": False,
+        "training.eval_strategy": "none", "training.linear_probe": False, "training.head_init": "random",
     })
     return out
