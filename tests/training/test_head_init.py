@@ -39,9 +39,8 @@ def test_single_label_head_reproduces_the_probe(tiny_model_dir, demo_files, n_la
     assert (logits.argmax(1) == probe.classifier.predict(np.stack(x))).all()
 
 
-def test_multilabel_head_reproduces_the_probe(tiny_model_dir):
-    texts = ["refund my order", "cancel it", "refund and cancel", "where is it", "refund please", "cancel now"]
-    labels = [("refund",), ("cancel",), ("refund", "cancel"), ("track",), ("refund",), ("cancel",)]
+def _multilabel_from_probe(tiny_model_dir, texts: list[str], labels: list[tuple[str, ...]]):
+    """A multi-label model over cancel/refund/track whose head was set from the probe: (model, probe, features)."""
     data = LabeledData(DataKind.TEXT, [TextExample(t, ls) for t, ls in zip(texts, labels, strict=True)],
                        multi_label=True)
     task = MultiLabelClassification(["cancel", "refund", "track"], load_tokenizer(str(tiny_model_dir)))
@@ -49,6 +48,13 @@ def test_multilabel_head_reproduces_the_probe(tiny_model_dir):
     probe = fit_probe(task, model.base_model, "mean", data)
     init_head_from_probe(model, probe)
     x, _, _ = frozen_features(model.base_model, task, data, "mean")
+    return model, probe, x
+
+
+def test_multilabel_head_reproduces_the_probe(tiny_model_dir):
+    texts = ["refund my order", "cancel it", "refund and cancel", "where is it", "refund please", "cancel now"]
+    labels = [("refund",), ("cancel",), ("refund", "cancel"), ("track",), ("refund",), ("cancel",)]
+    model, probe, x = _multilabel_from_probe(tiny_model_dir, texts, labels)
     expected = np.stack([e.predict_proba(np.stack(x))[:, 1] for e in probe.classifier.estimators_], axis=1)
     probs = torch.as_tensor(_head_logits(model, x)).sigmoid().numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)
@@ -95,13 +101,7 @@ def test_training_from_the_probe_reports_that_probe_as_the_baseline(tiny_model_d
 def test_multilabel_probe_with_a_label_on_everywhere_and_one_never_seen(tiny_model_dir):
     texts = ["refund my order", "refund it", "refund and cancel", "refund where is it"]
     labels = [("refund",), ("refund",), ("refund", "cancel"), ("refund",)]
-    data = LabeledData(DataKind.TEXT, [TextExample(t, ls) for t, ls in zip(texts, labels, strict=True)],
-                       multi_label=True)
-    task = MultiLabelClassification(["cancel", "refund", "track"], load_tokenizer(str(tiny_model_dir)))
-    model = task.build_model(str(tiny_model_dir), {"goldmine_pooling": "mean"})
-    probe = fit_probe(task, model.base_model, "mean", data)
-    init_head_from_probe(model, probe)
-    x, _, _ = frozen_features(model.base_model, task, data, "mean")
+    model, probe, x = _multilabel_from_probe(tiny_model_dir, texts, labels)
     probs = torch.as_tensor(_head_logits(model, x)).sigmoid().numpy()
     assert (probs[:, 1] > 0.99).all() and (probs[:, 2] < 0.01).all()  # refund always on, track never seen
     cancel = probe.classifier.estimators_[0].predict_proba(np.stack(x))[:, 1]
