@@ -47,9 +47,10 @@ class DataConfig(_Section):
     context_length: int | None = Field(
         64, gt=8, description="NER with document_context: neighbouring sentences fill each input up to this many "
         "sub-tokens (a longer sentence alone still gets model.max_length); None fills to model.max_length.")
-    case_features: bool = Field(
-        False, description="NER: tell the encoder how each word was capitalised (lower/Title/UPPER/mixed) through "
-        "its token types; uncased checkpoints otherwise never see case.")
+    case_features: bool | None = Field(
+        None, description="NER: tell the encoder how each word was capitalised (lower/Title/UPPER/mixed) through "
+        "its token types; uncased checkpoints otherwise never see case. None: on for NER with an uncased tokenizer "
+        "and an encoder with token types, unless the strategy is lora.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation of the train split.")
 
 

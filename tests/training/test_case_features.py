@@ -15,15 +15,25 @@ TEXTS = ["Anna Schmidt from Berlin ordered a Pixel 8", "anna schmidt from berlin
          "ANNA SCHMIDT FROM BERLIN ORDERED A PIXEL 8"]
 
 
-@pytest.fixture(scope="module")
-def cased_run(tmp_path_factory, demo_files, tiny_model_dir):
-    out = tmp_path_factory.mktemp("cased") / "run"
+def _ner_run(out, demo_files, tiny_model_dir, **overrides):
     goldmine.train(None, **{
         "task": "ner", "data.train": demo_files.ner, "model.name": str(tiny_model_dir), "output_dir": out,
-        "data.case_features": True, "training.max_steps": 6, "training.batch_size": 16,
-        "training.learning_rate": 5e-3, "training.eval_strategy": "none", "training.linear_probe": False,
+        "training.max_steps": 6, "training.batch_size": 16, "training.learning_rate": 5e-3,
+        "training.eval_strategy": "none", "training.linear_probe": False, **overrides,
     })
     return out
+
+
+@pytest.fixture(scope="module")
+def cased_run(tmp_path_factory, demo_files, tiny_model_dir):
+    """Case types by default: the tiny model's tokenizer lower-cases, as the bundled MiniLM's does."""
+    return _ner_run(tmp_path_factory.mktemp("cased") / "run", demo_files, tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory, demo_files, tiny_model_dir):
+    return _ner_run(tmp_path_factory.mktemp("plain") / "run", demo_files, tiny_model_dir,
+                    **{"data.case_features": False})
 
 
 def _word_logits(model: Model, texts: list[str]) -> list[np.ndarray]:
@@ -51,13 +61,14 @@ def test_the_run_records_case_types_and_loads_as_a_plain_bert(cased_run):
     assert not torch.equal(table[2], table[0])  # the Title row learned something of its own
 
 
-def test_predict_reads_the_original_spelling(cased_run, tiny_run):
+def test_predict_reads_the_original_spelling(cased_run, plain_run):
     model = Model.load(cased_run, runtime="torch")
     title, lower, upper = _word_logits(model, TEXTS)
     assert title.shape == lower.shape == upper.shape
     assert not np.allclose(title, lower) and not np.allclose(upper, lower)
     # a model without case types reads the three spellings alike: the uncased tokenizer lower-cases them all
-    plain = Model.load(tiny_run("ner"), runtime="torch")
+    plain = Model.load(plain_run, runtime="torch")
+    assert RunMeta.load(plain_run).case_features is False
     enc = plain.task.tokenizer(TEXTS)
     features = [{k: enc[k][i] for k in enc} for i in range(3)]
     rows = {int(i): logits for idx, batch in plain.iter_logits(features) for i, logits in zip(idx, batch, strict=True)}
@@ -91,3 +102,24 @@ def test_onnx_export_keeps_the_case_types(cased_run):
 def test_case_types_refused_where_they_cannot_work(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, {"task": "ner", "data.case_features": True, **overrides})
+
+
+def test_case_types_pay_off_with_an_uncased_tokenizer_and_a_token_type_table(tmp_path, tiny_model_dir):
+    from transformers import BertTokenizerFast, DistilBertConfig, DistilBertModel
+
+    from goldmine.tasks.token_classification import case_types_pay_off
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "A"])}
+    uncased = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    cased = BertTokenizerFast(vocab=vocab, do_lower_case=False)
+    assert case_types_pay_off(uncased, str(tiny_model_dir))
+    assert not case_types_pay_off(cased, str(tiny_model_dir))
+    DistilBertModel(DistilBertConfig(vocab_size=7, dim=16, n_layers=1, n_heads=2, hidden_dim=32)).save_pretrained(
+        tmp_path)
+    assert not case_types_pay_off(uncased, str(tmp_path))  # no token-type table to carry them
+
+
+def test_lora_runs_leave_case_types_off_by_default(tmp_path, demo_files, tiny_model_dir):
+    out = _ner_run(tmp_path / "lora", demo_files, tiny_model_dir, **{"tuning.strategy": "lora",
+                                                                     "training.max_steps": 1})
+    assert RunMeta.load(out).case_features is False

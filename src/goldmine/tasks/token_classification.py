@@ -55,6 +55,14 @@ def word_case(word: str) -> int:
     return MIXED
 
 
+def case_types_pay_off(tokenizer, base: str) -> bool:
+    """Whether case types add information: the tokenizer lower-cases ("A" and "a" encode alike) and the encoder
+    has a token-type table to carry them (BERT-style; DistilBERT has none). conll2003 dev entity F1 with the
+    bundled uncased MiniLM: 0.9354 with them, 0.9111 without (bench/results/accuracy.md)."""
+    upper, lower = (tokenizer(c, add_special_tokens=False)["input_ids"] for c in ("A", "a"))
+    return upper == lower and getattr(AutoConfig.from_pretrained(base), "type_vocab_size", 0) > 0
+
+
 def add_case_type_rows(model: nn.Module) -> None:
     """Grow the encoder's token-type embeddings to CASE_TYPE_VOCAB rows, new rows copied from row 0."""
     embeddings = getattr(model.base_model, "embeddings", None)

@@ -38,6 +38,7 @@ from goldmine.inference.model import Model, RunMeta
 from goldmine.memory import peak_rss_mb
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
 from goldmine.tasks import TASKS
+from goldmine.tasks.token_classification import case_types_pay_off
 from goldmine.training.artifacts import save_model, versions
 from goldmine.training.callbacks import tensorboard_callback
 from goldmine.training.data import load_splits
@@ -124,10 +125,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         task_cls.check_kind(data)
     base = resolve_base_model(config.model.name)
     tokenizer = load_tokenizer(base)
+    case_features = _case_features(config, tokenizer, base)
     task = task_cls(
         task_cls.labels_from(splits["train"]), tokenizer, config.model.max_length,
         document_context=config.data.document_context, context_length=config.data.context_length,
-        case_features=config.data.case_features,
+        case_features=case_features,
     )
     report = quality_report(splits, _token_counter(tokenizer), config.model.max_length)
     for warning in report.warnings:
@@ -182,7 +184,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         task=task.name, label_names=task.label_names, base_model=config.model.name,
         strategy=config.tuning.strategy, pooling=config.model.pooling, max_length=config.model.max_length,
         document_context=config.data.document_context, context_length=config.data.context_length,
-        case_features=config.data.case_features, pair=splits["train"].kind is DataKind.PAIR,
+        case_features=case_features, pair=splits["train"].kind is DataKind.PAIR,
         adapter=config.tuning.strategy == "lora",
         extra={"fingerprint": fingerprint(splits, {k: _file_of(v.path) for k, v in splits.items()}),
                "versions": versions(), "train_seconds": round(train_seconds, 2),
@@ -215,6 +217,14 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         (out / "before_after.md").write_text(as_markdown(table, f"{task.name} on {test.path}"))
     return TrainResult(out, rows.get("fine-tuned", {}), table, train_seconds, trainer.state.global_step,
                        report.warnings)
+
+
+def _case_features(config: TrainConfig, tokenizer, base: str) -> bool:
+    """`data.case_features` as set, or when unset: on for NER where case types pay off, except under LoRA (an
+    adapter loads over the unchanged base model, whose token-type table has no case rows)."""
+    if config.data.case_features is not None:
+        return config.data.case_features
+    return config.task == "ner" and config.tuning.strategy != "lora" and case_types_pay_off(tokenizer, base)
 
 
 def _head_init(t: TrainingConfig, task) -> str:
