@@ -20,7 +20,7 @@ from goldmine.data.schema import LabeledData
 from goldmine.evaluation.metrics import classification_metrics, entity_metrics, multilabel_metrics
 from goldmine.inference.batching import length_sorted_batches
 from goldmine.modeling.pooled_classifier import mean_pool
-from goldmine.tasks.base import Task
+from goldmine.tasks.base import Encoded, Task
 from goldmine.tasks.token_classification import IGNORE
 
 PROBE_MAX_EXAMPLES = 20_000  # enough for a stable probe, bounded in time on a CPU
@@ -41,14 +41,16 @@ def majority_baseline(task: Task, train: LabeledData, test: LabeledData) -> dict
 
 
 @torch.inference_mode()
-def frozen_features(backbone, task: Task, data: LabeledData, pooling: str, batch_size: int = 64):
+def frozen_features(backbone, task: Task, data: LabeledData, pooling: str, batch_size: int = 64,
+                    encoded: Encoded | None = None):
     """Frozen representations: one pooled vector per text, or one vector per labeled word (NER).
 
     Returns (vectors, targets, encoded); `backbone` is a transformers encoder (`AutoModel`), used in eval mode.
+    `encoded` is `task.encode(data)` where the caller already has it (the trainer does).
     """
     was_training = backbone.training
     backbone.eval()
-    encoded = task.encode(data)
+    encoded = encoded if encoded is not None else task.encode(data)
     vectors, targets = [None] * len(data), [None] * len(data)
     for idx, batch in length_sorted_batches(encoded.features, task.tokenizer, batch_size):
         if task.name == "ner":  # single sequences: type 0 throughout, as the base model read them (no case types)
@@ -104,10 +106,10 @@ class LinearProbe:
         weight[clf.classes_], bias[clf.classes_] = coef, intercept
         return weight, bias
 
-    def score(self, backbone, test: LabeledData) -> dict:
-        """The probe's metrics on `test`, as the fine-tuned model is scored."""
+    def score(self, backbone, test: LabeledData, encoded: Encoded | None = None) -> dict:
+        """The probe's metrics on `test`, as the fine-tuned model is scored (`encoded`: `task.encode(test)`)."""
         task = self.task
-        x_test, y_test, encoded = frozen_features(backbone, task, test, self.pooling)
+        x_test, y_test, encoded = frozen_features(backbone, task, test, self.pooling, encoded=encoded)
         if task.name == "ner":
             pred_tags = []
             for i, ex in enumerate(test.examples):
@@ -132,12 +134,17 @@ def _binary_row(estimator, n_features: int) -> tuple[np.ndarray, float]:
     return np.zeros(n_features), 10.0 if always else -10.0
 
 
-def fit_probe(task: Task, backbone, pooling: str, train: LabeledData, seed: int = 0) -> LinearProbe:
-    """Fit logistic regression on frozen features of `train` (a seeded sample of at most PROBE_MAX_EXAMPLES)."""
+def fit_probe(task: Task, backbone, pooling: str, train: LabeledData, seed: int = 0,
+              encoded: Encoded | None = None) -> LinearProbe:
+    """Fit logistic regression on frozen features of `train` (a seeded sample of at most PROBE_MAX_EXAMPLES).
+
+    `encoded` (`task.encode(train)`) is used when the whole of train is; a sample is encoded anew, since NER
+    document context depends on which sentences are its neighbours."""
     rng = np.random.default_rng(seed)
     if len(train) > PROBE_MAX_EXAMPLES:
         train = train.subset(np.sort(rng.choice(len(train), PROBE_MAX_EXAMPLES, replace=False)))
-    x_train, y_train, _ = frozen_features(backbone, task, train, pooling)
+        encoded = None
+    x_train, y_train, _ = frozen_features(backbone, task, train, pooling, encoded=encoded)
     if task.name == "ner":
         clf = LogisticRegression(max_iter=300, C=1.0)
         clf.fit(np.concatenate(x_train), np.concatenate(y_train))

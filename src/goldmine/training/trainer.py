@@ -139,10 +139,10 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
                                     "classifier_dropout": config.model.classifier_dropout})
     probe_row = None
     if _head_init(t, task) == "probe":  # LP-FT: the head starts as the probe fitted on the frozen pretrained encoder
-        probe = fit_probe(task, model.base_model, config.model.pooling, splits["train"])
+        probe = fit_probe(task, model.base_model, config.model.pooling, splits["train"], encoded=encoded["train"])
         init_head_from_probe(model, probe)
         if t.linear_probe and len(splits["test"]):  # the baseline row is this very probe: score it now, once
-            probe_row = probe.score(model.base_model, splits["test"])
+            probe_row = probe.score(model.base_model, splits["test"], encoded=encoded["test"])
     model = STRATEGIES.get(config.tuning.strategy)(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
