@@ -29,3 +29,35 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "versions": packages,
     }
+
+
+def provenance(model_dirs: dict[str, str | None] | None = None) -> dict:
+    """Where a result came from: the git commit it was measured at (with a dirty flag: uncommitted changes in the
+    tracked files), the exact command line, and the model directories it measured.
+
+    Every result file carries this at its top level (`git_commit`, `git_dirty`, `command`, `model_dirs`), so a
+    figure can be traced to the code and the model that produced it. A result file is written by its script alone;
+    this is what makes that checkable.
+    """
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": commit,
+        "git_dirty": bool(status) if status is not None else None,
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "model_dirs": model_dirs or {},
+    }
