@@ -58,6 +58,21 @@ def test_data_check_bad_file(tmp_path):
     assert "ok:" not in result.output
 
 
+def test_data_check_labels_column(tmp_path):
+    data = tmp_path / "tags.jsonl"
+    data.write_text('{"text": "late parcel", "labels": ["shipping", "complaint"]}\n'
+                    '{"text": "thanks!", "labels": ["praise"]}\n')
+    result = invoke("data", "check", data)
+    assert result.exit_code == 0, result.output
+    assert f"{data}: labels read from column 'labels' (no 'label' column" in result.output
+    both = tmp_path / "both.csv"
+    both.write_text("text,label,labels\nlate parcel,shipping,shipping|complaint\n")
+    result = invoke("data", "check", both)
+    assert result.exit_code == 2
+    assert f"{both}:1: columns 'label' and 'labels' both found" in result.output
+    assert invoke("data", "check", both, "--label-column", "labels").exit_code == 0
+
+
 def test_data_check_unknown_dev_label(demo_files, tmp_path):
     dev = tmp_path / "dev.csv"
     dev.write_text("text,label\nwhere is my parcel,track_ordr\n")

@@ -61,7 +61,8 @@ def data_check(
     dev: Annotated[Path | None, typer.Option(help="Dev file, checked for leakage and unknown labels.")] = None,
     test: Annotated[Path | None, typer.Option(help="Test file, checked the same way.")] = None,
     text_column: str = "text",
-    label_column: str = "label",
+    label_column: Annotated[str | None, typer.Option(
+        help="Column holding the label(s) (default: 'label', or 'labels' when the file has only that).")] = None,
     strict: Annotated[bool, typer.Option(help="CoNLL: reject I- tags that continue no entity.")] = False,
     max_length: Annotated[int, typer.Option(help="Model max length for the over-length count.")] = 128,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,

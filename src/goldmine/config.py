@@ -39,7 +39,8 @@ class DataConfig(_Section):
     split_seed: int = Field(13, description="Seed of the stratified split, so a split is reproducible.")
     text_column: str = Field("text", description="Column holding the text (or the first text of a pair).")
     text_b_column: str = Field("text_b", description="Column holding the second text of a pair.")
-    label_column: str = Field("label", description="Column holding the label(s).")
+    label_column: str | None = Field(
+        None, description="Column holding the label(s); unset: 'label', or 'labels' in a file that has only that.")
     label_separator: str = Field("|", description="Separator of several labels in one cell (multi-label).")
     scheme: Scheme = Field(Scheme.AUTO, description="CoNLL tagging scheme; normalised to IOB2.")
     strict: bool = Field(False, description="CoNLL: reject I- tags that continue no entity.")

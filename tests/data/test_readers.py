@@ -328,12 +328,130 @@ def test_jsonl_labels(tmp_path):
     lines = [
         '{"text": "a", "label": 1}',
         '{"text": "b", "label": 0}',
-        '{"text": "c", "label": true}',
+        '{"text": "c", "label": "true"}',
         '{"text": "d", "label": " spaced "}',
     ]
     data = read_file(write(tmp_path, "d.jsonl", "\n".join(lines) + "\n"))
     assert [ex.labels for ex in data.examples] == [("1",), ("0",), ("true",), ("spaced",)]
     assert data.multi_label is False
+
+
+def test_jsonl_whole_numbers_are_one_label_however_written(tmp_path):
+    values = ["1", "1.0", "1e0", "-2.0", "0.5", "2.50", "1e20"]
+    lines = [f'{{"text": "t{i}", "label": {v}}}' for i, v in enumerate(values)]
+    data = read_file(write(tmp_path, "d.jsonl", "\n".join(lines) + "\n"))
+    assert [ex.labels for ex in data.examples] == [
+        ("1",), ("1",), ("1",), ("-2",), ("0.5",), ("2.5",), ("100000000000000000000",)]
+    listed = read_file(write(tmp_path, "m.jsonl", '{"text": "a", "label": [1.0, 2, 0.25]}\n'))
+    assert listed.examples[0].labels == ("1", "2", "0.25")
+
+
+def test_csv_cells_are_taken_as_written(tmp_path):
+    data = read_file(write(tmp_path, "d.csv", 'text,label\na,1.0\nb,1\nc,"[1.0, 2]"\n'), ReadOptions(multi_label=True))
+    assert [ex.labels for ex in data.examples] == [("1.0",), ("1",), ("1", "2")]  # JSON list items are JSON numbers
+
+
+NOT_A_LABEL = "label must be a string or a number, got"
+
+
+@pytest.mark.parametrize(("label", "reason"), [
+    ('{"x": 1}', f"""{NOT_A_LABEL} an object ({{"x": 1}}) in 'label'"""),
+    ("true", f"""{NOT_A_LABEL} a boolean (true) in 'label'; quote it ("true") if it is a class name"""),
+    ("false", f"""{NOT_A_LABEL} a boolean (false) in 'label'; quote it ("false") if it is a class name"""),
+    ("NaN", f"{NOT_A_LABEL} a number that is not finite (NaN) in 'label'"),
+    ("-Infinity", f"{NOT_A_LABEL} a number that is not finite (-Infinity) in 'label'"),
+])
+def test_jsonl_label_that_is_not_a_string_or_number(tmp_path, label, reason):
+    path = write(tmp_path, "d.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": ' + label + "}\n")
+    err = read_error(path)
+    assert located(err) == [(str(path), 2, reason)]
+    assert f"{path}:2: {reason}" in str(err)
+
+
+@pytest.mark.parametrize(("labels", "reason"), [
+    ('["a", {"x": 1}]', f"""{NOT_A_LABEL} an object ({{"x": 1}}) as item 2 of the list in 'label'"""),
+    ('["a", ["b"]]', f"""{NOT_A_LABEL} a list (["b"]) as item 2 of the list in 'label'"""),
+    ('[true, "a"]', f"""{NOT_A_LABEL} a boolean (true) as item 1 of the list in 'label'; quote it ("true") if it \
+is a class name"""),
+    ('["a", null]', f"{NOT_A_LABEL} null as item 2 of the list in 'label'"),
+])
+def test_jsonl_multi_label_item_that_is_not_a_string_or_number(tmp_path, labels, reason):
+    path = write(tmp_path, "d.jsonl", '{"text": "a", "label": ["x"]}\n{"text": "b", "label": ' + labels + "}\n")
+    assert located(read_error(path)) == [(str(path), 2, reason)]
+
+
+def test_every_bad_label_is_reported_and_none_becomes_a_label(tmp_path):
+    lines = [
+        '{"text": "a", "label": ["x", "y"]}',
+        '{"text": "b", "label": {"x": 1, "y": [1, 2, 3], "z": "a long value that is shortened in the message"}}',
+        '{"text": "c", "label": ["x", false, {}]}',
+        '{"text": "d", "label": "y"}',
+        '{"text": "e", "label": [["x"]]}',
+    ]
+    err = read_error(write(tmp_path, "d.jsonl", "\n".join(lines) + "\n"))
+    assert [(issue.line, issue.reason) for issue in err.issues] == [
+        (2, f"""{NOT_A_LABEL} an object ({{"x": 1, "y": [1, 2, 3], "z": "a long value that is short...) in 'label'"""),
+        (3, f"""{NOT_A_LABEL} a boolean (false) as item 2 of the list in 'label'; quote it ("false") if it is a \
+class name"""),
+        (3, f"{NOT_A_LABEL} an object ({{}}) as item 3 of the list in 'label'"),
+        (5, f"""{NOT_A_LABEL} a list (["x"]) as item 1 of the list in 'label'"""),
+    ]
+
+
+def test_csv_json_list_cell_with_an_object(tmp_path):
+    path = write(tmp_path, "d.csv", 'text,label\na,"[""x""]"\nb,"[""x"", {""y"": 2}]"\n')
+    assert located(read_error(path)) == [(str(path), 3, f"""{NOT_A_LABEL} an object ({{"y": 2}}) as item 2 of \
+the list in 'label'""")]
+
+
+# --- the label column: "label", or "labels" when a file has only that --------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("d.jsonl", '{"text": "a", "labels": ["x", "y"]}\n{"text": "b", "labels": ["y"]}\n'),
+    ("d.csv", 'text,labels\na,x|y\nb,"[""y""]"\n'),
+    ("d.tsv", "labels\ttext\nx|y\ta\ny\tb\n"),
+])
+def test_a_labels_column_is_read_and_said(tmp_path, caplog, name, content):
+    path = write(tmp_path, name, content)
+    with caplog.at_level("INFO", logger="goldmine.data.readers"):
+        data = read_file(path)
+    assert [(ex.text, ex.labels) for ex in data.examples] == [("a", ("x", "y")), ("b", ("y",))]
+    assert data.multi_label is True
+    assert caplog.messages == [
+        f"{path}: labels read from column 'labels' (no 'label' column; data.label_column names another)"]
+
+
+def test_a_label_column_is_read_without_a_word(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="goldmine.data.readers"):
+        read_file(write(tmp_path, "d.csv", "text,label\na,x\n"))
+    assert caplog.messages == []
+
+
+@pytest.mark.parametrize(("name", "content", "line"), [
+    ("d.jsonl", '{"text": "a", "label": "x", "labels": ["x", "y"]}\n', 1),
+    ("d.csv", "\ntext,label,labels\na,x,x|y\n", 2),
+])
+def test_label_and_labels_columns_together_are_refused_with_the_flag(tmp_path, name, content, line):
+    path = write(tmp_path, name, content)
+    reason = ("columns 'label' and 'labels' both found: say which holds the labels with data.label_column "
+              "(--set data.label_column=NAME; `goldmine data check --label-column NAME`)")
+    assert located(read_error(path)) == [(str(path), line, reason)]
+    data = read_file(path, ReadOptions(label_column="labels"))  # named: no question
+    assert data.examples[0].labels == ("x", "y")
+
+
+def test_a_named_label_column_is_read_exactly(tmp_path):
+    path = write(tmp_path, "d.csv", "text,labels\na,x\n")
+    reason = "missing column(s) ['label']; columns found: labels, text"
+    assert located(read_error(path, ReadOptions(label_column="label"))) == [(str(path), 1, reason)]
+
+
+def test_no_label_column_names_the_setting(tmp_path):
+    path = write(tmp_path, "d.jsonl", '{"text": "a", "intent": "x"}\n')
+    reason = ("missing column(s) ['label']; columns found: intent, text (data.label_column names the label column; "
+              "'label' or 'labels' are found without it)")
+    assert located(read_error(path)) == [(str(path), 1, reason)]
 
 
 @pytest.mark.parametrize("label", ["null", "[]", '["a", ""]', '""'])

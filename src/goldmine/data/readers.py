@@ -3,6 +3,14 @@
 Each reader collects *every* problem as a `DataIssue` ("file:line: reason") and raises one
 `DataError` at the end, so a user fixes a file in one pass. No row is dropped silently: a row
 is either read or reported.
+
+Labels are text. A JSON label (a JSONL value, or a JSON list in a CSV cell) must be a string or a
+number: an object, a nested list, a boolean or a null inside a list is reported, never turned into
+a label such as "{'x': 1}" or "True" (a `true` label is nearly always a column holding something
+else; a class really named "true" is written as a string). A whole number is one label however it
+is written (`1`, `1.0` and `1e0` are all "1"), so a file written by a tool that stores classes as
+floats keeps its classes; other numbers keep their shortest form ("0.5"). A CSV cell is text and is
+taken as written ("1.0" stays "1.0").
 """
 
 from __future__ import annotations
@@ -10,7 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+import logging
+import math
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +29,8 @@ from goldmine.data.tags import Scheme, dangling_inside, detect_scheme, is_valid_
 from goldmine.errors import DataError, DataIssue
 from goldmine.registry import Registry
 
+log = logging.getLogger(__name__)
+LABEL_COLUMNS = ("label", "labels")  # the label columns read when `label_column` is unset
 
 @dataclass(frozen=True)
 class ReadOptions:
@@ -26,7 +38,7 @@ class ReadOptions:
 
     text_column: str = "text"
     text_b_column: str = "text_b"
-    label_column: str = "label"
+    label_column: str | None = None  # None: "label", or "labels" when a file has only that (both: an error)
     label_separator: str = "|"
     multi_label: bool | None = None  # None: multi-label if any row holds a list or the separator
     scheme: Scheme = Scheme.AUTO  # CoNLL tagging scheme; everything is normalised to IOB2
@@ -69,50 +81,119 @@ def _decoded_lines(path: Path, issues: list[DataIssue]) -> list[str]:
     return lines
 
 
-def _labels_of(value, options: ReadOptions) -> tuple[tuple[str, ...], bool]:
-    """Normalise a label cell to a tuple of strings; the flag says the cell was a multi-label form."""
+def _label_text(value) -> str | None:
+    """A JSON label value as label text, or None when it cannot be a label (see the module docstring)."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):  # before int: a bool is an int to Python
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+def _not_a_label(value, where: str) -> str:
+    """Why a JSON value cannot be a label, with the value as written (shortened) and what to do."""
+    kind = {dict: "an object", list: "a list", bool: "a boolean", float: "a number that is not finite"}.get(
+        type(value), "null")
+    shown = "" if value is None else f" ({_shortened(json.dumps(value, ensure_ascii=False))})"
+    hint = f"; quote it ({json.dumps(json.dumps(value))}) if it is a class name" if isinstance(value, bool) else ""
+    return f"label must be a string or a number, got {kind}{shown} {where}{hint}"
+
+
+def _shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _labels_of(value, options: ReadOptions, column: str) -> tuple[tuple[str, ...], bool, list[str]]:
+    """Normalise a label cell to a tuple of strings.
+
+    Returns the labels, whether the cell was a multi-label form, and why values could not be labels (each
+    problem a reason for a `DataIssue`; the labels are then incomplete and the row must not be used).
+    """
+    if value is None:
+        return (), False, []  # reported as an empty label
     if isinstance(value, list):
-        return tuple(str(v).strip() for v in value), True
-    if isinstance(value, bool) or value is None:
-        return ((str(value).lower(),) if value is not None else ()), False
-    text = str(value).strip()
+        return _list_labels(value, column)
+    if not isinstance(value, str):
+        text = _label_text(value)
+        return ((), False, [_not_a_label(value, f"in '{column}'")]) if text is None else ((text,), False, [])
+    text = value.strip()
     if text.startswith("[") and text.endswith("]"):
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError:
             parsed = None
         if isinstance(parsed, list):
-            return tuple(str(v).strip() for v in parsed), True
+            return _list_labels(parsed, column)
     if options.multi_label is not False and options.label_separator and options.label_separator in text:
-        return tuple(part.strip() for part in text.split(options.label_separator)), True
-    return ((text,) if text else ()), False
+        return tuple(part.strip() for part in text.split(options.label_separator)), True, []
+    return ((text,) if text else ()), False, []
 
 
-def _columns(path: Path, line: int, record: dict, options: ReadOptions) -> tuple[str, DataKind, DataIssue | None]:
-    """The text column and kind that a record's keys (or a header) imply, and an issue if columns are missing."""
+def _list_labels(values: list, column: str) -> tuple[tuple[str, ...], bool, list[str]]:
+    labels, problems = [], []
+    for position, value in enumerate(values, start=1):
+        text = _label_text(value)
+        if text is None:
+            problems.append(_not_a_label(value, f"as item {position} of the list in '{column}'"))
+        else:
+            labels.append(text)
+    return tuple(labels), True, problems
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What a record's keys (or a header) say about the file: which columns to read and what kind of data."""
+
+    text: str
+    label: str
+    kind: DataKind
+
+
+def _columns(path: Path, line: int, record: Collection[str],
+             options: ReadOptions) -> tuple[_Columns, DataIssue | None]:
+    """The columns a record's keys (or a header) imply, and an issue if they are missing or ambiguous."""
     text_col = options.text_column
     if text_col not in record and "text_a" in record:
         text_col = "text_a"  # the usual name for the first text of a pair
     kind = DataKind.PAIR if options.text_b_column in record else DataKind.TEXT
-    missing = [c for c in (text_col, options.label_column) if c not in record]
+    label_col = options.label_column
+    if label_col is None:  # unset: "label", or the common plural when the file has only that
+        found = [c for c in LABEL_COLUMNS if c in record]
+        if len(found) > 1:
+            reason = (f"columns {' and '.join(map(repr, found))} both found: say which holds the labels with "
+                      "data.label_column (--set data.label_column=NAME; `goldmine data check --label-column NAME`)")
+            return _Columns(text_col, found[0], kind), DataIssue(str(path), line, reason)
+        label_col = found[0] if found else LABEL_COLUMNS[0]
+    columns = _Columns(text_col, label_col, kind)
+    missing = [c for c in (text_col, label_col) if c not in record]
     if not missing:
-        return text_col, kind, None
+        return columns, None
     have = ", ".join(sorted(record)) or "none"
-    return text_col, kind, DataIssue(str(path), line, f"missing column(s) {missing}; columns found: {have}")
+    hint = ""
+    if label_col in missing and options.label_column is None:
+        hint = " (data.label_column names the label column; 'label' or 'labels' are found without it)"
+    return columns, DataIssue(str(path), line, f"missing column(s) {missing}; columns found: {have}{hint}")
 
 
 def _build_text_data(path: Path, rows: Iterator[tuple[int, dict]], options: ReadOptions, issues) -> LabeledData:
     """Turn (line, record) pairs from CSV or JSONL into TextExamples, reporting bad rows."""
     examples: list[TextExample] = []
     any_multi = False
-    kind: DataKind | None = None
-    text_col = options.text_column
+    columns: _Columns | None = None
     for line, record in rows:
-        if kind is None:
-            text_col, kind, missing_issue = _columns(path, line, record, options)
+        if columns is None:
+            columns, missing_issue = _columns(path, line, record, options)
             if missing_issue:
                 issues.append(missing_issue)
-                return LabeledData(kind, [], str(path))
+                return LabeledData(columns.kind, [], str(path))
+            if columns.label != (options.label_column or LABEL_COLUMNS[0]):
+                log.info("%s: labels read from column %r (no %r column; data.label_column names another)",
+                         path, columns.label, LABEL_COLUMNS[0])
+        kind, text_col, label_col = columns.kind, columns.text, columns.label
         text = record.get(text_col)
         text = "" if text is None else str(text)
         text_b = None
@@ -123,13 +204,16 @@ def _build_text_data(path: Path, rows: Iterator[tuple[int, dict]], options: Read
                 issues.append(DataIssue(str(path), line, f"empty '{options.text_b_column}'"))
         if not text.strip():
             issues.append(DataIssue(str(path), line, f"empty '{text_col}'"))
-        if options.label_column not in record:
-            issues.append(DataIssue(str(path), line, f"missing '{options.label_column}'"))
+        if label_col not in record:
+            issues.append(DataIssue(str(path), line, f"missing '{label_col}'"))
             continue
-        labels, was_multi = _labels_of(record[options.label_column], options)
+        labels, was_multi, problems = _labels_of(record[label_col], options, label_col)
         any_multi |= was_multi
+        if problems:
+            issues.extend(DataIssue(str(path), line, reason) for reason in problems)
+            continue
         if not labels or any(not label for label in labels):
-            issues.append(DataIssue(str(path), line, f"empty label in '{options.label_column}'"))
+            issues.append(DataIssue(str(path), line, f"empty label in '{label_col}'"))
             continue
         examples.append(TextExample(text=text, labels=labels, text_b=text_b, source=f"{path}:{line}"))
     multi = any_multi if options.multi_label is None else options.multi_label
@@ -137,7 +221,7 @@ def _build_text_data(path: Path, rows: Iterator[tuple[int, dict]], options: Read
         for ex in examples:
             if len(ex.labels) != 1:
                 issues.append(DataIssue.at(ex.source, f"{len(ex.labels)} labels in single-label data"))
-    return LabeledData(kind or DataKind.TEXT, examples, str(path), multi_label=multi)
+    return LabeledData(columns.kind if columns else DataKind.TEXT, examples, str(path), multi_label=multi)
 
 
 def _raise_if(issues: list[DataIssue], path: Path) -> None:
@@ -183,7 +267,7 @@ def _read_delimited(path: Path, options: ReadOptions, delimiter: str) -> Labeled
         rows.append((start, dict(zip(header, cells, strict=True))))
     if header is not None:
         # Columns are a property of the header, so a missing one is reported at the header's line.
-        *_, missing_issue = _columns(path, header_line, dict.fromkeys(header, ""), options)
+        _, missing_issue = _columns(path, header_line, header, options)
         if missing_issue:
             issues.append(missing_issue)
             rows = []
