@@ -14,6 +14,7 @@ from goldmine.data.schema import DataKind, LabeledData, TextExample, TokenExampl
 from goldmine.errors import DataError
 from goldmine.evaluation.baselines import linear_probe, majority_baseline
 from goldmine.evaluation.evaluate import evaluate, headline
+from goldmine.evaluation.metrics import entity_metrics
 from goldmine.inference.model import Model
 from goldmine.modeling.backbone import load_tokenizer
 from goldmine.tasks.sequence_classification import MultiLabelClassification, SequenceClassification
@@ -134,6 +135,50 @@ def test_ner_metrics_and_files(tagger, entities, tmp_path):
     assert (tmp_path / "reliability.png").read_bytes()[:8] == PNG
     assert not (tmp_path / "confusion_matrix.png").exists()
     assert headline(metrics) == {k: metrics[k] for k in ("f1", "precision", "recall", "token_accuracy")}
+
+
+def served_tags(model: Model, data: LabeledData) -> list[list[str]]:
+    """Each document of `data` sent to `predict` as one text, a sentence a line, its words joined by spaces; the
+    entities that come back written as IOB2 tags of the words again (an entity must start and end on words)."""
+    documents: dict[int, list[TokenExample]] = {}
+    for ex in data.examples:
+        documents.setdefault(ex.document, []).append(ex)
+    texts, word_spans = [], []  # per document: its text; per sentence: each word's [start, end) in its text
+    for sentences in documents.values():
+        offset, lines = 0, []
+        for ex in sentences:
+            spans = []
+            for word in ex.tokens:
+                spans.append((offset, offset + len(word)))
+                offset += len(word) + 1  # the space after the word, or the line break after the last
+            word_spans.append(spans)
+            lines.append(" ".join(ex.tokens))
+        texts.append("\n".join(lines))
+    tags = [["O"] * len(spans) for spans in word_spans]
+    sentence = 0
+    for sentences, prediction in zip(documents.values(), model.predict(texts), strict=True):
+        first = {start: (sentence + s, k) for s, spans in enumerate(word_spans[sentence:sentence + len(sentences)])
+                 for k, (start, _) in enumerate(spans)}
+        for entity in prediction["entities"]:
+            s, k = first[entity["start"]]
+            end = next(j for j, (_, stop) in enumerate(word_spans[s]) if stop == entity["end"])
+            tags[s][k: end + 1] = [f"B-{entity['type']}"] + [f"I-{entity['type']}"] * (end - k)
+        sentence += len(sentences)
+    return tags
+
+
+def test_ner_evaluation_scores_the_entities_predict_returns(tagger, entities):
+    """What is measured is what is served: documents sent to `predict` come back with the very entities whose
+    score `evaluate` reports (each sentence with its document context, decoded by the one decoder)."""
+    entities = LabeledData(DataKind.TOKENS, [ex for ex in entities.examples if ex.document < 6], entities.path)
+    metrics = evaluate(tagger, entities)
+    truth = [list(ex.tags) for ex in entities.examples]
+    served = served_tags(tagger, entities)
+    headline_keys = ("precision", "recall", "f1", "support", "per_type", "entities")
+    # (not token accuracy or the strict figures: served entities come back as tags normalised to B- I-)
+    from_served = entity_metrics(truth, served)
+    assert {k: from_served[k] for k in headline_keys} == {k: metrics[k] for k in headline_keys}
+    assert metrics["entities"]["predicted"] > 0  # the 2-step model tags entities: the comparison is not empty
 
 
 def test_ner_unknown_tag_raises_naming_the_token_line(tagger, tmp_path):

@@ -90,19 +90,22 @@ TRUE = [["B-PER", "I-PER", "O", "B-LOC", "O"], ["B-ORG", "I-ORG", "O"]]
 PRED = [["B-PER", "O", "O", "B-LOC", "O"], ["I-ORG", "I-ORG", "O"]]
 
 
-def test_entity_strict_hand_computed():
+def test_entity_hand_computed_conlleval_and_strict():
     result = entity_metrics(TRUE, PRED)
-    # Predicted entities: PER(0..0) has the wrong boundary, LOC is right, I-ORG I-ORG is no entity
-    # in strict mode. So 1 correct of 2 predicted and of 3 true.
-    assert result["precision"] == pytest.approx(1 / 2)
-    assert result["recall"] == pytest.approx(1 / 3)
-    assert result["f1"] == pytest.approx(0.4)
+    # Predicted entities: PER(0..0) has the wrong boundary, LOC is right, and I-ORG I-ORG opens ORG(0..1) by
+    # conlleval's rules, which is right. So 2 correct of 3 predicted and of 3 true.
+    assert (result["precision"], result["recall"], result["f1"]) == (pytest.approx(2 / 3),) * 3
     assert result["support"] == 3
+    assert result["entities"] == {"correct": 2, "predicted": 3, "true": 3}
     assert result["per_type"] == {
         "LOC": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1},
-        "ORG": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1},
+        "ORG": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1},
         "PER": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1},
     }
+    # seqeval's strict mode drops the ORG that opens with I-: 1 correct of 2 predicted and of 3 true.
+    assert result["precision_strict"] == pytest.approx(1 / 2)
+    assert result["recall_strict"] == pytest.approx(1 / 3)
+    assert result["f1_strict"] == pytest.approx(0.4)
     # 6 of 8 tokens agree: token accuracy looks far better than entity F1.
     assert result["token_accuracy"] == pytest.approx(0.75)
     assert result["token_accuracy"] != pytest.approx(result["f1"])
@@ -115,12 +118,100 @@ def test_entity_wrong_boundary_is_wrong():
     assert result["token_accuracy"] == pytest.approx(2 / 3)
 
 
-def test_entity_lone_inside_tag_is_not_an_entity_in_strict_mode():
+def test_entity_lone_inside_tag_is_a_false_positive():
     lone_inside = entity_metrics([["O", "O"]], [["I-PER", "I-PER"]])
-    assert lone_inside["per_type"] == {}  # nothing was predicted, so no false positive either
-    with_begin = entity_metrics([["O", "O"]], [["B-PER", "I-PER"]])
-    assert with_begin["per_type"]["PER"]["support"] == 0
-    assert with_begin["precision"] == 0.0
+    assert lone_inside["per_type"] == {"PER": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}}
+    assert lone_inside["entities"] == {"correct": 0, "predicted": 1, "true": 0}
+    hit = entity_metrics([["B-PER", "I-PER"]], [["I-PER", "I-PER"]])
+    assert (hit["f1"], hit["f1_strict"]) == (1.0, 0.0)
+
+
+# conlleval's input format: word, true tag, predicted tag; sentences end at a blank line. Made by hand to hold each
+# case where conlleval and seqeval's strict mode part: stray I- tags, a type switch inside a span, adjacent B-s.
+CONLLEVAL_FILE = """\
+Anna B-PER I-PER
+Smith I-PER I-PER
+lives O O
+in O O
+New B-LOC B-LOC
+York I-LOC I-ORG
+. O O
+
+Bob B-PER B-PER
+Alice B-PER B-PER
+met O O
+at O O
+Acme B-ORG I-ORG
+Corp I-ORG I-ORG
+today O I-MISC
+
+German B-MISC B-MISC
+British B-MISC I-MISC
+lamb O O
+Peter B-PER B-PER
+Blackburn I-PER B-PER
+"""
+
+
+def read_conlleval(path) -> tuple[list[list[str]], list[list[str]]]:
+    true_tags, pred_tags = [], []
+    for block in path.read_text().strip().split("\n\n"):
+        rows = [line.split() for line in block.splitlines()]
+        true_tags.append([row[1] for row in rows])
+        pred_tags.append([row[2] for row in rows])
+    return true_tags, pred_tags
+
+
+def test_entity_metrics_match_conlleval_worked_by_hand(tmp_path):
+    """Worked with conlleval's chunk rules (a chunk starts at B-X, at I-X after O or after another type; it
+    ends before O, B- or an I- of another type), as (type, first word, last word):
+
+    sentence 1  true: PER(0,1) LOC(4,5)
+                pred: PER(0,1) (stray I-: counted)          right
+                      LOC(4,4) (I-ORG switches type)        wrong
+                      ORG(5,5)                              wrong
+    sentence 2  true: PER(0,0) PER(1,1) ORG(4,5)
+                pred: PER(0,0) PER(1,1) (adjacent B-s)      right, right
+                      ORG(4,5) (stray I-)                   right
+                      MISC(6,6) (I-MISC after I-ORG)        wrong
+    sentence 3  true: MISC(0,0) MISC(1,1) PER(3,4)
+                pred: MISC(0,1) (I-MISC continues B-MISC)   wrong
+                      PER(3,3) PER(4,4) (B- after B-)       wrong, wrong
+
+    found 10 phrases, correct 4, true 8: precision 4/10, recall 4/8, F1 2*0.4*0.5/0.9 = 4/9.
+    Per type (correct, found, true): PER (3, 5, 4) -> P 3/5, R 3/4, F1 2/3; LOC (0, 1, 1); ORG (1, 2, 1) -> P 1/2,
+    R 1, F1 2/3; MISC (0, 2, 2). Tokens: 13 of 19 tags agree.
+    seqeval strict drops the entities that open with I- (PER(0,1) and ORG(5,5) of sentence 1, ORG and MISC of
+    sentence 2): found 6, correct 2 -> precision 1/3, recall 2/8, F1 2/7.
+    """
+    path = tmp_path / "hand.conlleval"
+    path.write_text(CONLLEVAL_FILE)
+    true_tags, pred_tags = read_conlleval(path)
+    result = entity_metrics(true_tags, pred_tags)
+
+    assert result["entities"] == {"correct": 4, "predicted": 10, "true": 8}
+    assert (result["precision"], result["recall"]) == (pytest.approx(0.4), pytest.approx(0.5))
+    assert result["f1"] == pytest.approx(4 / 9)
+    assert result["per_type"] == {
+        "LOC": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1},
+        "MISC": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2},
+        "ORG": {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1},
+        "PER": {"precision": 0.6, "recall": 0.75, "f1": pytest.approx(2 / 3), "support": 4},
+    }
+    assert result["token_accuracy"] == pytest.approx(13 / 19)
+    assert (result["precision_strict"], result["recall_strict"]) == (pytest.approx(1 / 3), pytest.approx(0.25))
+    assert result["f1_strict"] == pytest.approx(2 / 7)
+
+    # seqeval's default mode is its port of conlleval: it must agree, type by type.
+    from seqeval.metrics import classification_report
+
+    report = classification_report(true_tags, pred_tags, output_dict=True, zero_division=0)
+    assert report["micro avg"]["f1-score"] == pytest.approx(result["f1"])
+    assert report["micro avg"]["precision"] == pytest.approx(result["precision"])
+    assert report["micro avg"]["recall"] == pytest.approx(result["recall"])
+    for name, row in result["per_type"].items():
+        assert (report[name]["precision"], report[name]["recall"], report[name]["support"]) == (
+            pytest.approx(row["precision"]), pytest.approx(row["recall"]), row["support"])
 
 
 def test_entity_perfect_prediction():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -182,7 +183,29 @@ def test_stray_inside_tags_make_one_entity_over_the_whole_text():
     ]
 
 
-@pytest.mark.parametrize("kind", ["classification", "pair", "ner"])
+def test_a_document_is_tagged_sentence_by_sentence_with_offsets_into_it():
+    # An I-PER tagger makes one entity of all it reads at once: each sentence is one entity, the text is not.
+    model = constant_tagger("I-PER")
+    text = "Anna lives in Hamburg. Bob lives in Berlin!\n\n  Hamburg ,unbelievable  "
+    (result,) = model.predict([text])
+    expected = ["Anna lives in Hamburg.", "Bob lives in Berlin!", "Hamburg ,unbelievable"]
+    assert [e["text"] for e in result["entities"]] == expected
+    assert [text[e["start"]:e["end"]] for e in result["entities"]] == expected
+    assert [e["start"] for e in result["entities"]] == [0, 23, 47]
+
+
+def test_a_long_text_is_tagged_to_its_last_word():
+    """A sentence longer than max_length (32 here) is cut into pieces, not truncated: every word is tagged."""
+    model = constant_tagger("B-LOC")
+    text = "Anna lives in Hamburg " * 20  # one sentence of 80 words, 100 word pieces
+    (result,), count = model.predict([text]), model.predict_counted([text])[0][1]
+    assert [(e["start"], e["end"]) for e in result["entities"]] == [
+        (m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    assert result["entities"][-1]["end"] == len(text) - 1
+    assert count > 100 + 2  # every piece is read, each with its special tokens (and context where room is left)
+
+
+@pytest.mark.parametrize("kind", ["classification", "pair"])
 def test_predict_counted_counts_the_tokens_the_network_read(tiny_run, kind):
     """What the server bills: predict's own results, each with the length of its truncated encoding."""
     model = Model.load(tiny_run(kind), batch_size=2)
@@ -193,3 +216,19 @@ def test_predict_counted_counts_the_tokens_the_network_read(tiny_run, kind):
     assert [n for _, n in counted] == [len(ids) for ids in expected]
     assert counted[1][1] == model.meta.max_length
     assert [p for p, _ in counted] == model.predict(texts, texts_b)
+
+
+def test_ner_predict_counted_counts_every_input_of_a_document(tiny_run):
+    """A text of one sentence counts its own encoding, as before; a document counts each of its sentences'
+    inputs, special tokens and neighbouring sentences read as context included; nothing is truncated."""
+    model = Model.load(tiny_run("ner"), batch_size=2)
+    texts = ["where is my order", "Anna Schmidt from Berlin " * 40, "hi", "Anna is here. Bob is in Berlin.", ""]
+    counted = model.predict_counted(texts)
+    single = model.task.tokenizer(texts[0::2][:2])["input_ids"]
+    assert [counted[0][1], counted[2][1]] == [len(ids) for ids in single]
+    for i in (1, 3):
+        inputs = model.task.encode_texts([texts[i]]).features
+        assert counted[i][1] == sum(len(f["input_ids"]) for f in inputs)
+    assert counted[1][1] > model.meta.max_length  # the long sentence is read whole, in pieces
+    assert counted[4] == ({"entities": []}, 0)  # no words: nothing run, nothing billed
+    assert [p for p, _ in counted] == model.predict(texts)

@@ -23,6 +23,8 @@ from goldmine.tasks.token_classification import (
     Entity,
     TokenClassification,
     decode_entities,
+    entity_counts,
+    entity_spans,
     word_case,
 )
 
@@ -196,7 +198,28 @@ def test_dev_metrics_score_first_sub_tokens_only(tokenizer):
     assert task.reduce_logits(torch.tensor([[[0.0, 2.0], [3.0, 1.0]]])).tolist() == [[1, 0]]
 
 
+def test_dev_metrics_count_a_stray_inside_tag_as_an_entity(tokenizer):
+    """The trainer's dev F1 is the headline figure (conlleval's rules), not seqeval's strict one."""
+    labels = np.array([[IGNORE, B_LOC, I_LOC, OUT, B_PER]])
+    stray = np.array([[OUT, I_LOC, I_LOC, OUT, B_PER]])  # I-LOC I-LOC opens LOC over words 0-1: right
+    assert task_for(tokenizer).dev_metrics(stray, labels) == {"f1": 1.0}  # strict mode would give 2/3
+
+
 # ------------------------------------------------------------------------------------------------ decode_entities
+
+
+def test_entity_spans_follow_conlleval_chunk_rules():
+    tags = ["I-PER", "I-PER", "B-PER", "I-LOC", "O", "I-ORG", "B-ORG", "I-ORG"]
+    assert entity_spans(tags) == [("PER", 0, 2), ("PER", 2, 3), ("LOC", 3, 4), ("ORG", 5, 6), ("ORG", 6, 8)]
+    assert entity_spans([]) == entity_spans(["O"]) == []
+
+
+def test_entity_counts_need_type_and_both_boundaries():
+    truth = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG"]]
+    guess = [["B-PER", "O", "O", "I-LOC"], ["B-LOC"]]
+    # PER one word short (wrong), stray I-LOC is the LOC (right), ORG tagged as LOC (wrong)
+    assert entity_counts(truth, guess) == {"LOC": (1, 2, 1), "ORG": (0, 0, 1), "PER": (0, 1, 1)}
+
 
 
 def spans_of(text: str) -> list[tuple[int, int]]:
@@ -296,3 +319,65 @@ def test_case_rows_start_as_copies_of_type_zero(tmp_path):
     for row in (TITLE, UPPER, MIXED):
         assert torch.equal(table[row], table[0])
     assert not torch.equal(table[1], table[0])  # the second segment keeps its own row
+
+
+# ------------------------------------------------------------------------------------------ raw text (predict, serve)
+
+
+def test_one_sentence_text_is_encoded_as_the_tokenizer_encodes_it(tokenizer):
+    """A request of one sentence reaches the network as it always did: the tokenizer's own encoding of the text,
+    with the case types of its words."""
+    cased = TokenClassification(LABELS, tokenizer, 64, case_features=True)
+    text = "Anna lives in HAMBURG."
+    encoding = cased.encode_texts([text])
+    enc = tokenizer(text, return_offsets_mapping=True)
+    assert encoding.features == [{"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                                  "token_type_ids": cased.case_types_of_text(text, enc.word_ids(),
+                                                                             enc["offset_mapping"])}]
+    assert encoding.positions == [[1, 2, 3, 4, 6]]  # anna lives in ham(burg) .
+    assert encoding.spans == [[(0, 4), (5, 10), (11, 13), (14, 21), (21, 22)]]
+    assert (encoding.text, encoding.sentence) == ([0], [0])
+
+
+@pytest.mark.parametrize("context_length", [None, 12])
+def test_a_document_is_encoded_as_evaluation_encodes_its_sentences(tokenizer, context_length):
+    """Sentences sent as one document get the same inputs, neighbours as context included, that `encode` gives
+    the same sentences read from a labeled file; word offsets point into the text."""
+    task = TokenClassification(LABELS, tokenizer, 64, document_context=True, context_length=context_length,
+                               case_features=True)
+    text = "\n".join(" ".join(ex.tokens) for ex in (S0, S1, S2)) + "\n"
+    encoding = task.encode_texts([text, " ".join(S3.tokens)])
+    expected = task.encode(data(S0, S1, S2, S3))
+    assert encoding.features == [{k: v for k, v in f.items() if k != "labels"} for f in expected.features]
+    assert encoding.positions == [[p for p, label in enumerate(f["labels"]) if label != IGNORE]
+                                  for f in expected.features]
+    assert (encoding.text, encoding.sentence) == ([0, 0, 0, 1], [0, 1, 2, 3])
+    words = [[text[a:b] for a, b in spans] for spans in encoding.spans[:3]]
+    assert words == [list(ex.tokens) for ex in (S0, S1, S2)]
+
+
+def test_sentences_split_at_line_breaks_and_sentence_ends(tokenizer):
+    encoding = task_for(tokenizer, document_context=True).encode_texts(["Anna lives in Hamburg. Berlin is big.\nBob"])
+    assert encoding.sentence == [0, 1, 2]
+    text = "Anna lives in Hamburg. Berlin is big.\nBob"
+    assert [[text[a:b] for a, b in spans] for spans in encoding.spans] == [
+        ["Anna", "lives", "in", "Hamburg", "."], ["Berlin", "is", "big", "."], ["Bob"]]
+
+
+def test_a_sentence_longer_than_max_length_is_cut_into_pieces_not_truncated(tokenizer):
+    task = task_for(tokenizer, max_length=8, document_context=True)  # 6 sub-tokens of words per input
+    text = "Anna lives in Hamburg Anna lives in Hamburg Bob"  # 11 sub-tokens, no sentence end
+    encoding = task.encode_texts([text])
+    assert encoding.sentence == [0, 0]
+    assert [[text[a:b] for a, b in spans] for spans in encoding.spans] == [
+        ["Anna", "lives", "in", "Hamburg", "Anna"], ["lives", "in", "Hamburg", "Bob"]]
+    assert all(len(f["input_ids"]) <= 8 for f in encoding.features)
+    # the second piece (5 sub-tokens) has room for one word of the first as context
+    assert encoding.features[1]["input_ids"] == ids(tokenizer, "[CLS]", "anna", "lives", "in", "ham", "##burg",
+                                                    "bob", "[SEP]")
+    assert encoding.positions[1] == [2, 3, 4, 6]
+
+
+def test_empty_text_has_no_inputs(tokenizer):
+    encoding = task_for(tokenizer).encode_texts(["", "  \n "])
+    assert (encoding.features, encoding.text, encoding.sentence) == ([], [], [])

@@ -16,6 +16,7 @@ from goldmine.evaluation.metrics import CalibrationBins, classification_metrics,
 from goldmine.evaluation.plots import plot_confusion_matrix, plot_reliability
 from goldmine.inference.model import Model
 from goldmine.memory import peak_rss_mb
+from goldmine.tasks.base import Encoded
 from goldmine.tasks.token_classification import IGNORE
 
 
@@ -27,18 +28,7 @@ def evaluate(model: Model, data: LabeledData, out_dir: Path | None = None, prefi
     bins = CalibrationBins()
     n = len(data)
     if task.name == "ner":
-        pred_tags: list[list[str]] = [[] for _ in range(n)]
-        for idx, probs in model.iter_probabilities(encoded.features):
-            for i, p in zip(idx, probs, strict=True):
-                ex = data.examples[i]
-                labels = np.asarray(encoded.features[i]["labels"])
-                positions = np.flatnonzero(labels != IGNORE)
-                word_probs = p[positions]  # (W, C) for the words that fit in max_length
-                tags = ["O"] * len(ex.tokens)
-                for word, best in zip(encoded.alignment[i], word_probs.argmax(-1), strict=True):
-                    tags[word] = task.label_names[best]
-                pred_tags[i] = tags
-                bins.update(word_probs.max(-1), word_probs.argmax(-1) == labels[positions])
+        pred_tags = predicted_tags(model, data, encoded, bins)
         metrics = entity_metrics([list(ex.tags) for ex in data.examples], pred_tags)
     elif task.multi_label:
         y_true = np.zeros((n, task.num_labels), dtype=np.int8)
@@ -63,6 +53,28 @@ def evaluate(model: Model, data: LabeledData, out_dir: Path | None = None, prefi
     if out_dir is not None:
         write_evaluation(metrics, Path(out_dir), prefix)
     return metrics
+
+
+def predicted_tags(model: Model, data: LabeledData, encoded: Encoded | None = None,
+                   bins: CalibrationBins | None = None) -> list[list[str]]:
+    """NER: the tag the model gives each word of each sentence of `data` (with its document context), read from
+    the word's first sub-token as `predict` reads it; "O" for a word cut off at `max_length`. With `bins`, each
+    word's confidence and correctness are added to them."""
+    task = model.task
+    encoded = encoded if encoded is not None else task.encode(data)
+    pred_tags: list[list[str]] = [[] for _ in data.examples]
+    for idx, probs in model.iter_probabilities(encoded.features):
+        for i, p in zip(idx, probs, strict=True):
+            labels = np.asarray(encoded.features[i]["labels"])
+            positions = np.flatnonzero(labels != IGNORE)
+            word_probs = p[positions]  # (W, C) for the words that fit in max_length
+            tags = ["O"] * len(data.examples[i].tokens)
+            for word, best in zip(encoded.alignment[i], word_probs.argmax(-1), strict=True):
+                tags[word] = task.label_names[best]
+            pred_tags[i] = tags
+            if bins is not None:
+                bins.update(word_probs.max(-1), word_probs.argmax(-1) == labels[positions])
+    return pred_tags
 
 
 def write_evaluation(metrics: dict, out_dir: Path, prefix: str = "") -> None:

@@ -7,11 +7,10 @@ to `metrics.json` as they are.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from seqeval.metrics import classification_report as _seqeval_report
+from seqeval.metrics.v1 import precision_recall_fscore_support as _seqeval_prf
 from seqeval.scheme import IOB2
 from sklearn.metrics import (
     accuracy_score,
@@ -20,6 +19,8 @@ from sklearn.metrics import (
     hamming_loss,
     precision_recall_fscore_support,
 )
+
+from goldmine.tasks.token_classification import entity_counts, precision_recall_f1, total
 
 
 def _per_class(precision, recall, f1, support, names: Sequence[str]) -> dict[str, dict[str, float | int]]:
@@ -119,11 +120,15 @@ def _check_iob2(tags: Sequence[str], which: str, sentence: int) -> None:
 
 
 def entity_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict:
-    """Entity-level scores in seqeval strict IOB2 mode, plus token accuracy shown beside them.
+    """Entity-level scores as conlleval computes them, plus seqeval's strict figures and token accuracy beside them.
 
-    Strict mode counts an entity only when type and both boundaries match, and a prediction that
-    starts with I- (no B-) is not an entity at all. Token accuracy is mostly "O"-vs-"O" agreement
-    and flatters a tagger, so it is reported next to entity F1, never in place of it.
+    The headline (`precision`, `recall`, `f1`, `per_type`) counts the entities of `entity_spans`, the decoder
+    serving uses: an entity is right when type and both boundaries match, and a predicted I- that continues no
+    entity opens one, as in conlleval.pl (the script CoNLL results are reported with) and seqeval's default
+    mode. seqeval's strict IOB2 mode drops such an entity instead, which can only raise precision; its figures
+    are kept as `*_strict` so the difference stays visible, never as the headline. `entities` holds the counts
+    the headline is computed from. Token accuracy is mostly "O"-vs-"O" agreement and flatters a tagger, so it
+    is reported next to entity F1, never in place of it.
     """
     if len(true_tags) != len(pred_tags):
         raise ValueError(f"{len(true_tags)} true sentences but {len(pred_tags)} predicted sentences")
@@ -136,36 +141,28 @@ def entity_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> di
         _check_iob2(pred_seq, "predicted", i)
         n_tokens += len(true_seq)
         n_correct += sum(t == p for t, p in zip(true_seq, pred_seq, strict=True))
-    with warnings.catch_warnings():
-        # seqeval averages an empty list for its (discarded) macro row when no entity exists at all.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        report = _seqeval_report(
-            [list(s) for s in true_tags],
-            [list(s) for s in pred_tags],
-            mode="strict",
-            scheme=IOB2,
-            output_dict=True,
-            zero_division=0,
-        )
-    micro = report.pop("micro avg")
-    report.pop("macro avg", None)
-    report.pop("weighted avg", None)
-    per_type = {
-        name: {
-            "precision": float(row["precision"]),
-            "recall": float(row["recall"]),
-            "f1": float(row["f1-score"]),
-            "support": int(row["support"]),
-        }
-        for name, row in sorted(report.items())
-    }
+    counts = entity_counts(true_tags, pred_tags)
+    correct, predicted, true = total(counts)
+    precision, recall, f1 = precision_recall_f1(correct, predicted, true)
+    per_type = {}
+    for name, row in counts.items():
+        p, r, f = precision_recall_f1(*row)
+        per_type[name] = {"precision": p, "recall": r, "f1": f, "support": row[2]}
+    strict = _seqeval_prf(
+        [list(s) for s in true_tags], [list(s) for s in pred_tags], average="micro", scheme=IOB2,
+        zero_division=0,
+    )
     return {
-        "precision": float(micro["precision"]),
-        "recall": float(micro["recall"]),
-        "f1": float(micro["f1-score"]),
-        "support": int(micro["support"]),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": true,
         "per_type": per_type,
         "token_accuracy": n_correct / n_tokens if n_tokens else 0.0,
+        "entities": {"correct": correct, "predicted": predicted, "true": true},
+        "precision_strict": float(strict[0]),
+        "recall_strict": float(strict[1]),
+        "f1_strict": float(strict[2]),
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -185,28 +186,27 @@ class Model:
         return {"label": self.labels[best], "score": float(probs[best]), "scores": scores}
 
     def _predict_entities(self, texts: list[str]) -> list[tuple[dict[str, Any], int]]:
-        tok = self.task.tokenizer
-        enc = tok(texts, truncation=True, max_length=self.meta.max_length, return_offsets_mapping=True)
-        features = [{k: enc[k][i] for k in enc if k != "offset_mapping"} for i in range(len(texts))]
-        if self.task.case_features:
-            for i, feature in enumerate(features):
-                feature["token_type_ids"] = self.task.case_types_of_text(texts[i], enc.word_ids(i),
-                                                                         enc["offset_mapping"][i])
-        results: list[tuple[dict[str, Any], int]] = [({}, 0)] * len(texts)
-        for idx, probs in self.iter_probabilities(features):
+        """Each text is a document: its sentences are tagged with their neighbours as context, as evaluation tags
+        a labeled file (`TokenClassification.encode_texts`), and entities come back with offsets into the text.
+
+        The token count of a text is the sum of the input lengths of its sentences, special tokens and the
+        neighbouring sentences read as context included: what the network ran on for it."""
+        doc = self.task.encode_texts(texts)
+        tags: list[list[str]] = [[] for _ in doc.features]
+        scores: list[list[float]] = [[] for _ in doc.features]
+        for idx, probs in self.iter_probabilities(doc.features):
             for i, p in zip(idx, probs, strict=True):
-                word_ids, offsets = enc.word_ids(int(i)), enc["offset_mapping"][i]
-                tags, scores, spans = [], [], []
-                for pos, wid in enumerate(word_ids):
-                    if wid is None:
-                        continue
-                    if pos == 0 or word_ids[pos - 1] != wid:  # first sub-token of a word
-                        best = int(p[pos].argmax())
-                        tags.append(self.labels[best])
-                        scores.append(float(p[pos][best]))
-                        spans.append(list(offsets[pos]))
-                    else:
-                        spans[-1][1] = offsets[pos][1]
-                entities = decode_entities(tags, scores, [tuple(s) for s in spans], texts[i])
-                results[i] = ({"entities": [asdict(e) for e in entities]}, len(features[i]["input_ids"]))
-        return results
+                word_probs = p[doc.positions[i]]  # (W, C): the first sub-token of each word of the sentence
+                tags[i] = [self.labels[best] for best in word_probs.argmax(-1)]
+                scores[i] = word_probs.max(-1).tolist()
+        entities: list[list[dict[str, Any]]] = [[] for _ in texts]
+        tokens = [0] * len(texts)
+        # The inputs of one sentence (several when it was cut into pieces) are next to each other.
+        for _, group in groupby(range(len(doc.features)), key=lambda k: doc.sentence[k]):
+            inputs = list(group)
+            t = doc.text[inputs[0]]
+            found = decode_entities([tag for k in inputs for tag in tags[k]], [x for k in inputs for x in scores[k]],
+                                    [span for k in inputs for span in doc.spans[k]], texts[t])
+            entities[t] += [asdict(e) for e in found]
+            tokens[t] += sum(len(doc.features[k]["input_ids"]) for k in inputs)
+        return [({"entities": found}, count) for found, count in zip(entities, tokens, strict=True)]

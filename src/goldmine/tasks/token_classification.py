@@ -19,11 +19,24 @@ initialised as copies of row 0 (so the pretrained model starts unchanged) and le
 Row 1, BERT's second segment, is left as it was. The saved model is a plain BERT with
 `type_vocab_size` 5 that loads with `AutoModelForTokenClassification`; goldmine computes the types
 from the original text wherever the model reads input (train, eval, predict, the server, ONNX).
+
+Decoding and the metric: word tags become entities by conlleval's chunk rules (`entity_spans`): B- opens an
+entity, so does an I- that follows O or a tag of another type (a "stray" I-). Serving returns exactly these
+entities and evaluation scores exactly these (`entity_counts`), so the F1 a run reports is the F1 of what
+clients get, and it is the figure conlleval.pl (the CoNLL script every paper reports) gives for the same tags.
+seqeval's strict mode instead drops an entity that opens with a stray I-; it is kept as a secondary figure.
+
+Raw text (`encode_texts`, what `predict` and the server tag): each text is a document, split into sentences
+(`goldmine.data.sentences`), each sentence split into the tokenizer's words; the sentences are then encoded by
+the very code that encodes a labeled file (`_encode_windows`), neighbours as context included. A sentence longer
+than `max_length` sub-tokens is cut at word boundaries into pieces that fit, tagged one after the other (each
+piece gets the others as context where room is left), so no word of a request goes untagged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +45,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from goldmine.data.schema import DataKind, LabeledData, TokenExample
+from goldmine.data.sentences import sentence_spans
 from goldmine.data.tags import split_tag
 from goldmine.errors import ConfigError, DataError, DataIssue
 from goldmine.tasks import TASKS
@@ -91,27 +105,75 @@ class Entity:
     score: float
 
 
-def decode_entities(tags: list[str], scores: list[float], spans: list[tuple[int, int]], text: str) -> list[Entity]:
-    """IOB2 word tags -> entities. A stray I- (continuing nothing) opens an entity, as seqeval's lenient mode."""
-    entities: list[Entity] = []
-    current: list[int] = []
-    kind = ""
+def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """IOB2 word tags -> entities as (type, first word, end word) with the end exclusive, by conlleval's rules.
 
-    def close() -> None:
-        if current:
-            start, end = spans[current[0]][0], spans[current[-1]][1]
-            score = float(np.mean([scores[i] for i in current]))
-            entities.append(Entity(kind, text[start:end], start, end, score))
-
-    for i, tag in enumerate(tags):
+    An entity opens at B-X, and at I-X after O or after a tag of another type (a stray I- is not dropped);
+    it goes on over the I-X that follow and closes at O, at any B-, and at an I- of another type. This is the
+    one decoder: serving returns these entities and evaluation scores these.
+    """
+    entities: list[tuple[str, int, int]] = []
+    kind, start = "", -1
+    for i, tag in enumerate([*tags, "O"]):  # a final O closes the last entity
         prefix, tag_kind = split_tag(tag)
-        if prefix == "I" and current and tag_kind == kind:
-            current.append(i)
+        if prefix == "I" and start >= 0 and tag_kind == kind:
             continue
-        close()
-        current, kind = ([i], tag_kind) if prefix in ("B", "I") else ([], "")
-    close()
+        if start >= 0:
+            entities.append((kind, start, i))
+        kind, start = (tag_kind, i) if prefix in ("B", "I") else ("", -1)
     return entities
+
+
+def entity_counts(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
+                  ) -> dict[str, tuple[int, int, int]]:
+    """Per entity type: (correct, predicted, true) entity counts over sentences; a predicted entity is correct
+    when a true one has its type and both its boundaries. Entities never cross sentences."""
+    counts: dict[str, list[int]] = {}
+    for true_seq, pred_seq in zip(true_tags, pred_tags, strict=True):
+        truth, predicted = set(entity_spans(true_seq)), set(entity_spans(pred_seq))
+        for kind, *_ in truth:
+            counts.setdefault(kind, [0, 0, 0])[2] += 1
+        for entity in predicted:
+            row = counts.setdefault(entity[0], [0, 0, 0])
+            row[1] += 1
+            row[0] += entity in truth
+    return {kind: (c, p, t) for kind, (c, p, t) in sorted(counts.items())}
+
+
+def total(counts: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
+    """(correct, predicted, true) over all types: what micro-averaged scores are computed from."""
+    return (sum(c for c, _, _ in counts.values()), sum(p for _, p, _ in counts.values()),
+            sum(t for _, _, t in counts.values()))
+
+
+def precision_recall_f1(correct: int, predicted: int, true: int) -> tuple[float, float, float]:
+    """Scores from entity counts; a ratio with nothing to divide by is 0 (as conlleval and seqeval report)."""
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / true if true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def decode_entities(tags: list[str], scores: list[float], spans: list[tuple[int, int]], text: str) -> list[Entity]:
+    """Word tags -> entities (`entity_spans`) with character offsets: `spans[i]` is word i's [start, end) in
+    `text`; an entity's score is the mean of its words' scores."""
+    entities = []
+    for kind, first, end in entity_spans(tags):
+        start, stop = spans[first][0], spans[end - 1][1]
+        entities.append(Entity(kind, text[start:stop], start, stop, float(np.mean(scores[first:end]))))
+    return entities
+
+
+@dataclass
+class TextEncoding:
+    """Raw texts encoded for tagging (`TokenClassification.encode_texts`): one network input per sentence, or
+    per piece of a sentence too long for one input. Entities never cross sentences."""
+
+    features: list[dict] = field(default_factory=list)  # network inputs, as `encode` makes them (no labels)
+    text: list[int] = field(default_factory=list)  # per input: the index of the text it belongs to
+    sentence: list[int] = field(default_factory=list)  # per input: its sentence (the pieces of one share it)
+    positions: list[list[int]] = field(default_factory=list)  # per input: first sub-token of each tagged word
+    spans: list[list[tuple[int, int]]] = field(default_factory=list)  # per input: those words' [start, end)
 
 
 @TASKS.register("ner")
@@ -197,6 +259,38 @@ class TokenClassification(Task):
             windows.append((left[::-1] + list(ex.tokens) + right, len(left)))
         return windows
 
+    def _encode_windows(self, examples: list[TokenExample], counts: dict[str, int]
+                        ) -> tuple[list[dict], list[list[int]], list[list[int]], int]:
+        """Network inputs for sentences, each with its document context (`_windows`), as training, evaluation
+        and prediction all read them.
+
+        Returns: the features (no labels), for each sentence the position of each of its words' first sub-token
+        and the word each position belongs to, and how many sentences lost words to `max_length`.
+        """
+        windows = self._windows(examples, counts)
+        enc = self.tokenizer([w for w, _ in windows], is_split_into_words=True, truncation=True,
+                             max_length=self.max_length)
+        features, positions, alignment, truncated = [], [], [], 0
+        for i, (ex, (words_in, offset)) in enumerate(zip(examples, windows, strict=True)):
+            word_ids = enc.word_ids(i)
+            firsts, words = [], []
+            previous = None
+            for pos, wid in enumerate(word_ids):
+                if wid is not None and offset <= wid < offset + len(ex.tokens) and wid != previous:
+                    firsts.append(pos)
+                    words.append(wid - offset)
+                previous = wid
+            # A word that tokenizes to nothing (e.g. a soft hyphen) has no position but was not cut off.
+            kept = set(words)
+            truncated += any(counts[w] and k not in kept for k, w in enumerate(ex.tokens))
+            feature = {k: enc[k][i] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+            if self.case_features:
+                feature["token_type_ids"] = self.case_types(word_ids, [word_case(w) for w in words_in])
+            features.append(feature)
+            positions.append(firsts)
+            alignment.append(words)
+        return features, positions, alignment, truncated
+
     def encode(self, data: LabeledData) -> Encoded:
         unknown = [
             DataIssue.at(ex.source, f"tag {tag!r} is not one of the model's tags {self.label_names}", offset=k)
@@ -205,31 +299,56 @@ class TokenClassification(Task):
         if unknown:
             raise DataError(unknown, header=f"{data.path} has tags the model does not know")
         examples = data.examples
-        counts = self._subword_counts(examples)
-        windows = self._windows(examples, counts)
-        enc = self.tokenizer([w for w, _ in windows], is_split_into_words=True, truncation=True,
-                             max_length=self.max_length)
-        features, alignment, truncated = [], [], 0
-        for i, (ex, (_, offset)) in enumerate(zip(examples, windows, strict=True)):
-            word_ids = enc.word_ids(i)
-            labels, words = [], []
-            previous = None
-            for wid in word_ids:
-                target = wid is not None and offset <= wid < offset + len(ex.tokens) and wid != previous
-                labels.append(self.label2id[ex.tags[wid - offset]] if target else IGNORE)
-                if target:
-                    words.append(wid - offset)
-                previous = wid
-            # A word that tokenizes to nothing (e.g. a soft hyphen) has no position but was not cut off.
-            kept = set(words)
-            truncated += any(counts[w] and k not in kept for k, w in enumerate(ex.tokens))
-            feature = {k: enc[k][i] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-            if self.case_features:
-                feature["token_type_ids"] = self.case_types(word_ids, [word_case(w) for w in windows[i][0]])
+        features, positions, alignment, truncated = self._encode_windows(examples, self._subword_counts(examples))
+        for feature, ex, firsts, words in zip(features, examples, positions, alignment, strict=True):
+            labels = [IGNORE] * len(feature["input_ids"])
+            for pos, word in zip(firsts, words, strict=True):
+                labels[pos] = self.label2id[ex.tags[word]]
             feature["labels"] = labels
-            features.append(feature)
-            alignment.append(words)
         return Encoded(features, truncated, alignment)
+
+    def encode_texts(self, texts: Sequence[str]) -> TextEncoding:
+        """Raw texts, each a document, encoded for tagging exactly as `encode` encodes a labeled file.
+
+        Each text is split into sentences (`sentence_spans`) and each sentence into the tokenizer's words (what
+        its pre-tokenizer splits: whitespace and punctuation), which become the words of `TokenExample`s of one
+        document per text; a sentence of more than `max_length` sub-tokens is first cut into pieces that fit.
+        """
+        sentences: list[tuple[int, list[tuple[int, int]]]] = []  # (text index, word spans in the text)
+        for t, text in enumerate(texts):
+            spans = sentence_spans(text)
+            if not spans:
+                continue
+            enc = self.tokenizer([text[a:b] for a, b in spans], add_special_tokens=False,
+                                 return_offsets_mapping=True)
+            for s, (a, _) in enumerate(spans):
+                words: dict[int, tuple[int, int]] = {}
+                for wid, (start, end) in zip(enc.word_ids(s), enc["offset_mapping"][s], strict=True):
+                    if wid is not None:
+                        words[wid] = (words.get(wid, (a + start, 0))[0], a + end)
+                sentences.append((t, list(words.values())))
+        whole = [TokenExample(tuple(texts[t][a:b] for a, b in words), (), t) for t, words in sentences]
+        counts = self._subword_counts(whole)
+        budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
+        out = TextEncoding()
+        examples = []
+        for s, ((t, words), ex) in enumerate(zip(sentences, whole, strict=True)):
+            piece: list[int] = []
+            used = 0
+            for k, word in enumerate([*ex.tokens, None]):  # None: the end of the sentence closes the last piece
+                if piece and (word is None or used + counts[word] > budget):
+                    examples.append(TokenExample(tuple(ex.tokens[i] for i in piece), ("O",) * len(piece), t))
+                    out.text.append(t)
+                    out.sentence.append(s)
+                    out.spans.append([words[i] for i in piece])
+                    piece, used = [], 0
+                if word is not None:
+                    piece.append(k)
+                    used += counts[word]
+        out.features, positions, alignment, _ = self._encode_windows(examples, counts)
+        out.positions = positions
+        out.spans = [[piece[w] for w in words] for piece, words in zip(out.spans, alignment, strict=True)]
+        return out
 
     def collator(self):
         return DataCollatorForTokenClassification(self.tokenizer, label_pad_token_id=IGNORE)
@@ -255,15 +374,13 @@ class TokenClassification(Task):
         return logits.argmax(dim=-1)
 
     def dev_metrics(self, predictions: np.ndarray, label_ids: np.ndarray) -> dict[str, float]:
-        from seqeval.metrics import f1_score
-        from seqeval.scheme import IOB2
-
+        """Entity F1 of the labeled words, the headline figure `goldmine eval` and the parity gate report."""
         true_tags, pred_tags = [], []
         for pred_row, label_row in zip(predictions, label_ids, strict=True):
             keep = label_row != IGNORE
             true_tags.append([self.label_names[i] for i in label_row[keep]])
             pred_tags.append([self.label_names[i] for i in pred_row[keep]])
-        return {"f1": float(f1_score(true_tags, pred_tags, mode="strict", scheme=IOB2))}
+        return {"f1": precision_recall_f1(*total(entity_counts(true_tags, pred_tags)))[2]}
 
     @property
     def default_metric(self) -> str:
