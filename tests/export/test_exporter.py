@@ -89,6 +89,9 @@ def test_int8_graph_is_quantised_and_close(exported):
     run = exported("classification")
     ops = {node.op_type for node in onnx.load(run / "onnx" / "model.int8.onnx").graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    # Measured max |logit error|: 0.0020, the same under AVX2 (emulated) and AVX-512 VNNI kernels, thanks to the
+    # 7-bit weights (tests/export/test_portability.py). With 8-bit weights AVX2's saturating int16 sums gave
+    # 0.052 here, which this bound rejects: it is 25x the error int8 makes, and below what a broken kernel makes.
     assert_onnx_matches_torch(run, TEXTS, runtime="onnx-int8", atol=0.05)
 
 
@@ -135,10 +138,23 @@ def test_trained_run_int8_agrees_and_passes_the_gate(trained_run, demo_files, tm
     assert report["runtimes"]["torch"]["metric"] > 0.3  # trained: well above the 0.13 of the majority class
     assert report["runtimes"]["onnx-int8"]["label_agreement"] >= 0.9
     texts = [ex.text for ex in read_file(demo_files.intents).examples]
-    torch_labels = [p["label"] for p in Model.load(trained_run, runtime="torch").predict(texts)]
-    int8_labels = [p["label"] for p in Model.load(trained_run, runtime="onnx-int8", threads=1).predict(texts)]
-    agreement = np.mean([a == b for a, b in zip(torch_labels, int8_labels, strict=True)])
-    assert agreement >= 0.9
+    torch_model = Model.load(trained_run, runtime="torch")
+    int8_model = Model.load(trained_run, runtime="onnx-int8", threads=1)
+    features = features_for(torch_model, texts)
+    torch_logits = np.stack(logits_by_example(torch_model, features))
+    int8_logits = np.stack(logits_by_example(int8_model, features))
+    error = np.abs(int8_logits - torch_logits).max()
+    assert error < 0.05  # measured 0.008 on AVX2 and VNNI kernels alike; 8-bit weights on AVX2 gave 0.26
+    # What int8 guarantees: when no logit moves by more than `error`, a label whose lead over the runner-up is more
+    # than 2 * error cannot change. A decoding or ordering fault would break this; a few close calls may flip.
+    ranked = np.sort(torch_logits, axis=-1)
+    clear = ranked[:, -1] - ranked[:, -2] > 2 * error
+    assert clear.mean() > 0.8  # trained well enough that most labels are clear of int8's error
+    torch_labels = [p["label"] for p in torch_model.predict(texts)]
+    int8_labels = [p["label"] for p in int8_model.predict(texts)]
+    same = np.array([a == b for a, b in zip(torch_labels, int8_labels, strict=True)])
+    assert same[clear].all()
+    assert same.mean() >= 0.9  # measured 0.998 (8-bit weights on AVX2: 0.939)
 
 
 def _negate_logits(path):
