@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -126,6 +127,42 @@ def test_train(cli_run):
     assert f"model saved to {out} (2 steps" in result.output
     meta = json.loads((out / "goldmine.json").read_text())
     assert meta["extra"]["global_step"] == 2
+
+
+# a metric line per log ("step 1/2  epoch 0.01  loss 2.2937  lr 0.00e+00") and per evaluation ("step 2/2  dev ...")
+TRAIN_LINE = re.compile(r"^step 1/2  epoch \d\.\d\d  loss \d+\.\d{4}  lr \d\.\d\de[-+]\d\d$", re.MULTILINE)
+DEV_LINE = re.compile(r"^step 2/2  dev accuracy (\d\.\d{4}) \(best \1\)  dev loss \d+\.\d{4}$", re.MULTILINE)
+RAW_LOG = "{'loss': '"  # transformers' PrinterCallback / tqdm output of a log
+
+
+def _shown_train(tiny: Path, train: Path, out: Path, *flags: str):
+    args = ["train", "--train", train, "--model", tiny, "-o", out, "--max-steps", "2", "--batch-size", "8",
+            "--set", "training.logging_steps=1", "--set", "training.eval_strategy=steps",
+            "--set", "training.eval_steps=2", "--set", "training.linear_probe=false",
+            "--set", "training.head_init=random"]
+    return invoke(*flags, *args)
+
+
+def test_train_shows_progress_not_raw_logs(tiny_model_dir, demo_files, tmp_path):
+    result = _shown_train(tiny_model_dir, demo_files.intents, tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert RAW_LOG not in result.output and "'eval_loss'" not in result.output
+    assert "Loading weights" not in result.output and "it/s]" not in result.output  # transformers' tqdm bars
+    assert TRAIN_LINE.search(result.output), result.output
+    assert DEV_LINE.search(result.output), result.output
+    assert re.search(r"^done: 2 steps in \d+\.\ds, mean loss \d+\.\d{4}$", result.output, re.MULTILINE)
+    assert re.search(r"^training +━+ 2/2 \d:\d\d:\d\d$", result.output, re.MULTILINE), result.output
+    assert re.search(r"^test evaluation +━+ 2/2 \d:\d\d:\d\d$", result.output, re.MULTILINE), result.output
+    assert result.output.index("test evaluation") < result.output.index("before vs after fine-tuning")
+
+
+def test_train_verbose_brings_the_raw_logs_back(tiny_model_dir, demo_files, tmp_path):
+    result = _shown_train(tiny_model_dir, demo_files.intents, tmp_path / "run", "--verbose")
+    assert result.exit_code == 0, result.output
+    assert result.output.count(RAW_LOG) == 2 and "'eval_loss'" in result.output
+    assert "Loading weights" in result.output
+    assert TRAIN_LINE.search(result.output) and DEV_LINE.search(result.output)  # the display stays
+    assert "already one" not in result.output  # the Trainer did not warn of a second PrinterCallback
 
 
 @pytest.mark.parametrize(("flag", "message"), [
@@ -269,6 +306,8 @@ def test_demo_quick(tmp_path):
     out = tmp_path / "demo"
     result = invoke("demo", "--quick", "-o", out)
     assert result.exit_code == 0, result.output
+    assert RAW_LOG not in result.output and "Loading weights" not in result.output
+    assert len(re.findall(r"^training +━+ 4/4 ", result.output, re.MULTILINE)) == 2  # goldmine's bar, once per task
     for name in ("intents", "entities"):
         assert (out / name / "goldmine.json").is_file()
         assert json.loads((out / name / "goldmine.json").read_text())["extra"]["global_step"] == 4

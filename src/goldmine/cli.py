@@ -37,10 +37,15 @@ def _setup_logging(verbose: bool = False) -> None:
     replica = int(os.environ.get("RANK", "0")) > 0  # a non-main process of a distributed run: rank 0 reports
     logging.getLogger("goldmine").setLevel(logging.ERROR if replica else logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
+    try:  # transformers' own warnings and tqdm bars ("Loading weights"): goldmine's display replaces them
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
+        if verbose:
+            hf_logging.set_verbosity_warning()
+            hf_logging.enable_progress_bar()
+        else:
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
 
@@ -51,8 +56,14 @@ def _fail(err: GoldmineError) -> None:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More log output.")] = False) -> None:
+def main(ctx: typer.Context, verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="More log output (and transformers' raw training logs and bars).")] = False) -> None:
     _setup_logging(verbose)
+    ctx.obj = {"verbose": verbose}
+
+
+def _verbose(ctx: typer.Context) -> bool:
+    return bool((ctx.find_root().obj or {}).get("verbose"))
 
 
 @data_app.command("check")
@@ -148,6 +159,7 @@ def data_augment(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     config: Annotated[Path | None, typer.Argument(help="YAML config (optional: flags alone work too).")] = None,
     task: Annotated[str | None, typer.Option(help="classification | multilabel | ner")] = None,
     train_file: Annotated[Path | None, typer.Option("--train", help="Training file.")] = None,
@@ -184,9 +196,10 @@ def train(
         overrides[key.strip()] = value
     try:
         cfg = load_config(config, overrides)
+        from goldmine.training.progress import display_callbacks
         from goldmine.training.trainer import train as run
 
-        result = run(cfg, resume=resume)
+        result = run(cfg, resume=resume, callbacks=display_callbacks(console, raw_logs=_verbose(ctx)))
     except GoldmineError as err:
         _fail(err)
     if not result.main_process:
@@ -336,6 +349,7 @@ def ensemble(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where demo data and models go.")] = Path(
         "runs/demo"
     ),
@@ -345,7 +359,7 @@ def demo(
     from goldmine.demo.run import run_demo
 
     try:
-        run_demo(output_dir, console, quick=quick)
+        run_demo(output_dir, console, quick=quick, verbose=_verbose(ctx))
     except GoldmineError as err:
         _fail(err)
 

@@ -7,6 +7,7 @@ how many optimizer steps run, what is written and how it loads), not about accur
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections import Counter
@@ -401,6 +402,29 @@ def test_logged_loss_does_not_grow_with_gradient_accumulation(tiny_model_dir, de
     n_labels = len(json.loads((tmp_path / "run-1" / "labels.json").read_text())["id2label"])
     assert losses[1] == pytest.approx(math.log(n_labels), rel=0.25)
     assert losses[4] == pytest.approx(losses[1], rel=0.25)
+
+
+def test_training_prints_nothing_unless_a_display_is_attached(tiny_model_dir, demo_files, tmp_path, capfd):
+    """The library never prints: no raw `{'loss': ...}` dicts, no tqdm bar; the logs still reach TensorBoard."""
+    from rich.console import Console
+
+    from goldmine.training.progress import TrainingDisplay
+
+    config = _config(tiny_model_dir, demo_files.intents, tmp_path / "run", **{
+        "training.max_steps": 2, "training.eval_strategy": "steps", "training.eval_steps": 2,
+        "training.head_init": "probe",
+    })
+    capfd.readouterr()
+    result = goldmine.train(config)
+    assert capfd.readouterr().out == ""
+    assert list((result.output_dir / "logs").glob("events.out.tfevents.*"))
+    shown = io.StringIO()
+    display = TrainingDisplay(Console(file=shown, width=100, color_system=None))
+    goldmine.train(config.model_copy(update={"output_dir": tmp_path / "shown"}), callbacks=[display])
+    text = shown.getvalue()
+    for line in ("probe fit", "step 1/2  epoch", "step 2/2  dev accuracy", "done: 2 steps", "test evaluation"):
+        assert line in text, text
+    assert "{'loss'" not in text
 
 
 def test_linear_probe_row(tiny_model_dir, demo_files, tmp_path):

@@ -10,6 +10,7 @@ from goldmine.config import load_config
 from goldmine.demo.datasets import write_demo_data
 from goldmine.evaluation.comparison import as_table
 from goldmine.inference.model import Model
+from goldmine.training.progress import display_callbacks
 from goldmine.training.trainer import train
 
 SAMPLE_REQUESTS = [
@@ -29,8 +30,11 @@ SAMPLE_TICKETS = [
 ]
 
 
-def run_demo(output_dir: Path, console: Console, quick: bool = False) -> dict:
-    """Train the intent classifier and the NER tagger; print tables and sample predictions."""
+def run_demo(output_dir: Path, console: Console, quick: bool = False, verbose: bool = False) -> dict:
+    """Train the intent classifier and the NER tagger; print tables and sample predictions.
+
+    Training shows goldmine's progress display on `console`; `verbose` adds transformers' raw log dicts.
+    """
     files = write_demo_data(output_dir / "data")
     console.rule("[bold]goldmine demo")
     console.print(f"demo data written: {files.intents} and {files.ner}")
@@ -47,7 +51,7 @@ def run_demo(output_dir: Path, console: Console, quick: bool = False) -> dict:
     for name, overrides in jobs.items():
         console.rule(f"[bold]{name}: fine-tuning all-MiniLM-L6-v2 ({overrides['task']})")
         config = load_config(None, {**overrides, **steps, "output_dir": str(output_dir / name)})
-        result = train(config)
+        result = train(config, callbacks=display_callbacks(console, raw_logs=verbose))
         console.print(as_table(result.before_after, f"{name}: before vs after fine-tuning (held-out test split)"))
         console.print(f"saved to {result.output_dir} in {result.train_seconds:.0f}s of training")
         results[name] = result

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from goldmine.config import TrainConfig, TrainingConfig
@@ -40,7 +40,7 @@ from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
 from goldmine.tasks import TASKS
 from goldmine.tasks.token_classification import case_types_pay_off
 from goldmine.training.artifacts import save_model, versions
-from goldmine.training.callbacks import tensorboard_callback
+from goldmine.training.callbacks import phase, tensorboard_callback
 from goldmine.training.data import load_splits
 from goldmine.training.head_init import init_head_from_probe
 from goldmine.tuning import STRATEGIES
@@ -101,7 +101,9 @@ def _training_arguments(config: TrainConfig, metric: str) -> TrainingArguments:
         accelerator_config={"use_seedable_sampler": False},
         dataloader_num_workers=0,
         report_to="none",
-        disable_tqdm=False,
+        # the library prints nothing: no tqdm bar, and train() drops the PrinterCallback this installs instead;
+        # a display is a callback (goldmine.training.progress), TensorBoard keeps every logged value
+        disable_tqdm=True,
         # torch's fused AdamW (one kernel over all parameters, CPU too): on the MiniLM an optimizer step took
         # 21 ms against 125 ms for the per-parameter loop (foreach: 127 ms), ~20% of an sst2 training step
         optim="adamw_torch_fused",
@@ -110,6 +112,9 @@ def _training_arguments(config: TrainConfig, metric: str) -> TrainingArguments:
 
 def train(config: TrainConfig, resume: bool = False, callbacks: list | None = None) -> TrainResult:
     """Fine-tune, save and evaluate one model as `config` says. `resume` continues from the last checkpoint.
+
+    Prints nothing: `callbacks` may hold a display (`goldmine.training.progress.TrainingDisplay`), which also
+    hears the phases around the Trainer (probe fit, training, test evaluation).
 
     Under a launcher every process runs this function; all of them train, only the main one saves and
     evaluates on test (the others return a `TrainResult` with `main_process=False` as soon as training ends).
@@ -139,10 +144,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
                                     "classifier_dropout": config.model.classifier_dropout})
     probe_row = None
     if _head_init(t, task) == "probe":  # LP-FT: the head starts as the probe fitted on the frozen pretrained encoder
-        probe = fit_probe(task, model.base_model, config.model.pooling, splits["train"], encoded=encoded["train"])
-        init_head_from_probe(model, probe)
-        if t.linear_probe and len(splits["test"]):  # the baseline row is this very probe: score it now, once
-            probe_row = probe.score(model.base_model, splits["test"], encoded=encoded["test"])
+        with phase(callbacks, "probe fit"):
+            probe = fit_probe(task, model.base_model, config.model.pooling, splits["train"], encoded=encoded["train"])
+            init_head_from_probe(model, probe)
+            if t.linear_probe and len(splits["test"]):  # the baseline row is this very probe: score it now, once
+                probe_row = probe.score(model.base_model, splits["test"], encoded=encoded["test"])
     model = STRATEGIES.get(config.tuning.strategy)(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -170,10 +176,14 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     # assumes the loss is already divided by the accumulation steps and would otherwise sum them (the logged loss,
     # and the gradients clipping sees, grew with training.gradient_accumulation)
     trainer.loss_is_scaled_for_ga = False
+    for default in [cb for cb in trainer.callback_handler.callbacks if type(cb) is PrinterCallback]:
+        if default not in extra_callbacks:  # the raw-dict printer disable_tqdm installs; one passed in stays
+            trainer.remove_callback(default)
     if t.num_threads:  # after the Trainer: under a launcher without OMP_NUM_THREADS, accelerate sets its own count
         torch.set_num_threads(t.num_threads)
     started = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    with phase(callbacks, "training"):
+        train_output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():  # no collective runs after this, so returning early cannot deadlock
         return TrainResult(config.output_dir, {}, {}, train_seconds, trainer.state.global_step, main_process=False)
@@ -202,12 +212,16 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     test = splits["test"]
     rows: dict[str, dict] = {}
     if len(test):
-        rows["majority class"] = majority_baseline(task, splits["train"], test)
-        if t.linear_probe:
-            rows["pretrained + linear probe"] = probe_row or linear_probe(
-                task, base, config.model.pooling, splits["train"], test)
-        served = Model.load(out, batch_size=t.eval_batch_size)
-        rows["fine-tuned"] = evaluate(served, test, out, prefix="test_")
+        with phase(callbacks, "test evaluation", total=2 + bool(t.linear_probe)) as advance:
+            rows["majority class"] = majority_baseline(task, splits["train"], test)
+            advance()
+            if t.linear_probe:
+                rows["pretrained + linear probe"] = probe_row or linear_probe(
+                    task, base, config.model.pooling, splits["train"], test)
+                advance()
+            served = Model.load(out, batch_size=t.eval_batch_size)
+            rows["fine-tuned"] = evaluate(served, test, out, prefix="test_")
+            advance()
     table = before_after(rows) if rows else {}
     train_summary = dict(train_output.metrics)
     summary = {"before_after": table, "test": rows.get("fine-tuned", {}), "best_dev": trainer.state.best_metric,
