@@ -381,3 +381,17 @@ def test_a_sentence_longer_than_max_length_is_cut_into_pieces_not_truncated(toke
 def test_empty_text_has_no_inputs(tokenizer):
     encoding = task_for(tokenizer).encode_texts(["", "  \n "])
     assert (encoding.features, encoding.text, encoding.sentence) == ([], [], [])
+
+
+def test_a_word_with_inner_punctuation_is_one_word_as_in_conll(tokenizer):
+    """"U.S." is one CoNLL word: one tag, read from its first sub-token, and the case type of the whole word;
+    the tokenizer's pre-tokenizer alone would make four words of it."""
+    cased = TokenClassification(LABELS, tokenizer, 64, case_features=True)
+    text = "Anna lives in U.S."
+    encoding = cased.encode_texts([text])
+    (feature,) = encoding.features
+    assert tokenizer.convert_ids_to_tokens(feature["input_ids"]) == [
+        "[CLS]", "anna", "lives", "in", "[UNK]", ".", "[UNK]", ".", "[SEP]"]
+    assert feature["token_type_ids"] == [0, TITLE, LOWER, LOWER, UPPER, UPPER, UPPER, UPPER, 0]
+    assert encoding.positions == [[1, 2, 3, 4]]
+    assert [text[a:b] for a, b in encoding.spans[0]] == ["Anna", "lives", "in", "U.S."]

@@ -27,7 +27,7 @@ clients get, and it is the figure conlleval.pl (the CoNLL script every paper rep
 seqeval's strict mode instead drops an entity that opens with a stray I-; it is kept as a secondary figure.
 
 Raw text (`encode_texts`, what `predict` and the server tag): each text is a document, split into sentences
-(`goldmine.data.sentences`), each sentence split into the tokenizer's words; the sentences are then encoded by
+and words as CoNLL splits them (`goldmine.data.segmentation`); the sentences are then encoded by
 the very code that encodes a labeled file (`_encode_windows`), neighbours as context included. A sentence longer
 than `max_length` sub-tokens is cut at word boundaries into pieces that fit, tagged one after the other (each
 piece gets the others as context where room is left), so no word of a request goes untagged.
@@ -45,7 +45,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from goldmine.data.schema import DataKind, LabeledData, TokenExample
-from goldmine.data.sentences import sentence_spans
+from goldmine.data.segmentation import sentence_spans, word_spans
 from goldmine.data.tags import split_tag
 from goldmine.errors import ConfigError, DataError, DataIssue
 from goldmine.tasks import TASKS
@@ -310,23 +310,13 @@ class TokenClassification(Task):
     def encode_texts(self, texts: Sequence[str]) -> TextEncoding:
         """Raw texts, each a document, encoded for tagging exactly as `encode` encodes a labeled file.
 
-        Each text is split into sentences (`sentence_spans`) and each sentence into the tokenizer's words (what
-        its pre-tokenizer splits: whitespace and punctuation), which become the words of `TokenExample`s of one
-        document per text; a sentence of more than `max_length` sub-tokens is first cut into pieces that fit.
+        Each text is split into sentences and each sentence into words as CoNLL splits them (`goldmine.data.
+        segmentation`): they become the words of `TokenExample`s of one document per text. A sentence of more
+        than `max_length` sub-tokens is first cut into pieces that fit.
         """
         sentences: list[tuple[int, list[tuple[int, int]]]] = []  # (text index, word spans in the text)
         for t, text in enumerate(texts):
-            spans = sentence_spans(text)
-            if not spans:
-                continue
-            enc = self.tokenizer([text[a:b] for a, b in spans], add_special_tokens=False,
-                                 return_offsets_mapping=True)
-            for s, (a, _) in enumerate(spans):
-                words: dict[int, tuple[int, int]] = {}
-                for wid, (start, end) in zip(enc.word_ids(s), enc["offset_mapping"][s], strict=True):
-                    if wid is not None:
-                        words[wid] = (words.get(wid, (a + start, 0))[0], a + end)
-                sentences.append((t, list(words.values())))
+            sentences += [(t, word_spans(text, a, b)) for a, b in sentence_spans(text)]
         whole = [TokenExample(tuple(texts[t][a:b] for a, b in words), (), t) for t, words in sentences]
         counts = self._subword_counts(whole)
         budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
