@@ -22,6 +22,8 @@ def test_line_breaks_always_end_a_sentence_and_sentence_ends_do_within_a_line():
     assert sentences(text) == ["Mr. Smith went to the U.S. yesterday.", "He met Dr. Jones!", "PETER BLACKBURN",
                                "BRUSSELS 1996-08-22"]
     assert sentences("") == sentences(" \n\t ") == []
+    # a closing quote that syntok sets apart at the end of a line stays with its sentence
+    assert sentences('Then he left .\nHe said : " I am here . "') == ["Then he left .", 'He said : " I am here . "']
 
 
 def test_sentences_cover_every_character_but_whitespace_once():
