@@ -335,8 +335,7 @@ class TokenClassification(Task):
                 if word is not None:
                     piece.append(k)
                     used += counts[word]
-        out.features, positions, alignment, _ = self._encode_windows(examples, counts)
-        out.positions = positions
+        out.features, out.positions, alignment, _ = self._encode_windows(examples, counts)
         out.spans = [[piece[w] for w in words] for piece, words in zip(out.spans, alignment, strict=True)]
         return out
 
