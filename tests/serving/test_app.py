@@ -371,11 +371,17 @@ def test_hot_swap_answers_in_flight_calls_with_the_old_version(settings, db, mod
     assert len(records(db)) == 5
 
 
-@pytest.mark.parametrize("query", ["month=2026-13", "month=9999-12", "start=9999-12-31&end=9999-12-31",
-                                   "start=2026-02-01&end=2026-01-01", "month=2026-01&start=2026-01-01"])
+@pytest.mark.parametrize("query", ["month=2026-13", "month=9999-12", "month=", "month=2026-1", "start=2026-01-01",
+                                   "end=2026-01-01", "start=2026-02-01&end=2026-01-01",
+                                   "month=2026-01&start=2026-01-01&end=2026-01-31"])
 def test_bad_usage_periods_are_422(client, keys, query):
     r = client.get(f"/v1/usage?{query}", headers=auth(keys["acme"]))
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+
+
+def test_the_last_representable_day_is_a_period_like_any_other(client, keys):
+    r = client.get("/v1/usage?start=9999-12-31&end=9999-12-31", headers=auth(keys["acme"]))
+    assert r.status_code == 200 and r.json()["calls"] == 0
 
 
 def test_bad_alias_names_are_422(client, keys, models):
@@ -384,3 +390,138 @@ def test_bad_alias_names_are_422(client, keys, models):
                     headers=h)
     assert r.status_code == 422
     assert client.post("/v1/admin/models/intents/rollback", json={"alias": "x y"}, headers=h).status_code == 422
+
+
+async def _concurrently(app, calls: list[tuple[str, bytes]]) -> list:
+    """POST each (key, raw JSON body) to the intents model at once, through the app's lifespan."""
+    import asyncio
+
+    import httpx
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 is an answer here
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        return await asyncio.gather(*(
+            c.post("/v1/models/intents/predict", content=body,
+                   headers={**auth(key), "Content-Type": "application/json"}) for key, body in calls))
+
+
+def test_a_text_that_is_not_unicode_is_422_and_fails_no_one_else(settings, db, models, keys):
+    """A JSON escape of a lone surrogate decodes to a str no tokenizer takes: refused with 422 naming the item
+    (never echoing it) before it can share a batch with other callers, who get their answers."""
+    settings.batching.max_batch_size, settings.batching.max_wait_ms = 4, 5000  # everything valid in one batch
+    bad = b'{"texts": ["fine", "caf\\u00e9 \\ud800 123-45-6789"]}'
+    calls = [(keys["acme"], b'{"texts": ["where is my parcel"]}'), (keys["admin"], bad),
+             (keys["admin"], b'{"texts": ["refund please", "hello"]}'), (keys["acme"], b'{"texts": ["bye"]}')]
+    responses = asyncio_run(_concurrently(create_app(settings), calls))
+    assert [r.status_code for r in responses] == [200, 422, 200, 200]
+    error = responses[1].json()["error"]
+    assert error["code"] == "invalid_request" and error["message"].startswith("texts[1] is not valid Unicode")
+    assert "123-45-6789" not in responses[1].text and "caf" not in responses[1].text
+    assert [len(r.json()["predictions"]) for r in responses if r.status_code == 200] == [1, 2, 1]
+    assert len(records(db)) == 3
+
+
+def test_a_request_that_breaks_its_batch_fails_alone(settings, db, models, keys, monkeypatch):
+    """If a forward pass fails anyway (here: a runtime that raises for one text), the batch's requests are run
+    again one by one: the faulty one gets 500, the callers who shared its batch get their predictions."""
+    from goldmine.serving import runtime
+
+    settings.batching.max_batch_size, settings.batching.max_wait_ms = 4, 5000  # the four calls make one batch
+    batches = []
+    real = runtime.batch_function
+
+    def picky(model):
+        run = real(model)
+
+        def fn(items):
+            batches.append(sorted(items))
+            if "poison" in items:
+                raise RuntimeError("the runtime refused a text")
+            return run(items)
+
+        return fn
+
+    monkeypatch.setattr(runtime, "batch_function", picky)
+    calls = [(keys["acme"], b'{"texts": ["a"]}'), (keys["admin"], b'{"texts": ["poison"]}'),
+             (keys["admin"], b'{"texts": ["b"]}'), (keys["acme"], b'{"texts": ["c"]}')]
+    responses = asyncio_run(_concurrently(create_app(settings), calls))
+    assert [r.status_code for r in responses] == [200, 500, 200, 200]
+    assert responses[1].json()["error"] == {"code": "internal_error", "message": "internal server error"}
+    assert batches[0] == ["a", "b", "c", "poison"] and sorted(batches[1:]) == [["a"], ["b"], ["c"], ["poison"]]
+    assert sorted(r.items for r in records(db)) == [1, 1, 1]
+
+
+def asyncio_run(coro):
+    import asyncio
+
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+def test_a_json_body_is_read_as_json_without_a_json_content_type(client, keys, content_type):
+    """What `curl -d '{...}'` sends (a form content type), or no content type at all: read as JSON."""
+    headers = {**auth(keys["acme"]), **({"Content-Type": content_type} if content_type else {})}
+    r = client.post("/v1/models/intents/predict", content=b'{"texts": ["where is my parcel?"]}', headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.request.headers.get("content-type") == content_type  # really sent without a JSON type
+    assert len(r.json()["predictions"]) == 1
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("application/x-www-form-urlencoded", b"texts=where+is+my+parcel"),
+    ("text/plain", b'{"texts": ["a"]}'),
+    (None, b"texts=a"),
+])
+def test_a_body_that_is_not_json_says_to_send_json(client, keys, content_type, body):
+    headers = {**auth(keys["acme"]), **({"Content-Type": content_type} if content_type else {})}
+    r = client.post("/v1/models/intents/predict", content=body, headers=headers)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    message = r.json()["error"]["message"]
+    assert "the body must be a JSON object; send Content-Type: application/json" in message
+    assert f"(it came as {content_type or 'no Content-Type'})" in message and "parcel" not in r.text
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"texts": ["caf\xe9"]}', "body: not valid UTF-8 (byte 15); send JSON in UTF-8"),
+    (b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "body: JSON nested too deeply"),
+    (b'{"texts": ["a"', "body: not valid JSON (Expecting ',' delimiter at character 14); the body must be a JSON "
+                        "object"),
+])
+def test_unreadable_bodies_are_422_with_the_error_shape(client, keys, body, message):
+    r = client.post("/v1/models/intents/predict", content=body,
+                    headers={**auth(keys["acme"]), "Content-Type": "application/json"})
+    error = r.json()["error"]
+    assert (r.status_code, error["code"], error["message"]) == (422, "invalid_request", message)
+
+
+def test_replies_are_kept_for_the_retention_then_deleted(settings, db, models, keys):
+    """Past `idempotency_ttl_seconds` a stored reply is gone (the app's purge runs every min(ttl, 1 h)) and the
+    key is a new call again; the usage record stays."""
+    import time
+
+    settings.idempotency_ttl_seconds = 1.0
+    h = {**auth(keys["acme"]), "Idempotency-Key": "order-7"}
+    with TestClient(create_app(settings)) as client:
+        first = client.post("/v1/models/tickets/predict", json={"texts": ["Anna Schmidt in Berlin"]}, headers=h)
+        again = client.post("/v1/models/tickets/predict", json={"texts": ["Anna Schmidt in Berlin"]}, headers=h)
+        assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == first.json()
+        deadline = time.monotonic() + 30
+        while records(db)[0].response_json is not None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the purge task, not a look-up, deletes it
+        [record] = records(db)
+        assert (record.idempotency_key, record.request_hash, record.response_json) == (None, None, None)
+        other = client.post("/v1/models/tickets/predict", json={"texts": ["something else"]}, headers=h)
+        assert other.status_code == 200 and "Idempotent-Replayed" not in other.headers  # not a 409 any more
+    assert [r.items for r in records(db)] == [1, 1]
+
+
+def test_the_schema_declares_the_error_body(client):
+    schema = client.get("/openapi.json").json()
+    predict = schema["paths"]["/v1/models/{name}/predict"]["post"]["responses"]
+    for status in ("401", "403", "404", "409", "413", "422", "429", "503"):
+        assert predict[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+    request = schema["components"]["schemas"]["PredictRequest"]["properties"]["texts"]
+    assert (request["maxItems"], request["items"]["maxLength"]) == (64, 2000)  # the settings' limits
+    month = schema["paths"]["/v1/usage"]["get"]["parameters"][0]
+    assert month["name"] == "month" and month["schema"]["anyOf"][0]["pattern"] == r"^[12][0-9]{3}-(0[1-9]|1[0-2])$"

@@ -1,4 +1,5 @@
-"""The micro-batcher with a fake batch function: coalescing, order, limits, overload, errors, draining."""
+"""The micro-batcher with a fake batch function: coalescing, order, limits, overload, isolated errors,
+draining."""
 
 from __future__ import annotations
 
@@ -102,24 +103,49 @@ def test_full_queue_is_overloaded_with_retry_after():
     assert results == [["A"], ["B"], ["C"]]
 
 
-def test_errors_reach_every_caller_of_the_batch_and_the_worker_survives():
+def test_a_failing_request_fails_alone_and_the_worker_survives():
+    """A request that makes the batch function fail (a text the tokenizer refuses, say) gets the error; the
+    requests that shared its batch run again one by one and get their answers."""
     calls = []
 
-    def flaky(texts):
-        calls.append(texts)
-        if len(calls) == 1:
-            raise ValueError("boom")
-        return texts
+    def picky(texts):
+        calls.append(list(texts))
+        if "bad" in texts:
+            raise ValueError("cannot encode")
+        return [t.upper() for t in texts]
 
     async def main():
-        b = MicroBatcher(flaky, max_batch_size=8, max_wait_ms=20)
-        results = await asyncio.gather(b.submit(["a"]), b.submit(["b"]), return_exceptions=True)
-        after = await b.submit(["c"])
+        b = MicroBatcher(picky, max_batch_size=8, max_wait_ms=50)
+        results = await asyncio.gather(b.submit(["a", "b"]), b.submit(["bad"]), b.submit(["c"]),
+                                       return_exceptions=True)
+        after = await b.submit(["d"])
         await b.close()
         return results, after
 
     results, after = run(main())
-    assert all(isinstance(r, ValueError) for r in results) and after == ["c"]
+    assert results[0] == ["A", "B"] and results[2] == ["C"]
+    assert isinstance(results[1], ValueError) and str(results[1]) == "cannot encode"
+    assert calls[:4] == [["a", "b", "bad", "c"], ["a", "b"], ["bad"], ["c"]]  # one shared batch, then each alone
+    assert after == ["D"] and len(calls) == 5
+
+
+def test_a_request_alone_is_not_run_twice_and_each_failure_stays_its_own():
+    calls = []
+
+    def broken(texts):
+        calls.append(list(texts))
+        raise ValueError(f"no {texts[0]}")
+
+    async def main():
+        b = MicroBatcher(broken, max_batch_size=8, max_wait_ms=50)
+        alone = await asyncio.gather(b.submit(["x"]), return_exceptions=True)
+        shared = await asyncio.gather(b.submit(["y"]), b.submit(["z"]), return_exceptions=True)
+        await b.close()
+        return alone, shared
+
+    alone, shared = run(main())
+    assert [str(e) for e in alone] == ["no x"] and [str(e) for e in shared] == ["no y", "no z"]
+    assert calls == [["x"], ["y", "z"], ["y"], ["z"]]
 
 
 def test_close_drains_queued_requests_then_refuses_new_ones():

@@ -1,13 +1,17 @@
-"""The database: migrations match the ORM, SQLite runs in WAL mode, naive-UTC timestamps."""
+"""The database: migrations match the ORM, SQLite runs in WAL mode and is owner-only, naive-UTC timestamps."""
 
 from __future__ import annotations
+
+import os
+import stat
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from goldmine.serving.db import Base, Tenant, migrate, utcnow
+from goldmine.serving.db import Base, Tenant, migrate, open_database, utcnow
+from goldmine.serving.settings import load_settings
 
 
 def test_migrations_create_the_orm_schema(db):
@@ -31,7 +35,7 @@ def test_migrations_match_the_orm_on_both_backends(db, backend):
 def test_migrate_twice_is_a_no_op(db):
     migrate(db.engine)
     with db.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
 
 
 def test_session_commits_or_rolls_back(db):
@@ -65,5 +69,72 @@ def test_concurrent_migrations_from_several_processes(settings, backend):
 
     engine = make_engine(settings.url)
     with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
     engine.dispose()
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask (files world-readable by default): the modes below must not come from the umask."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_sqlite_files_are_owner_only(tmp_path, umask_022):
+    settings = load_settings(data_dir=tmp_path / "runs" / "serving")
+    database = open_database(settings)
+    try:
+        with database.session() as session:  # a write: the -wal and -shm files exist while the engine is open
+            session.add(Tenant(id="acme", plan="default", created_at=utcnow()))
+        path = settings.data_dir / "goldmine.db"
+        files = [path, path.with_name("goldmine.db-wal"), path.with_name("goldmine.db-shm"),
+                 path.with_name("goldmine.db.migrate.lock")]
+        assert [mode(f) for f in files] == [0o600] * 4
+        assert mode(settings.data_dir) == 0o700
+        assert mode(settings.data_dir.parent) == 0o755  # a parent that had to be made is not goldmine's to lock
+    finally:
+        database.dispose()
+
+
+def test_an_existing_world_readable_database_is_made_private_on_open(settings, umask_022):
+    open_database(settings).dispose()
+    path = settings.data_dir / "goldmine.db"
+    path.chmod(0o644)
+    open_database(settings).dispose()
+    assert mode(path) == 0o600
+
+
+def test_upgrade_from_0001_keeps_stored_replies(settings):
+    """A database made by the first schema (whole replies stored) upgrades in place and still replays them."""
+    import json
+
+    from alembic import command
+    from alembic.config import Config
+
+    from goldmine.serving.db import MIGRATIONS, UsageRecord, make_engine
+    from goldmine.serving.metering import Meter
+
+    engine = make_engine(settings.url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    body = {"request_id": "r1", "model": "m", "version": "v1", "predictions": [{"label": "a"}]}
+    with engine.begin() as connection:
+        connection.execute(UsageRecord.__table__.insert(), [dict(
+            request_id="r1", tenant_id="acme", key_id="k1", model="m", version="v1", items=1, input_tokens=3,
+            status=200, latency_ms=1.0, created_at=utcnow(), idempotency_key="order-1", request_hash="h",
+            response_json=json.dumps(body))])
+    migrate(engine)
+    database = open_database(settings)
+    try:
+        assert Meter(database).find("k1", "order-1", "h").body == body
+    finally:
+        engine.dispose()
+        database.dispose()

@@ -1,13 +1,17 @@
-"""Metering: group commit of concurrent usage records, and a bad record failing only its own call."""
+"""Metering: group commit of concurrent usage records, a bad record failing only its own call, and stored
+replies that expire."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import datetime, timedelta
 
 import pytest
 
+from goldmine.serving import metering
 from goldmine.serving.db import UsageRecord
-from goldmine.serving.errors import UsageNotRecorded
+from goldmine.serving.errors import Conflict, UsageNotRecorded
 from goldmine.serving.metering import Meter, Usage
 
 
@@ -58,5 +62,74 @@ def test_a_repeated_idempotency_key_in_one_group_replays_the_first(db):
 
     first, second, other = asyncio.run(main())
     assert first is None and other is None
-    assert second is not None and second.request_id == "a" and second.body == {"ok": True}
+    assert second is not None and second.request_id == "a"
+    assert second.body == {"request_id": "a", "model": "m", "version": "v1", "ok": True}
     assert stored(db) == ["a", "c"]
+
+
+class Clock:
+    def __init__(self):
+        self.now = datetime(2026, 11, 30, 12, 0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def reply(request_id: str, key: str, request_hash: str = "h") -> Usage:
+    body = {"request_id": request_id, "model": "m", "version": "v1", "predictions": [{"entities": ["Anna"]}]}
+    return Usage(request_id, "acme", "k1", "m", "v1", 1, 7, 2.0, idempotency_key=key, request_hash=request_hash,
+                 response=body)
+
+
+def rows(db) -> list[UsageRecord]:
+    with db.session() as s:
+        return list(s.query(UsageRecord).order_by(UsageRecord.id))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_stored_replies_expire_and_the_purge_deletes_them(db):
+    clock = Clock()
+    meter = Meter(db, replay_ttl_seconds=60, now=clock)
+    assert asyncio.run(meter.record(reply("r1", "order-1"))) is None
+    [row] = rows(db)
+    assert json.loads(row.response_json) == {"predictions": [{"entities": ["Anna"]}]}  # no more than replay needs
+    clock.now += timedelta(seconds=59)
+    assert meter.find("k1", "order-1", "h").body["predictions"] == [{"entities": ["Anna"]}]
+    with pytest.raises(Conflict):
+        meter.find("k1", "order-1", "another request")
+    assert meter.purge_expired() == 0
+    clock.now += timedelta(seconds=2)
+    assert meter.purge_expired() == 1
+    [row] = rows(db)
+    assert (row.idempotency_key, row.request_hash, row.response_json) == (None, None, None)
+    assert (row.request_id, row.items, row.input_tokens) == ("r1", 1, 7)  # the usage record stays, for billing
+    assert meter.find("k1", "order-1", "another request") is None  # the key may be used again
+    assert asyncio.run(meter.record(reply("r2", "order-1", "another request"))) is None
+    assert [r.idempotency_key for r in rows(db)] == [None, "order-1"]
+
+
+def test_an_expired_reply_frees_its_key_before_any_purge(db):
+    clock = Clock()
+    meter = Meter(db, replay_ttl_seconds=60, now=clock)
+    asyncio.run(meter.record(reply("r1", "order-1")))
+    asyncio.run(meter.record(reply("r2", "order-2")))
+    clock.now += timedelta(seconds=61)
+    assert meter.find("k1", "order-1", "new") is None  # seen expired: forgotten at once
+    # a call that raced past the look-up: the unique key is taken by an expired reply, which is forgotten
+    assert asyncio.run(meter.record(reply("r3", "order-2", "new"))) is None
+    assert asyncio.run(meter.record(reply("r4", "order-1", "new"))) is None
+    assert [(r.request_id, r.idempotency_key, r.request_hash) for r in rows(db)] == [
+        ("r1", None, None), ("r2", None, None), ("r3", "order-2", "new"), ("r4", "order-1", "new")]
+
+
+def test_purge_works_in_chunks(db, monkeypatch):
+    monkeypatch.setattr(metering, "PURGE_CHUNK", 2)
+    clock = Clock()
+    meter = Meter(db, replay_ttl_seconds=60, now=clock)
+    for i in range(5):
+        asyncio.run(meter.record(reply(f"r{i}", f"order-{i}")))
+    asyncio.run(meter.record(usage("plain")))
+    clock.now += timedelta(seconds=61)
+    asyncio.run(meter.record(reply("fresh", "order-new")))
+    assert meter.purge_expired() == 5
+    assert [r.request_id for r in rows(db) if r.response_json is not None] == ["fresh"]

@@ -181,3 +181,48 @@ def test_redis_down_fails_closed():
         return ok
 
     assert asyncio.run(main()) is False
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+async def counter_missing(keys, args):
+    return [-1, 0]  # what the reserve script answers when Redis lost the month's counter (a restart)
+
+
+def test_redis_down_while_restoring_the_quota_counter_fails_closed():
+    """The quota counter's restore (`SET NX`, outside the Lua scripts) goes through the same outage handling."""
+    from goldmine.serving.errors import Overloaded
+
+    async def main():
+        lim = redis_limiter(f"redis://127.0.0.1:{closed_port()}/0", used=3)
+        lim._reserve = counter_missing  # the script got through; Redis goes away before the SET
+        try:
+            with pytest.raises(Overloaded, match="rate-limit store unavailable") as err:
+                await lim.reserve_quota("k", 10, 1)
+        finally:
+            await lim.close()
+        return err.value
+
+    assert asyncio.run(main()).headers == {"Retry-After": "1"}
+
+
+def test_redis_outage_over_http_is_503_with_the_error_shape(settings, db, models):
+    from fastapi.testclient import TestClient
+
+    from goldmine.serving.app import create_app
+    from goldmine.serving.auth import create_key
+
+    key = create_key(db, "acme", "predict", monthly_quota=10).key
+    settings.redis_url = f"redis://127.0.0.1:{closed_port()}/0"
+    with TestClient(create_app(settings)) as client:
+        client.app.state.services.limiter._reserve = counter_missing
+        r = client.post("/v1/models/intents/predict", json={"texts": ["a"]},
+                        headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+    assert r.json()["error"]["code"] == "overloaded" and "rate-limit store unavailable" in r.json()["error"]["message"]

@@ -47,6 +47,27 @@ def test_version_is_an_immutable_copy(db, settings, two_dirs):
     assert Model.load(info.path).predict(["where is my parcel"])[0]["label"]
 
 
+def test_registry_copies_are_owner_only(db, settings, two_dirs):
+    """A tenant's weights: the registry and every version copy are 0700 directories of 0600 files, although the
+    source is world-readable and the umask the usual 022."""
+    import os
+    import stat
+
+    first, _ = two_dirs
+    os.chmod(first / "goldmine.json", 0o644)
+    old = os.umask(0o022)
+    try:
+        info = register(db, settings.registry_dir, "intents", first, "acme")
+    finally:
+        os.umask(old)
+    root = settings.registry_dir / info.version
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")] if p.is_dir()}
+    assert modes == {0o700} and stat.S_IMODE(settings.registry_dir.stat().st_mode) == 0o700
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
+    assert [p.name for p in settings.registry_dir.iterdir()] == [info.version]  # no staging left behind
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_first_version_is_production_then_promote_and_rollback(db, settings, two_dirs):
     first, second = two_dirs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx
@@ -111,3 +112,37 @@ def test_two_servers_sharing_redis_grant_one_rate(start_server, settings, db, mo
     assert limited > 0
     assert granted <= rate + rate * elapsed + 1  # burst + refill, shared; two local limiters would allow ~twice
     assert len(stored(db)) == granted
+
+
+def readme_curl() -> str:
+    """The README's predict example (the `curl ... -d '{"texts": ...}'` command with its continuation line)."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    match = re.search(r"^curl -s localhost:8000/v1/models/intents/predict.*?\}'$", text, re.M | re.S)
+    assert match, "the README's curl example is gone: update this test"
+    return match.group(0).replace("\\\n", " ")
+
+
+def test_the_readme_curl_example_works_as_written(start_server, settings, keys, models):
+    """`curl -d` sends `Content-Type: application/x-www-form-urlencoded`; the body is JSON, so it is read as JSON."""
+    import http.client
+    import os
+    import shutil
+    import subprocess
+
+    server = start_server(settings)
+    host, port = server.url.removeprefix("http://").split(":")
+    body = b'{"texts": ["where is my parcel?"]}'
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)  # exactly the headers curl -d sends
+    connection.request("POST", "/v1/models/intents/predict", body=body, headers={
+        "Authorization": f"Bearer {keys['acme']}", "Idempotency-Key": "order-42", "User-Agent": "curl/8",
+        "Accept": "*/*", "Content-Type": "application/x-www-form-urlencoded"})
+    raw = connection.getresponse()
+    answer = json.loads(raw.read())
+    assert raw.status == 200 and answer["version"] == models["intents"].version and len(answer["predictions"]) == 1
+    if shutil.which("curl"):  # and the command itself, character for character but the port
+        command = readme_curl().replace("localhost:8000", f"{host}:{port}")
+        out = subprocess.run(["bash", "-c", command], env={**os.environ, "KEY": keys["acme"]}, capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+        assert json.loads(out)["request_id"] == answer["request_id"]  # the same Idempotency-Key: a replay

@@ -3,11 +3,13 @@ loads the production versions, and on shutdown drains every batcher.
 
 Every error becomes `{"error": {"code", "message"}}` with the status from `errors.http_status` — the one place
 where exceptions meet HTTP. Validation errors never echo the offending input back (it may be personal data).
+A body that cannot be read (not UTF-8, JSON nested too deeply) is a 422 like any other malformed body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from contextlib import asynccontextmanager
@@ -22,10 +24,11 @@ from goldmine.errors import GoldmineError
 from goldmine.serving.cache import TtlCache
 from goldmine.serving.db import ModelAlias, ModelVersion, open_database
 from goldmine.serving.deps import Services
+from goldmine.serving.docs import install_docs
 from goldmine.serving.errors import ServingError, error_code, http_status
-from goldmine.serving.metering import Meter
+from goldmine.serving.metering import Meter, purge_periodically
 from goldmine.serving.metrics import Metrics
-from goldmine.serving.middleware import RequestMiddleware
+from goldmine.serving.middleware import SENT_CONTENT_TYPE, RequestMiddleware
 from goldmine.serving.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from goldmine.serving.routers import admin, health, models, predict, usage
 from goldmine.serving.runtime import ModelPool
@@ -50,14 +53,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        errors = err.errors()
         problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                    for e in err.errors()]  # no "input": it may hold personal data
-        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in problems)
+                    for e in errors]  # no "input": it may hold personal data
+        hint = _content_type_hint(request)
+        message = "; ".join(_problem(p, e.get("ctx"), hint) for p, e in zip(problems, errors, strict=True))
         return JSONResponse({"error": {"code": "invalid_request", "message": message, "details": problems}},
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        cause = err.__cause__  # FastAPI answers 400 for a body it could not parse, with the reason as the cause
+        if err.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            return _error(422, "invalid_request", f"body: not valid UTF-8 (byte {cause.start}); send JSON in UTF-8")
+        if err.status_code == 400 and isinstance(cause, RecursionError):
+            return _error(422, "invalid_request", "body: JSON nested too deeply")
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
         return _error(err.status_code, code, str(err.detail), getattr(err, "headers", None))
 
@@ -65,6 +75,36 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return _error(500, "internal_error", "internal server error")
+
+
+def _where(loc: list) -> str:
+    """`["body", "texts", 0]` -> `texts[0]`; `["query", "month"]` -> `month (query)`."""
+    kind, rest = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "header", "path") else ("body", loc)
+    if kind == "body" and rest and isinstance(rest[0], int) and len(rest) == 1:
+        rest = []  # the character position of a JSON syntax error, said in the message instead
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in rest).lstrip(".")
+    return (where or "body") if kind == "body" else f"{where} ({kind})"
+
+
+def _content_type_hint(request: Request) -> str:
+    """What to add when a body was not JSON: the Content-Type it was sent with, if that was not JSON."""
+    sent = getattr(request.state, SENT_CONTENT_TYPE, None)  # a missing or form type, read as JSON on trial
+    if sent is None:
+        sent = request.headers.get("content-type", "")
+        if sent.split(";")[0].strip().lower().endswith(("/json", "+json")):
+            return ""
+    return f"; send Content-Type: application/json (it came as {sent or 'no Content-Type'})"
+
+
+def _problem(problem: dict, ctx: dict | None, hint: str) -> str:
+    where, kind = _where(problem["loc"]), problem["type"]
+    if kind == "json_invalid":
+        reason = (ctx or {}).get("error", "")
+        return f"{where}: not valid JSON ({reason} at character {problem['loc'][-1]}); the body must be a JSON " \
+               f"object{hint}"
+    if where == "body" and kind in ("model_attributes_type", "dict_type", "missing"):
+        return f"body: the body must be a JSON object{hint}"
+    return f"{where}: {problem['msg']}"
 
 
 def build_limiter(settings: ServingSettings, meter: Meter) -> Limiter:
@@ -94,7 +134,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
             torch.set_num_threads(settings.inference_threads)
         db = await asyncio.to_thread(open_database, settings)
-        meter = Meter(db, on_failure=metrics.usage_write_failures.inc)
+        meter = Meter(db, on_failure=metrics.usage_write_failures.inc,
+                      replay_ttl_seconds=settings.idempotency_ttl_seconds)
         services = Services(settings, db, meter, build_limiter(settings, meter), ModelPool(settings, metrics),
                             metrics, TtlCache(settings.auth_cache_seconds), TtlCache(settings.alias_cache_seconds))
         app.state.services = services
@@ -105,10 +146,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 except GoldmineError as err:  # a broken version must not keep the others offline
                     log.error("could not load %s@%s: %s", name, version, err)
         services.ready = True
+        purger = asyncio.create_task(purge_periodically(meter, min(settings.idempotency_ttl_seconds, 3600.0)))
         try:
             yield
         finally:
             services.ready = False
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
             await services.pool.close()
             await services.limiter.close()
             db.dispose()
@@ -117,11 +162,26 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     if "telemetry" in inspect.signature(FastAPI).parameters:  # FastAPI >= 0.16x: native OpenTelemetry
         options["telemetry"] = {"tracing": settings.opentelemetry, "metrics": settings.opentelemetry,
                                 "logs": settings.opentelemetry}
-    app = FastAPI(title="goldmine", version=goldmine.__version__, lifespan=lifespan,
+    app = FastAPI(title="goldmine", version=goldmine.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Metered, authenticated predictions from fine-tuned goldmine models.", **options)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes)
     install_error_handlers(app)
     for module in (predict, models, usage, admin, health):
         app.include_router(module.router)
+    install_docs(app)
+    _document_limits(app, settings)
     app.state.metrics = metrics
     return app
+
+
+def _document_limits(app: FastAPI, settings: ServingSettings) -> None:
+    """The OpenAPI schema states this server's `limits` (texts per call, characters per text), so what it
+    accepts is what it says; beyond them the server answers 413, as the schema's responses say."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            predict.document_limits(build(), settings.limits)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -7,6 +7,9 @@ own thread (on a 2-core machine: two single-threaded forward passes side by side
 less synchronisation than one two-threaded pass). While the workers are busy, the next batch fills up by
 itself, so under load batches are full without waiting. The queue is bounded in texts: beyond `max_queue` a
 call fails at once with `Overloaded` (503 + Retry-After) instead of queueing into unbounded latency.
+
+A failure belongs to the request that caused it: when a batch of several requests fails, each request is run
+again alone, so one caller's bad input costs the others a second pass, not their answers.
 """
 
 from __future__ import annotations
@@ -143,31 +146,52 @@ class MicroBatcher(Generic[R]):
             if self._running:  # drained (or cancelled): running batches finish (or fail) before the worker ends
                 await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _execute(self, batch: list[_Request]) -> None:
-        loop = asyncio.get_running_loop()
-        texts = [t for r in batch for t in r.texts]
-        self._waiting -= len(texts)
-        self._on_depth(self._waiting)
+    async def _forward(self, texts: list) -> list[R]:
+        """`fn(texts)` in a worker thread, timed for Retry-After and the metrics."""
         started = time.perf_counter()
-        try:
-            results = await loop.run_in_executor(self._executor, self.fn, texts)
-            if len(results) != len(texts):
-                raise RuntimeError(f"batch function returned {len(results)} results for {len(texts)} texts")
-        except BaseException as err:  # noqa: BLE001 - every waiting caller gets the error
-            for r in batch:
-                if not r.future.done():
-                    r.future.set_exception(err)
-            if isinstance(err, asyncio.CancelledError):
-                raise
-            return
+        results = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, texts)
+        if len(results) != len(texts):
+            raise RuntimeError(f"batch function returned {len(results)} results for {len(texts)} texts")
         elapsed = time.perf_counter() - started
         self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * elapsed
         self._on_batch(len(texts), elapsed)
+        return results
+
+    async def _execute(self, batch: list[_Request]) -> None:
+        texts = [t for r in batch for t in r.texts]
+        self._waiting -= len(texts)
+        self._on_depth(self._waiting)
+        try:
+            results = await self._forward(texts)
+        except asyncio.CancelledError as err:  # shutting down without drain: every waiting caller gets it
+            _fail(batch, err)
+            raise
+        except BaseException as err:  # noqa: BLE001 - a caller, not the worker, gets the error
+            if len(batch) == 1:
+                _fail(batch, err)
+            else:
+                await self._one_by_one(batch)
+            return
         start = 0
         for r in batch:
             if not r.future.done():
                 r.future.set_result(results[start : start + len(r.texts)])
             start += len(r.texts)
+
+    async def _one_by_one(self, batch: list[_Request]) -> None:
+        """After a failed batch, run each request alone: only the request that makes `fn` fail (a text the
+        tokenizer refuses, say) gets the error; the callers who happened to share its batch get their answers."""
+        for i, r in enumerate(batch):
+            try:
+                results = await self._forward(list(r.texts))
+            except asyncio.CancelledError as err:
+                _fail(batch[i:], err)
+                raise
+            except BaseException as err:  # noqa: BLE001 - this caller gets its own error
+                _fail([r], err)
+            else:
+                if not r.future.done():
+                    r.future.set_result(results)
 
     async def close(self, drain: bool = True) -> None:
         """Stop taking requests; with `drain`, answer every queued request first (hot swap), else fail them."""
@@ -184,6 +208,12 @@ class MicroBatcher(Generic[R]):
                     if request is not _STOP and not request.future.done():
                         request.future.set_exception(Overloaded("server shutting down", {"Retry-After": "1"}))
         self._executor.shutdown(wait=drain)
+
+
+def _fail(requests: list[_Request], err: BaseException) -> None:
+    for r in requests:
+        if not r.future.done():
+            r.future.set_exception(err)
 
 
 _STOP = _Request(texts=[], future=None)  # type: ignore[arg-type]  # sentinel: the worker ends when it reaches it

@@ -1,7 +1,8 @@
 """The serving database: tenants, API keys, usage records and the model registry, through SQLAlchemy 2.
 
 Any SQLAlchemy URL works (PostgreSQL by setting `database_url`); the default is a SQLite file in WAL mode,
-so readers never block the writer. Timestamps are naive UTC everywhere (SQLite keeps no time zone).
+so readers never block the writer; the file and its directory are created owner-only (see `private`).
+Timestamps are naive UTC everywhere (SQLite keeps no time zone).
 The schema is owned by the Alembic migrations in `migrations/`; `open_database` upgrades to head.
 """
 
@@ -28,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from goldmine.serving.private import FILE_MODE, private_dir, private_file
 from goldmine.serving.settings import ServingSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -83,6 +85,8 @@ class UsageRecord(Base):
     __table_args__ = (
         UniqueConstraint("key_id", "idempotency_key"),
         Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
+        Index("ix_usage_records_replay_created", "created_at", sqlite_where=text("idempotency_key IS NOT NULL"),
+              postgresql_where=text("idempotency_key IS NOT NULL")),  # the purge of expired replies
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -97,7 +101,7 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)  # sha256 of the request, with a key
-    response_json: Mapped[str | None] = mapped_column(Text, default=None)  # kept only for idempotent replays
+    response_json: Mapped[str | None] = mapped_column(Text, default=None)  # replay body, until it expires
 
 
 class RegisteredModel(Base):
@@ -147,12 +151,18 @@ class AliasChange(Base):
 
 
 def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
-    """An engine for `url`; SQLite files get WAL, a busy timeout, foreign keys and the chosen fsync level."""
+    """An engine for `url`; SQLite files get WAL, a busy timeout, foreign keys and the chosen fsync level, and are
+    owner-only: the file is made 0600 before SQLite opens it (its -wal and -shm take the file's mode)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        path = Path(parsed.database)
+        private_dir(path.parent)
+        private_file(path)  # an empty file is an empty database to SQLite
+        for companion in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if companion.exists():  # left by an earlier version of goldmine, maybe world-readable
+                companion.chmod(FILE_MODE)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -196,7 +206,7 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
         return
     import fcntl
 
-    with open(f"{database}.migrate.lock", "w") as lock:
+    with open(private_file(Path(f"{database}.migrate.lock")), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -6,6 +6,10 @@ Each error carries a stable machine-readable `code`, a message a client can act 
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, Field
+
 from goldmine.errors import ConfigError, DataError, GoldmineError, InputError, ModelError
 
 
@@ -96,3 +100,34 @@ def error_code(err: Exception) -> str:
     if isinstance(err, ServingError):
         return err.code
     return {400: "bad_request", 422: "invalid_request"}.get(http_status(err), "internal_error")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code: unauthorized, not_found, invalid_request, ...")
+    message: str = Field(description="What went wrong and what to do; never the request's input.")
+    details: list[dict[str, Any]] | None = Field(
+        None, description="422 from validation only: one {loc, msg, type} per problem (no input values).")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+_MEANING = {
+    400: "Malformed request.",
+    401: "Missing, invalid or revoked key.",
+    403: "The key lacks the scope (or the tenant) this needs.",
+    404: "No such model, version or alias for this tenant.",
+    409: "Conflict: an Idempotency-Key reused for another request, or nothing to roll back.",
+    413: "Over a limit: texts per call, characters per text or body bytes.",
+    422: "Malformed body or parameters (the input is never echoed).",
+    429: "Rate limit (Retry-After, RateLimit-*) or monthly quota exhausted.",
+    503: "Overloaded (Retry-After), rate-limit store unreachable, or usage not recorded.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route: each status with the error body and what it means."""
+    return {status: {"model": ErrorBody, "description": _MEANING[status]} for status in statuses}

@@ -16,7 +16,11 @@ body. A retry with the same key and the same request gets the stored response ba
 409. Two identical requests racing each other may both compute, but the unique (key id, idempotency key)
 constraint lets only one record in; the loser returns the winner's stored response. Responses are kept only
 for calls that send the header (NER responses contain entity text: a client that wants no stored text does
-not send one).
+not send one), only what the record does not hold already (the predictions), and only for
+`idempotency_ttl_seconds`: a look-up ignores an older reply, and `purge_expired` (run periodically by the app,
+and for one key when its old reply is looked up) deletes it with its key and hash, so the key can be used
+again. The usage record stays: billing needs it, and it holds no text. The purge is plain UPDATEs in short
+chunks, so it works on SQLite and PostgreSQL; on PostgreSQL an advisory lock lets one replica purge at a time.
 """
 
 from __future__ import annotations
@@ -24,15 +28,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from goldmine.serving.db import Database, UsageRecord, utcnow
 from goldmine.serving.errors import Conflict, UsageNotRecorded
+
+log = logging.getLogger(__name__)
+
+PURGE_LOCK = 7_317_002  # PostgreSQL advisory lock id: one replica purges expired replies at a time
+PURGE_CHUNK = 1000  # records per purge transaction: short write locks on SQLite
+IN_RECORD = ("request_id", "model", "version")  # reply fields the record holds as columns: not stored twice
 
 
 @dataclass
@@ -50,7 +62,7 @@ class Usage:
     status: int = 200
     idempotency_key: str | None = None
     request_hash: str | None = None
-    response: dict[str, Any] | None = None  # stored only with an idempotency key
+    response: dict[str, Any] | None = None  # the reply; stored (less IN_RECORD) only with an idempotency key
 
 
 @dataclass
@@ -72,12 +84,17 @@ class Meter:
 
     Args:
         max_group: records per shared transaction at most.
+        replay_ttl_seconds: how long a stored reply may be replayed (`idempotency_ttl_seconds`).
+        now: naive-UTC wall clock (tests pass a fake).
     """
 
-    def __init__(self, db: Database, on_failure=None, max_group: int = 256):
+    def __init__(self, db: Database, on_failure=None, max_group: int = 256, replay_ttl_seconds: float = 86_400,
+                 now: Callable[[], datetime] = utcnow):
         self.db = db
         self._on_failure = on_failure or (lambda: None)
         self.max_group = max_group
+        self.replay_ttl = timedelta(seconds=replay_ttl_seconds)
+        self._now = now
         self._pending: list[tuple[Usage, asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
 
@@ -86,15 +103,15 @@ class Meter:
         fields = asdict(usage)
         response = fields.pop("response")
         fields["tenant_id"] = fields.pop("tenant")
-        return {**fields, "created_at": now,
-                "response_json": json.dumps(response) if response is not None else None}
+        kept = {k: v for k, v in response.items() if k not in IN_RECORD} if response is not None else None
+        return {**fields, "created_at": now, "response_json": json.dumps(kept) if kept is not None else None}
 
     def _insert(self, usage: Usage) -> None:
         with self.db.session() as session:
-            session.add(UsageRecord(**self._row(usage, utcnow())))
+            session.add(UsageRecord(**self._row(usage, self._now())))
 
     def _insert_many(self, usages: list[Usage]) -> None:
-        now = utcnow()
+        now = self._now()
         with self.db.session() as session:
             session.execute(insert(UsageRecord), [self._row(u, now) for u in usages])
 
@@ -139,6 +156,11 @@ class Meter:
                 replay = await asyncio.to_thread(self.find, usage.key_id, usage.idempotency_key, usage.request_hash)
                 if replay is not None:
                     return replay
+                try:  # the key's earlier reply had expired, and `find` has just forgotten it: the key is free
+                    await asyncio.to_thread(self._insert, usage)
+                    return None
+                except SQLAlchemyError:
+                    pass
             self._on_failure()
             raise UsageNotRecorded("the usage record could not be written; retry the call") from None
         except SQLAlchemyError:
@@ -146,15 +168,39 @@ class Meter:
             raise UsageNotRecorded("the usage record could not be written; retry the call") from None
 
     def find(self, key_id: str, idempotency_key: str, expected_hash: str | None) -> Replay | None:
-        """The stored response for this key's idempotency key; `Conflict` if it was for a different request."""
+        """The stored response for this key's idempotency key; `Conflict` if it was for a different request.
+
+        A reply older than the retention is forgotten here and now (None: the key may be used again)."""
         with self.db.session() as session:
             row = session.scalar(select(UsageRecord).where(UsageRecord.key_id == key_id,
                                                            UsageRecord.idempotency_key == idempotency_key))
+            if row is not None and row.created_at < self._now() - self.replay_ttl:
+                _forget(session, [row.id])
+                return None
         if row is None:
             return None
         if row.request_hash != expected_hash:
             raise Conflict("this Idempotency-Key was already used for a different request")
-        return Replay(row.request_id, row.version, json.loads(row.response_json or "{}"))
+        body = {"request_id": row.request_id, "model": row.model, "version": row.version,
+                **json.loads(row.response_json or "{}")}
+        return Replay(row.request_id, row.version, body)
+
+    def purge_expired(self) -> int:
+        """Forget every stored reply older than the retention (its key, hash and text); returns how many."""
+        cutoff = self._now() - self.replay_ttl
+        purged = 0
+        while True:
+            with self.db.session() as session:
+                if self.db.engine.dialect.name == "postgresql" and not session.scalar(
+                        text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": PURGE_LOCK}):
+                    return purged  # another replica is purging right now
+                expired = select(UsageRecord.id).where(UsageRecord.idempotency_key.is_not(None),
+                                                       UsageRecord.created_at < cutoff)
+                ids = session.scalars(expired.limit(PURGE_CHUNK)).all()
+                _forget(session, ids)
+            purged += len(ids)
+            if len(ids) < PURGE_CHUNK:
+                return purged
 
     def texts_used(self, key_id: str, since: datetime) -> int:
         """Texts billed to a key since `since` (what a restarted server starts the monthly quota from)."""
@@ -162,6 +208,26 @@ class Meter:
             total = session.scalar(select(func.coalesce(func.sum(UsageRecord.items), 0)).where(
                 UsageRecord.key_id == key_id, UsageRecord.created_at >= since, UsageRecord.status == 200))
         return int(total or 0)
+
+
+def _forget(session, ids) -> None:
+    if ids:
+        session.execute(update(UsageRecord).where(UsageRecord.id.in_(ids))
+                        .values(idempotency_key=None, request_hash=None, response_json=None)
+                        .execution_options(synchronize_session=False))
+
+
+async def purge_periodically(meter: Meter, every_seconds: float) -> None:
+    """Run `meter.purge_expired` now and then every `every_seconds`, until cancelled (the app's lifespan).
+    A failed purge (database briefly down) is logged and tried again next time."""
+    while True:
+        try:
+            purged = await asyncio.to_thread(meter.purge_expired)
+            if purged:
+                log.info("deleted %d expired idempotent replies", purged)
+        except Exception:  # noqa: BLE001 - the next round tries again
+            log.exception("purging expired idempotent replies failed")
+        await asyncio.sleep(every_seconds)
 
 
 def usage_summary(db: Database, tenant: str, start: datetime, end: datetime) -> dict[str, Any]:

@@ -3,6 +3,12 @@
 Bodies are read here, up to `max_body_bytes` (declared or chunked), and replayed to the app, so an oversized
 body is refused with 413 before anything parses it.
 
+Every body the API takes is JSON, so a body sent without a Content-Type, or as a form (what `curl -d` sends), is
+read as JSON; if it is not JSON, the 422 says to send `Content-Type: application/json` (the type it came with is
+kept in `request.state` for that message). FastAPI refuses such bodies by default to stop cross-site requests
+that skip the CORS preflight; here they would carry no credentials (keys go in the Authorization or X-API-Key
+header, which a cross-site form cannot set), so they could not do anything a stranger cannot do anyway.
+
 The log line holds method, path, status, latency, request id, tenant, key id and model; input text only as
 routes put it in `request.state.log` (see `masking.describe_inputs`: sizes, or masked text when enabled).
 """
@@ -19,6 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from goldmine.serving.metrics import Metrics
 
 log = logging.getLogger("goldmine.serving.requests")
+
+SENT_CONTENT_TYPE = "sent_content_type"  # request.state: the Content-Type a body came with, when read as JSON anyway
+_READ_AS_JSON = ("", "application/x-www-form-urlencoded")  # media types whose bodies are taken as JSON
 
 
 def new_request_id() -> str:
@@ -54,7 +63,7 @@ class RequestMiddleware:
             if body is _TOO_LARGE:
                 await _too_large(send_with_id, self.max_body_bytes)
             elif body is not None:
-                await self.app(scope, _replay(body, receive), send_with_id)
+                await self.app(_as_json(scope) if body else scope, _replay(body, receive), send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
@@ -90,6 +99,17 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _as_json(scope: Scope) -> Scope:
+    """The scope with `Content-Type: application/json` when the body came with none or as a form."""
+    headers = scope.get("headers", [])
+    sent = next((value for name, value in headers if name == b"content-type"), b"").decode("latin-1")
+    if sent.split(";")[0].strip().lower() not in _READ_AS_JSON:
+        return scope
+    scope["state"][SENT_CONTENT_TYPE] = sent
+    return {**scope, "headers": [*((n, v) for n, v in headers if n != b"content-type"),
+                                 (b"content-type", b"application/json")]}
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from goldmine.serving.db import utcnow
 from goldmine.serving.errors import Overloaded, QuotaExhausted, RateLimited
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -203,11 +206,16 @@ class RedisLimiter(Limiter):
         return f"{self._prefix}quota:{key_id}:{month:%Y-%m}"
 
     async def _call(self, script, keys: list[str], args: list) -> list:
+        return await self._guarded(script(keys=keys, args=args))
+
+    @staticmethod
+    async def _guarded(call: Awaitable[T]) -> T:
+        """Every Redis round trip goes through here: an outage fails the call closed, with 503, never a 500."""
         from redis.exceptions import RedisError
 
         try:
-            return await script(keys=keys, args=args)
-        except RedisError as err:
+            return await call
+        except (RedisError, OSError) as err:
             raise Overloaded(f"rate-limit store unavailable ({type(err).__name__}); retry", {"Retry-After": "1"}) \
                 from None
 
@@ -233,7 +241,7 @@ class RedisLimiter(Limiter):
             if status == 0:
                 raise _quota_exhausted(quota, int(used), items, self._now())
             start = await asyncio.to_thread(self._usage_counter, key_id, month)
-            await self._redis.set(key, start, nx=True, ex=QUOTA_TTL_SECONDS)
+            await self._guarded(self._redis.set(key, start, nx=True, ex=QUOTA_TTL_SECONDS))
         raise Overloaded("rate-limit store lost the quota counter twice; retry", {"Retry-After": "1"})
 
     async def release_quota(self, key_id: str, items: int) -> None:

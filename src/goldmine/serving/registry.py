@@ -2,10 +2,11 @@
 
 `register(name, model_dir)` hashes the directory's content (training leftovers `checkpoints/` and `logs/`
 excluded; an ensemble's members included) and copies it to `<registry_dir>/<version>/`, so a version never
-changes under a running server. Registering identical content again returns the same version. The first
-version of a model becomes its `production` alias; later ones are promoted explicitly. Every promotion is
-kept in `alias_history`; `rollback` undoes the latest promotion not yet undone, so repeated rollbacks walk
-back through the history like a stack.
+changes under a running server; the copies are owner-only (0700 directories, 0600 files: a tenant's
+weights). Registering identical content again returns the same version. The first version of a model becomes
+its `production` alias; later ones are promoted explicitly. Every promotion is kept in `alias_history`;
+`rollback` undoes the latest promotion not yet undone, so repeated rollbacks walk back through the history
+like a stack.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from goldmine.errors import ConfigError
 from goldmine.inference.model import META_FILE, RunMeta
 from goldmine.serving.db import AliasChange, Database, ModelAlias, ModelVersion, RegisteredModel, Tenant, utcnow
 from goldmine.serving.errors import Conflict, NotFound
+from goldmine.serving.private import private_dir, private_tree
 
 SKIPPED_DIRS = {"checkpoints", "logs", "__pycache__"}
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -111,9 +113,10 @@ def _copy_model(source: Path, target: Path) -> None:
 def _store(registry_dir: Path, model_dir: Path, version: str) -> Path:
     target = registry_dir / version
     if not target.is_dir():
-        registry_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=registry_dir))
+        private_dir(registry_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=registry_dir))  # 0700: private while it fills
         _copy_model(model_dir, staging / "model")
+        private_tree(staging / "model")  # copytree kept the source's modes (often world-readable)
         try:
             (staging / "model").rename(target)  # atomic: a version directory is complete or absent
         except OSError:

@@ -76,6 +76,10 @@ class ServingSettings(BaseSettings):
         1.0, ge=0, description="How long an alias -> version resolution is reused. A promotion through this "
         "server's API applies at once; one made elsewhere (CLI, another replica) within this time. 0 = every call.")
     default_rate: float | None = Field(None, gt=0, description="Requests/s for keys created without --rate.")
+    idempotency_ttl_seconds: float = Field(
+        86_400, gt=0, description="How long the reply to a call with an Idempotency-Key is kept for replays (NER "
+        "replies hold entity text). After it the reply is deleted (within the hour, or within this time if shorter) "
+        "and the key may be used again as a new call; the usage record itself stays for billing.")
     log_raw_inputs: bool = Field(False, description="Log input texts (masked: e-mails, phones, card/ID numbers).")
     plans: dict[str, PricePlan] = Field(default_factory=_default_plans, description="Price plans by name.")
     default_alias: str = Field("production", description="Alias a predict call uses when it names none.")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from goldmine.serving import registry
 from goldmine.serving.db import ModelAlias
 from goldmine.serving.deps import AdminKey, Services, ServicesDep
+from goldmine.serving.errors import error_responses
 
 NAME_PATTERN = registry.NAME.pattern
 
@@ -47,7 +48,7 @@ def _alias_versions(services: Services, name: str) -> set[str]:
         return {a.version for a in session.query(ModelAlias).filter(ModelAlias.model_name == name)}
 
 
-@router.post("/{name}/promote", response_model=AliasOut, responses={401: {}, 403: {}, 404: {}})
+@router.post("/{name}/promote", response_model=AliasOut, responses=error_responses(401, 403, 404, 413, 422))
 async def promote(name: str, body: PromoteIn, key: AdminKey, services: ServicesDep) -> AliasOut:
     """Point an alias at a version (loaded before the switch, so no call waits for the load)."""
     version, path = await asyncio.to_thread(_target, services, name, body.target)
@@ -58,7 +59,8 @@ async def promote(name: str, body: PromoteIn, key: AdminKey, services: ServicesD
     return AliasOut(**move.__dict__)
 
 
-@router.post("/{name}/rollback", response_model=AliasOut, responses={401: {}, 403: {}, 404: {}, 409: {}})
+@router.post("/{name}/rollback", response_model=AliasOut,
+             responses=error_responses(401, 403, 404, 409, 413, 422))
 async def rollback(name: str, key: AdminKey, services: ServicesDep, body: RollbackIn | None = None) -> AliasOut:
     """Move an alias back to where it pointed before its latest promotion."""
     alias = body.alias if body else "production"

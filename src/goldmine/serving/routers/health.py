@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from goldmine.serving.deps import ServicesDep
 
@@ -18,7 +19,15 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {}})
+class Readiness(BaseModel):
+    status: str = Field(description="ready | not ready")
+    database: bool
+    limits: bool = Field(description="The rate-limit store (Redis, when used) answers.")
+    started: bool = Field(description="Startup (migrations, model preload) finished.")
+    loaded: list[str] = Field(description="Loaded model versions, as name@version.")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready."}})
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Ready for traffic: startup (migrations, model preload) finished; the database (and Redis, if used) answer."""
     database = await asyncio.to_thread(services.db.ping)
@@ -30,7 +39,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics."}})
 async def metrics(services: ServicesDep) -> Response:
     """Prometheus text format."""
     body, content_type = services.metrics.render()

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from goldmine.serving.deps import CurrentKey, ServicesDep
+from goldmine.serving.errors import error_responses
 from goldmine.serving.registry import list_models
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -25,7 +26,7 @@ class ModelList(BaseModel):
     models: list[ModelOut]
 
 
-@router.get("", response_model=ModelList, responses={401: {}})
+@router.get("", response_model=ModelList, responses=error_responses(401))
 async def get_models(key: CurrentKey, services: ServicesDep) -> ModelList:
     """Models visible to this key: its tenant's, or all of them with the admin scope."""
     tenant = None if "admin" in key.scopes else key.tenant

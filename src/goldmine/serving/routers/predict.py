@@ -11,19 +11,23 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from goldmine.serving.deps import PredictKey, ServicesDep
-from goldmine.serving.errors import InvalidRequest, PayloadTooLarge
+from goldmine.serving.errors import InvalidRequest, PayloadTooLarge, error_responses
 from goldmine.serving.masking import describe_inputs
 from goldmine.serving.metering import Usage, request_hash
 from goldmine.serving.registry import resolve
+from goldmine.serving.settings import Limits
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 
 
 class PredictRequest(BaseModel):
-    texts: list[str] = Field(min_length=1, description="Texts to label; limits: see settings.limits.")
+    texts: list[str] = Field(min_length=1, description="Texts to label. Over the server's limits (maxItems, "
+                             "maxLength: settings.limits) a call gets 413; text that is not Unicode (a lone "
+                             "surrogate such as \"\\ud800\") gets 422.")
     texts_b: list[str] | None = Field(
-        None, description="Pair models only (trained on text_a, text_b): the second text of each pair, one per "
-        "text, under the same limits.")
+        None, description="Pair models only (trained on text_a, text_b): the second text of each pair, exactly "
+        "one per text (as many items as `texts`), under the same limits. A model that reads single texts refuses "
+        "it, and a pair model refuses a call without it (422).")
 
 
 class PredictResponse(BaseModel):
@@ -32,6 +36,30 @@ class PredictResponse(BaseModel):
     version: str = Field(description="The model version that answered (also in the X-Model-Version header).")
     predictions: list[dict[str, Any]] = Field(
         description="Per text: {label, score, scores} (classification) or {entities: [...]} (NER).")
+
+
+def document_limits(schema: dict, limits: Limits) -> None:
+    """Write `limits` into an OpenAPI schema's PredictRequest (maxItems, maxLength of texts and texts_b): the
+    model cannot hold them, they are settings. Beyond them a call gets 413, which the route declares."""
+    properties = schema["components"]["schemas"]["PredictRequest"]["properties"]
+    for name in ("texts", "texts_b"):
+        for array in [properties[name], *properties[name].get("anyOf", [])]:
+            if array.get("type") == "array":
+                array["maxItems"] = limits.max_items_per_call
+                array["items"]["maxLength"] = limits.max_chars_per_text
+
+
+def _check_encodable(body: PredictRequest) -> None:
+    """Refuse text that is not Unicode (a JSON `\\ud800` escape decodes to a lone surrogate, which the tokenizer
+    cannot take) with a 422 that names the item, before it can reach a batch shared with other callers."""
+    for field, texts in (("texts", body.texts), ("texts_b", body.texts_b or [])):
+        for i, text in enumerate(texts):
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as err:
+                    raise InvalidRequest(f"{field}[{i}] is not valid Unicode text (a lone surrogate at character "
+                                         f"{err.start}): send UTF-8 text") from None
 
 
 def _check_limits(body: PredictRequest, max_items: int, max_chars: int) -> None:
@@ -58,7 +86,7 @@ async def _resolve_cached(services, name: str, ref: str, tenant: str) -> tuple[s
 
 
 @router.post("/{name}/predict", response_model=PredictResponse,
-             responses={401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {}, 429: {}, 503: {}})
+             responses=error_responses(401, 403, 404, 409, 413, 422, 429, 503))
 async def predict(
     name: str,
     body: PredictRequest,
@@ -67,13 +95,15 @@ async def predict(
     services: ServicesDep,
     version: Annotated[str | None, Query(max_length=64, description="An alias or version id; default production.")]
     = None,
-    idempotency_key: Annotated[str | None, Header(max_length=255, description="Retries with it never bill twice.")]
-    = None,
+    idempotency_key: Annotated[str | None, Header(
+        min_length=1, max_length=255, description="Retries with it never bill twice; its reply is kept for "
+        "idempotency_ttl_seconds (default 24 h), after which the key may be used again.")] = None,
 ) -> JSONResponse:
     """Labels (classification) or entities (NER) for a batch of texts (or text pairs, for a pair model), from
     the version the alias points to."""
     started = time.perf_counter()
     settings, texts = services.settings, body.texts
+    _check_encodable(body)  # before the log line and the batch: a lone surrogate breaks both
     request.state.log = {**getattr(request.state, "log", {}), "model": name,
                          **describe_inputs(texts, settings.log_raw_inputs, body.texts_b)}
     _check_limits(body, settings.limits.max_items_per_call, settings.limits.max_chars_per_text)

@@ -13,11 +13,13 @@ from goldmine.errors import ConfigError
 from goldmine.serving.billing import parse_month
 from goldmine.serving.db import utcnow
 from goldmine.serving.deps import CurrentKey, ServicesDep
-from goldmine.serving.errors import Forbidden, InvalidRequest
+from goldmine.serving.errors import Forbidden, InvalidRequest, error_responses
 from goldmine.serving.metering import usage_summary
 from goldmine.serving.ratelimit import month_start, next_month_start
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
+
+MONTH_PATTERN = r"^[12][0-9]{3}-(0[1-9]|1[0-2])$"  # years 1000-2999: what the schema says is what is accepted
 
 
 class ModelUsage(BaseModel):
@@ -42,25 +44,30 @@ def _period(month: str | None, start: date | None, end: date | None) -> tuple[da
     try:
         if start or end:
             if month or not (start and end) or end < start:
-                raise InvalidRequest("give month=YYYY-MM, or both start and end (end >= start)")
-            return (datetime.combine(start, datetime.min.time()),
-                    datetime.combine(end + timedelta(days=1), datetime.min.time()))
+                raise InvalidRequest("give month=YYYY-MM, or both start and end (end >= start), not both")
+            until = (datetime.combine(end + timedelta(days=1), datetime.min.time()) if end < date.max
+                     else datetime.max)  # 9999-12-31 is a date like any other
+            return datetime.combine(start, datetime.min.time()), until
         since = parse_month(month) if month else month_start(utcnow())
         return since, next_month_start(since)
     except (ConfigError, OverflowError, ValueError) as err:
         raise InvalidRequest(f"invalid period: {err}") from None
 
 
-@router.get("", response_model=UsageOut, responses={401: {}, 403: {}, 422: {}})
+@router.get("", response_model=UsageOut, responses=error_responses(401, 403, 422))
 async def get_usage(
     key: CurrentKey,
     services: ServicesDep,
-    month: Annotated[str | None, Query(description="YYYY-MM (default: this month).")] = None,
-    start: Annotated[date | None, Query(description="First day (instead of month).")] = None,
-    end: Annotated[date | None, Query(description="Last day, included.")] = None,
+    month: Annotated[str | None, Query(pattern=MONTH_PATTERN, description=(
+        "A calendar month (UTC), YYYY-MM (default: this month). Not together with start/end (422)."))] = None,
+    start: Annotated[date | None, Query(description=(
+        "First day, instead of month; needs end as well (422 alone or with month)."))] = None,
+    end: Annotated[date | None, Query(description=(
+        "Last day, included; needs start, and must not be before it (422 otherwise)."))] = None,
     tenant: Annotated[str | None, Query(max_length=64, description="Another tenant (admin scope).")] = None,
 ) -> UsageOut:
-    """Billable usage in [start, end] or in a month, in total and per model."""
+    """Billable usage in a month, or from start to end (both days included), in total and per model. Give
+    `month` or both `start` and `end`, never both kinds: OpenAPI cannot express that rule, the server answers 422."""
     tenant = tenant or key.tenant
     if tenant != key.tenant and "admin" not in key.scopes:
         raise Forbidden("reading another tenant's usage needs the admin scope")
