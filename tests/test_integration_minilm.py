@@ -13,10 +13,10 @@ pytestmark = pytest.mark.integration
 STEPS = 30
 
 
-def _train(task: str, data, out):
+def _train(task: str, data, out, learning_rate: float = 1e-4):
     return goldmine.train(None, **{
         "task": task, "data.train": str(data), "model.name": "bundled", "output_dir": str(out),
-        "training.max_steps": STEPS, "training.batch_size": 16, "training.learning_rate": 1e-4,
+        "training.max_steps": STEPS, "training.batch_size": 16, "training.learning_rate": learning_rate,
         "training.eval_strategy": "none", "training.linear_probe": False, "training.logging_steps": 5,
     })
 
@@ -37,7 +37,10 @@ def test_minilm_intents_beat_majority(demo_files, tmp_path):
 
 
 def test_minilm_ner_finds_entities(demo_files, tmp_path):
-    result = _train("ner", demo_files.ner, tmp_path / "ner")
+    # A random head learns slowly at 1e-4 (entity F1 0.27 after 30 steps); at 5e-4 it reaches 0.80 in the same steps.
+    result = _train("ner", demo_files.ner, tmp_path / "ner", learning_rate=5e-4)
     assert result.global_step == STEPS
     assert result.before_after["majority class"]["f1"] == 0.0
-    assert result.test_metrics["f1"] > 0.0, result.before_after
+    # A floor that a broken tagger (labels off by a sub-token, a wrong tag map, no learning) cannot reach.
+    assert result.test_metrics["f1"] > 0.6, result.before_after
+    assert result.test_metrics["precision"] > 0.5 and result.test_metrics["recall"] > 0.5, result.before_after
