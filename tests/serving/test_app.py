@@ -525,3 +525,12 @@ def test_the_schema_declares_the_error_body(client):
     assert (request["maxItems"], request["items"]["maxLength"]) == (64, 2000)  # the settings' limits
     month = schema["paths"]["/v1/usage"]["get"]["parameters"][0]
     assert month["name"] == "month" and month["schema"]["anyOf"][0]["pattern"] == r"^[12][0-9]{3}-(0[1-9]|1[0-2])$"
+
+
+def test_an_empty_idempotency_key_is_422_not_a_replay_of_nothing(client, keys, db):
+    h = {**auth(keys["acme"]), "Idempotency-Key": ""}
+    first = client.post("/v1/models/intents/predict", json={"texts": ["a"]}, headers=h)
+    second = client.post("/v1/models/intents/predict", json={"texts": ["b"]}, headers=h)
+    assert first.status_code == second.status_code == 422
+    assert first.json()["error"]["message"] == "idempotency-key (header): String should have at least 1 character"
+    assert records(db) == []
