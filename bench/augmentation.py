@@ -11,7 +11,8 @@ run takes are not mistaken for the effect of its edits:
 2. plain, longer: the same file for (1 + factor) x the epochs: as many optimizer steps as the augmented run;
 3. augmented: `data.augment.factor` edited copies per text (typo, swap, delete), `epochs` epochs.
 
-Results go to bench/results/augmentation.json and .md.
+Results go to bench/results/augmentation.json and .md, with the git commit, the command line and the base model the
+runs started from (the runs themselves live in a temporary directory and are not kept).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, provenance  # noqa: E402
 
 from goldmine.config import load_config  # noqa: E402
 from goldmine.data.readers import read_file  # noqa: E402
 from goldmine.data.writers import write_data  # noqa: E402
+from goldmine.modeling.backbone import resolve_base_model  # noqa: E402
 from goldmine.training.trainer import train  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "banking77"
@@ -76,6 +78,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
+    base = load_config(ROOT / "bench" / "configs" / "banking77.yaml").model.name
+    origin = provenance({"base_model": resolve_base_model(base)})  # the code as it was when the runs started
 
     with tempfile.TemporaryDirectory(prefix="goldmine-augment-") as tmp:
         train_file = few_shot(args.per_class, args.seed, Path(tmp) / "train.jsonl")
@@ -86,7 +90,7 @@ def main() -> None:
             "plain_longer": run("plain_longer", train_file, Path(tmp), longer, 0.0, args.seed),
             "augmented": run("augmented", train_file, Path(tmp), args.epochs, args.factor, args.seed),
         }
-    results = {"machine": machine_info(), "data": f"banking77, {args.per_class} train texts per intent "
+    results = {**origin, "machine": machine_info(), "data": f"banking77, {args.per_class} train texts per intent "
                f"({examples} texts), full dev split", "per_class": args.per_class, "runs": runs,
                "gain_over_plain_points": round(100 * (runs["augmented"]["dev_accuracy"]
                                                       - runs["plain"]["dev_accuracy"]), 2),
@@ -97,7 +101,8 @@ def main() -> None:
     m = results["machine"]
     lines = ["# Augmentation benchmark", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; date {m['date']}. Data: {results['data']}; "
-             f"banking77 bench config, seed {args.seed}, no model selection.", "",
+             f"banking77 bench config, seed {args.seed}, no model selection. Written by `{results['command']}` at "
+             f"commit {results['git_commit']}{' (with uncommitted changes)' if results['git_dirty'] else ''}.", "",
              "| run | augment factor | epochs | optimizer steps | dev accuracy | dev macro-F1 | seconds |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {name} | {r['augment_factor']} | {r['epochs']} | {r['global_step']} | {r['dev_accuracy']:.4f} | "

@@ -17,9 +17,11 @@ as fp32 (torch GEMM) and int8 (onnxruntime MatMulInteger) throughput on the mode
 and everything outside the matrix multiplies therefore count against a path. int8 paths are held to the int8
 ceiling, the others to the fp32 one.
 
-The models are runs/bench/sst2/seed-42 and runs/bench/banking77 (from `python bench/accuracy.py`); missing
-exports are made with `goldmine export --quantize int8 --force` (the int8 parity figures are reported here,
-the gate's verdict too). Results go to bench/results/inference.json and .md.
+The models are the runs `python bench/accuracy.py` leaves: runs/bench/sst2 (one seed; the seed-42 member
+runs/bench/sst2/seed-42 of a seed ensemble otherwise) and runs/bench/banking77. runs/ is not in git: without them
+the benchmark stops and says which command trains them. Missing exports are made with `goldmine export --quantize
+int8 --force` (the int8 parity figures are reported here, the gate's verdict too). Results go to
+bench/results/inference.json and .md, with the git commit, the command line and the model directories measured.
 """
 
 from __future__ import annotations
@@ -39,21 +41,35 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, provenance  # noqa: E402
 
 from goldmine.memory import peak_rss_mb  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT.parent / "shared" / "data"
-MODELS = {  # name: (run directory, dev file)
-    "sst2": (ROOT / "runs" / "bench" / "sst2" / "seed-42", DATA / "sst2" / "dev.jsonl"),
-    "banking77": (ROOT / "runs" / "bench" / "banking77", DATA / "banking77" / "dev.jsonl"),
+MODELS = {  # name: (run directories bench/accuracy.py leaves, the first one that holds a model wins; dev file)
+    "sst2": ((ROOT / "runs" / "bench" / "sst2", ROOT / "runs" / "bench" / "sst2" / "seed-42"),
+             DATA / "sst2" / "dev.jsonl"),
+    "banking77": ((ROOT / "runs" / "bench" / "banking77",), DATA / "banking77" / "dev.jsonl"),
 }
 PATHS = ("pipeline_single", "pipeline_batch32", "torch", "onnx_fp32", "onnx_int8")
 RUNTIME_OF = {"torch": "torch", "onnx_fp32": "onnx", "onnx_int8": "onnx-int8"}
 LATENCY_TEXTS = 200  # single-text calls timed for p50 latency
 TARGETS = {"int8_vs_pipeline_single": 4.0, "int8_vs_pipeline_batch32": 2.0, "metric_loss_points": 0.5,
            "ceiling_share": 0.70}
+
+
+def model_dir(name: str) -> Path:
+    """The trained run measured for `name`: a directory with a goldmine.json. runs/ is not in git (the models come
+    from bench/accuracy.py), so on a fresh checkout there is none: stop before measuring anything, saying how to
+    make it, rather than fail in the middle of the first path."""
+    candidates, _ = MODELS[name]
+    for directory in candidates:
+        if (directory / "goldmine.json").is_file():
+            return directory
+    tried = " or ".join(str(c.relative_to(ROOT)) for c in candidates)
+    raise SystemExit(f"bench/inference.py: no trained {name} model in {tried} (runs/ is not in git); train it "
+                     f"first with `.venv/bin/python bench/accuracy.py --only {name}`")
 
 
 # ---------------------------------------------------------------- one path, in its own process
@@ -191,8 +207,7 @@ def ensure_export(model_dir: Path, threads: int) -> dict:
 
 
 def child(args: argparse.Namespace) -> None:
-    model_dir, dev = MODELS[args.model]
-    print(json.dumps(run_path(args.path, model_dir, dev, args.threads, args.limit)))
+    print(json.dumps(run_path(args.path, model_dir(args.model), MODELS[args.model][1], args.threads, args.limit)))
 
 
 def main() -> None:
@@ -211,14 +226,15 @@ def main() -> None:
 
     models = args.models.split(",")
     paths = args.paths.split(",")
+    directories = {name: model_dir(name) for name in models}  # every model present before any is measured
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     per_model: dict[str, dict] = {}
     for name in models:
-        model_dir, dev = MODELS[name]
-        parity = ensure_export(model_dir, args.threads)
-        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=True)
-        tokens = token_counts(model_dir, dev, args.limit)
-        per_model[name] = {"model_dir": str(model_dir.relative_to(ROOT)), "data": str(dev), "examples": len(tokens),
+        directory, dev = directories[name], MODELS[name][1]
+        parity = ensure_export(directory, args.threads)
+        config = AutoConfig.from_pretrained(str(directory), trust_remote_code=True)
+        tokens = token_counts(directory, dev, args.limit)
+        per_model[name] = {"model_dir": str(directory.relative_to(ROOT)), "data": str(dev), "examples": len(tokens),
                            "mean_tokens": round(statistics.mean(tokens), 2),
                            "flops": sum(flops_per_example(config, n) for n in tokens),
                            "int8_parity": {k: parity["runtimes"]["onnx-int8"].get(k) for k in (
@@ -233,12 +249,13 @@ def main() -> None:
             r = per_model[name]["paths"][path]
             print(f"[{name}] {path}: {r['examples'] / r['seconds']:.1f} ex/s, p50 {r['p50_ms']:.1f} ms, "
                   f"accuracy {r['correct'] / r['examples']:.4f}", file=sys.stderr, flush=True)
-    config = AutoConfig.from_pretrained(str(MODELS[models[0]][0]), trust_remote_code=True)
+    config = AutoConfig.from_pretrained(str(directories[models[0]]), trust_remote_code=True)
     ceiling = measure_ceiling(config, args.threads)
 
     # all models together: examples/s over every text, the metric over every text (example-weighted)
     total_flops = sum(m["flops"] for m in per_model.values())
-    results: dict = {"machine": machine_info() | {"bench_threads": args.threads}, "ceiling": ceiling,
+    origin = provenance({name: str(d.relative_to(ROOT)) for name, d in directories.items()})
+    results: dict = {**origin, "machine": machine_info() | {"bench_threads": args.threads}, "ceiling": ceiling,
                      "models": per_model, "paths": {}}
     from goldmine.export.parity import cpu_features
 
@@ -289,6 +306,9 @@ def write_markdown(results: dict) -> None:
         f"{m['bench_threads']} threads per path; date {m['date']}; torch {m['versions'].get('torch')}, "
         f"transformers {m['versions'].get('transformers')}.",
         f"Texts: {texts}.",
+        f"Written by `{results['command']}` at commit {results['git_commit']}"
+        f"{' (with uncommitted changes)' if results['git_dirty'] else ''}; models: "
+        + ", ".join(f"{n} {d}" for n, d in results["model_dirs"].items()) + ".",
         f"Ceiling measured in this run: fp32 {c['fp32_gflops']} GFLOP/s, int8 {c['int8_gops']} GOP/s "
         f"(int8 GEMMs on the {m['cpu_features']['int8_gemm']} kernels).", "",
         "| path | examples/s | p50 single text (ms) | accuracy | ceiling share | share of fp32 ceiling "

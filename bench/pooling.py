@@ -7,6 +7,9 @@ all-MiniLM-L6-v2 was trained with mean pooling; BERT's own classifier reads the 
 2. one epoch of full fine-tuning on sst2 with mean vs cls vs pooler heads (same seed and schedule).
 
     python bench/pooling.py        # writes bench/results/pooling.json and .md
+
+The result records the git commit, the command line, the base model the probes read and the fine-tuned runs it
+left in runs/bench/pooling/.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, provenance  # noqa: E402
 
 from goldmine.config import load_config  # noqa: E402
 from goldmine.data.readers import read_file  # noqa: E402
@@ -63,12 +66,18 @@ def fine_tunes(runs: Path) -> dict:
 
 
 def main() -> None:
-    results = {"machine": machine_info(), "linear_probe_dev_accuracy": probes(),
-               "sst2_one_epoch_fine_tune": fine_tunes(ROOT / "runs" / "bench" / "pooling")}
+    runs = ROOT / "runs" / "bench" / "pooling"
+    origin = provenance({"base_model": resolve_base_model("bundled"),
+                         **{f"sst2-{p}": str((runs / f"sst2-{p}").relative_to(ROOT)) for p in POOLINGS}})
+    results = {**origin, "machine": machine_info(), "linear_probe_dev_accuracy": probes(),
+               "sst2_one_epoch_fine_tune": fine_tunes(runs)}
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "pooling.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["# Pooling benchmark", "", f"Machine: {results['machine']['cpu']}, date {results['machine']['date']}.",
+    lines = ["# Pooling benchmark", "",
+             f"Machine: {results['machine']['cpu']}, date {results['machine']['date']}; written by "
+             f"`{results['command']}` at commit {results['git_commit']}"
+             f"{' (with uncommitted changes)' if results['git_dirty'] else ''}.",
              "", "## Linear probe (frozen all-MiniLM-L6-v2), dev accuracy", "",
              "| data | " + " | ".join(POOLINGS) + " |", "|---|" + "---:|" * len(POOLINGS)]
     for name, row in results["linear_probe_dev_accuracy"].items():
