@@ -123,3 +123,28 @@ def test_the_target_needs_the_ratio_and_a_lower_p99(bench):
 def test_every_server_has_a_request_format(bench):
     assert {bench.kind_of(name) for name in bench.SERVERS} == set(bench.KINDS)
     assert bench.kind_of("infinity-optimum-int8") == "infinity" and bench.kind_of("goldmine-torch") == "goldmine"
+
+
+def test_the_report_names_the_best_infinity_configuration_and_why_a_configuration_did_not_run(bench, tmp_path,
+                                                                                             monkeypatch):
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    measured = {"p50_ms": 90.0, "p90_ms": 120.0, "non_200": 0, "server_cores_busy": 1.5, "loadgen_cores_busy": 0.1,
+                "server_os_threads": 12, "served": {"dev_accuracy": 0.88}, "rounds": []}
+    results = {"goldmine": row(150.0, 400.0, usage_records_lost=0, usage={"answered_ok": 9, "records": 9},
+                               **measured),
+               "infinity-torch-int8": row(90.0, 450.0, **measured),
+               "infinity-optimum": {"error": "optimum's ONNX export failed", "throughput_rps": None, "p99_ms": None}}
+    results["infinity_best"] = bench.infinity_best(results)
+    results.update(speedup_vs_infinity_best=1.67, usage_records_lost=0, targets=bench.summarise(results),
+                   git_commit="abc123", git_dirty=False, command="python bench/serving.py",
+                   load={"model": "runs/bench-serving/sst2", "source": "runs/bench/sst2", "concurrency": 32,
+                         "rounds": 3, "warmup_s": 3.0, "duration_s": 10.0, "client": "c"},
+                   machine={"cpu": "cpu", "cores": 2, "memory_gib": 1, "date": "d", "versions": {}})
+    bench.write(results)
+    written = json.loads((tmp_path / "serving.json").read_text())
+    assert written["infinity_best"]["config"] == "infinity-torch-int8" and written["git_commit"] == "abc123"
+    report = (tmp_path / "serving.md").read_text()
+    assert "Best infinity configuration: **infinity-torch-int8** (90.0 req/s, p99 450.0 ms)" in report
+    assert "**1.67x**" in report and "Commit abc123" in report
+    assert "| infinity-optimum | - | not measured: optimum's ONNX export failed |" in report
+    assert "goldmine: 9 answered, 9 records" in report
