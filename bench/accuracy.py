@@ -52,7 +52,9 @@ RESULTS = ROOT / "bench" / "results"
 CONFIGS = ROOT / "bench" / "configs"
 BENCHMARKS = {
     # name: (config file, data folder, train file, dev file, metric key in results, metric in eval)
-    "sst2": ("sst2.yaml", "sst2", "train.jsonl", "dev.jsonl", "dev_accuracy", "accuracy"),
+    # sst2 trains on GLUE's phrase-level training set (phrases of the training sentences' parse trees, as GLUE
+    # SST-2 is trained): 0.9025 dev against 0.8773 on the 6,920 sentences alone (2026-11-30, LP-FT, seed 42).
+    "sst2": ("sst2.yaml", "sst2", "phrases.jsonl", "dev.jsonl", "dev_accuracy", "accuracy"),
     "sst2_lora": ("sst2_lora.yaml", "sst2", "train.jsonl", "dev.jsonl", "dev_accuracy", "accuracy"),
     "conll2003": ("conll2003.yaml", "conll2003", "train.txt", "dev.txt", "dev_entity_f1", "f1"),
     "banking77": ("banking77.yaml", "banking77", "train.jsonl", "dev.jsonl", "dev_accuracy", "accuracy"),
@@ -156,6 +158,7 @@ def run(name: str, data_root: Path, runs: Path, seeds: list[int], threads: int |
         "trainable_share": round(meta["trainable_parameters"] / meta["total_parameters"], 5),
         "config": first["config"].model_dump(mode="json", exclude={"data"}),
         "model_dir": _relative(first["output_dir"]),
+        "train_file": train_file,
     }
     if any("reused" in m for m in members):
         entry["reused"] = [m["reused"] for m in members if "reused" in m]
@@ -181,6 +184,8 @@ def run(name: str, data_root: Path, runs: Path, seeds: list[int], threads: int |
     if name == "sst2_lora":
         full = _load().get("sst2", {})
         full_single = full.get("members", {}).get("42", full.get("dev_accuracy"))
+        if full.get("train_file", "train.jsonl") != train_file:  # a gap means something on the same data only
+            full_single = None
         entry["gap_to_full_points"] = round(100 * (full_single - entry[key]), 2) if full_single is not None else None
     return entry
 
