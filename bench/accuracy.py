@@ -91,7 +91,9 @@ def _reused(config, data_file: Path) -> dict:
     run_dir = config.output_dir
     recorded = load_config(run_dir / "config.yaml")
     wanted, got = _flatten(config.model_dump(mode="json")), _flatten(recorded.model_dump(mode="json"))
-    differ = {k: (got.get(k), v) for k, v in wanted.items() if k not in RUN_SETTINGS_IGNORED and got.get(k) != v}
+    # a setting the benchmark leaves unset (None: training picks it) may have been recorded as what training picked
+    differ = {k: (got.get(k), v) for k, v in wanted.items()
+              if k not in RUN_SETTINGS_IGNORED and v is not None and got.get(k) != v}
     if differ:
         raise SystemExit(f"--reuse: {run_dir}/config.yaml differs from the benchmark's settings "
                          f"(key: (run, benchmark)): {differ}; train it again without --reuse")
