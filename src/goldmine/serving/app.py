@@ -129,10 +129,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if settings.inference_threads:
+        if settings.inference_threads or settings.batching.workers is None:
             import torch
 
-            torch.set_num_threads(settings.inference_threads)
+            # unset: one single-threaded forward pass per worker, one worker per core (see compute_workers)
+            torch.set_num_threads(settings.inference_threads or 1)
         db = await asyncio.to_thread(open_database, settings)
         meter = Meter(db, on_failure=metrics.usage_write_failures.inc,
                       replay_ttl_seconds=settings.idempotency_ttl_seconds)

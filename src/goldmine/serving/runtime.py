@@ -50,15 +50,15 @@ def batch_function(model: Model):
 
 
 def compute_workers(runtime: str, workers: int | None, threads: int | None) -> int:
-    """Batches a version runs at once. Unset, onnxruntime gets one per usable core with single-threaded passes
+    """Batches a version runs at once. Unset, every runtime gets one per usable core with single-threaded passes
     (small forward passes of a few texts gain little from a second thread, and two passes side by side also
-    overlap the batch's tokenising and decoding). torch's intra-op pool is process-wide, so torch gets one
-    worker that uses it all."""
+    overlap the batch's tokenising and decoding). torch too: the app sets torch's intra-op pool to one thread
+    then, because a pool as wide as the machine fights the event loop's thread for the cores. Measured with
+    `bench/serving.py` on 2 cores (sst2 MiniLM, 32 clients): one worker on torch's 2-thread pool answered 12-16
+    requests/s, a tenth of what the same forward passes do outside the server."""
     if workers is not None:
         return workers
-    if runtime.startswith("onnx"):
-        return max(1, available_cores() // (threads or 1))
-    return 1
+    return max(1, available_cores() // (threads or 1))
 
 
 class ModelPool:
