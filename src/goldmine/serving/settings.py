@@ -37,8 +37,9 @@ class Batching(BaseModel):
                               "of this many, so short texts are not padded to the longest one of the batch.")
     max_wait_ms: float = Field(2.0, ge=0, description="How long the first queued request waits for company.")
     workers: int | None = Field(None, gt=0, description="Batches running at once, each in a thread of its own. "
-                                "None: one per usable core, each pass on one intra-op thread (unless `inference_threads` "
-                                "says otherwise: cores / inference_threads), on onnxruntime and torch alike.")
+                                "None: one per usable core, each pass on one intra-op thread (unless "
+                                "`inference_threads` says otherwise: cores / inference_threads), on onnxruntime and "
+                                "torch alike.")
     max_queue: int = Field(1024, gt=0, description="Texts waiting per model before calls get 503 + Retry-After.")
 
 
@@ -90,7 +91,8 @@ class ServingSettings(BaseSettings):
         "directory (onnx-int8 > onnx > torch; see `goldmine export`), or one runtime for every version (a version "
         "without that export then fails to load, with a message saying how to export it).")
     inference_threads: int | None = Field(None, gt=0, description="Threads per forward pass (torch, or onnxruntime "
-                                          "intra-op); None = 1 while `batching.workers` is unset (one worker per core), else the usable cores.")
+                                          "intra-op); None = 1 while `batching.workers` is unset (one worker per "
+                                          "core), else the usable cores.")
     opentelemetry: bool = Field(False, description="FastAPI's native OpenTelemetry (to globally configured "
                                 "providers). Off: the Prometheus metrics and request log cover it, and no request "
                                 "pays for the provider checks.")
