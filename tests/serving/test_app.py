@@ -226,7 +226,8 @@ def test_overload_is_503_with_retry_after(settings, db, models, keys, monkeypatc
 
     from goldmine.serving import runtime
 
-    settings.batching.max_queue, settings.batching.max_batch_size = 1, 1
+    # one worker: the second call must wait in the queue behind the held first one
+    settings.batching.max_queue, settings.batching.max_batch_size, settings.batching.workers = 1, 1, 1
     gate = threading.Event()
     real = runtime.batch_function
 
@@ -339,7 +340,7 @@ def test_hot_swap_answers_in_flight_calls_with_the_old_version(settings, db, mod
     shutil.copytree(tiny_run("classification"), second)
     (second / "labels.json").write_text((second / "labels.json").read_text() + "\n")
     v1, v2 = models["intents"].version, register(db, settings.registry_dir, "intents", second, "acme").version
-    settings.batching.max_batch_size = 1
+    settings.batching.max_batch_size, settings.batching.workers = 1, 1  # one worker: later calls queue
     gate = threading.Event()
     real = runtime.batch_function
 
