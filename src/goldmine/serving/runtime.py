@@ -49,13 +49,13 @@ def batch_function(model: Model):
     return run
 
 
-def compute_workers(runtime: str, workers: int | None, threads: int | None) -> int:
-    """Batches a version runs at once. Unset, every runtime gets one per usable core with single-threaded passes
-    (small forward passes of a few texts gain little from a second thread, and two passes side by side also
-    overlap the batch's tokenising and decoding). torch too: the app sets torch's intra-op pool to one thread
-    then, because a pool as wide as the machine fights the event loop's thread for the cores. Measured with
-    `bench/serving.py` on 2 cores (sst2 MiniLM, 32 clients): one worker on torch's 2-thread pool answered 12-16
-    requests/s, a tenth of what the same forward passes do outside the server."""
+def compute_workers(workers: int | None, threads: int | None) -> int:
+    """Batches a version runs at once. Unset, every runtime (onnxruntime, torch, an ensemble of both) gets one per
+    usable core with single-threaded passes: small forward passes of a few texts gain little from a second thread,
+    and two passes side by side also overlap the batch's tokenising and decoding. For torch the app sets its
+    intra-op pool to one thread then, because a pool as wide as the machine fights the event loop's thread for
+    the cores. Measured with `bench/serving.py` on 2 cores (sst2 MiniLM, 32 clients): one worker on torch's
+    2-thread pool answered 12-16 requests/s, a tenth of what the same forward passes do outside the server."""
     if workers is not None:
         return workers
     return max(1, available_cores() // (threads or 1))
@@ -92,7 +92,7 @@ class ModelPool:
         threads = self.settings.inference_threads or (1 if b.workers is None else None)
         model = await asyncio.to_thread(Model.load, path, b.forward_size, runtime=self.settings.runtime,
                                         threads=threads)
-        workers = compute_workers(model.runtime, b.workers, threads)
+        workers = compute_workers(b.workers, threads)
         label = f"{name}@{version}"
         batcher = MicroBatcher(
             batch_function(model), b.max_batch_size, b.max_wait_ms, b.max_queue, name=label,
