@@ -55,13 +55,11 @@ def evaluate(model: Model, data: LabeledData, out_dir: Path | None = None, prefi
     return metrics
 
 
-def predicted_tags(model: Model, data: LabeledData, encoded: Encoded | None = None,
-                   bins: CalibrationBins | None = None) -> list[list[str]]:
+def predicted_tags(model: Model, data: LabeledData, encoded: Encoded, bins: CalibrationBins) -> list[list[str]]:
     """NER: the tag the model gives each word of each sentence of `data` (with its document context), read from
-    the word's first sub-token as `predict` reads it; "O" for a word cut off at `max_length`. With `bins`, each
-    word's confidence and correctness are added to them."""
+    the word's first sub-token as `predict` reads it; "O" for a word cut off at `max_length`. Each word's
+    confidence and correctness go into `bins`."""
     task = model.task
-    encoded = encoded if encoded is not None else task.encode(data)
     pred_tags: list[list[str]] = [[] for _ in data.examples]
     for idx, probs in model.iter_probabilities(encoded.features):
         for i, p in zip(idx, probs, strict=True):
@@ -72,8 +70,7 @@ def predicted_tags(model: Model, data: LabeledData, encoded: Encoded | None = No
             for word, best in zip(encoded.alignment[i], word_probs.argmax(-1), strict=True):
                 tags[word] = task.label_names[best]
             pred_tags[i] = tags
-            if bins is not None:
-                bins.update(word_probs.max(-1), word_probs.argmax(-1) == labels[positions])
+            bins.update(word_probs.max(-1), word_probs.argmax(-1) == labels[positions])
     return pred_tags
 
 
