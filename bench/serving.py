@@ -103,7 +103,7 @@ TENANT, MODEL_NAME = "bench", "sst2"
 # per core), SQLite with full fsync.
 GOLDMINE_ENV = {
     "GOLDMINE_BATCHING__MAX_BATCH_SIZE": "32",
-    "GOLDMINE_BATCHING__FORWARD_SIZE": "8",
+    "GOLDMINE_BATCHING__FORWARD_SIZE": "4",
     "GOLDMINE_BATCHING__MAX_WAIT_MS": "2",
     "GOLDMINE_SQLITE_SYNCHRONOUS": "FULL",
 }
@@ -450,7 +450,7 @@ def goldmine_server(name: str, model_dir: Path, state: Path) -> Server:
 
     `goldmine` serves with runtime auto (the int8 ONNX export), `goldmine-torch` with runtime torch; the
     batching settings are the same."""
-    from goldmine.inference.runtime import available_cores, resolve_runtime
+    from goldmine.inference.runtime import resolve_runtime
     from goldmine.serving.auth import create_key
     from goldmine.serving.db import open_database
     from goldmine.serving.registry import register
@@ -471,9 +471,8 @@ def goldmine_server(name: str, model_dir: Path, state: Path) -> Server:
         env={"GOLDMINE_DATA_DIR": str(state), **env}, headers={"Authorization": f"Bearer {key.key}"},
         describe={"runtime": runtime, "auth": "API key (Bearer)", "metering": "usage record committed per call",
                   "database": "SQLite (WAL, synchronous=FULL)",
-                  "compute_threads": f"{compute_workers(runtime, None, 1)} batch workers x "
-                  f"{1 if runtime != 'torch' else available_cores()} "
-                  f"{'onnxruntime intra-op' if runtime != 'torch' else 'torch'} thread(s)",
+                  "compute_threads": f"{compute_workers(None, 1)} batch workers x 1 "
+                  f"{'onnxruntime intra-op' if runtime != 'torch' else 'torch intra-op'} thread",
                   "settings": env, "model_version": version.version},
     )
 
@@ -678,6 +677,9 @@ def run_servers(names: list[str], args, work: Path, data: list[dict], made: dict
                       f"{result['server_cores_busy']} cores, loadavg {result['loadavg_1min_before']}", flush=True)
         for name in live:
             results[name].update(combine(rounds[name]))
+            if name in GOLDMINE_SERVERS:
+                results[name]["batching"] = batching_summary(servers[name])
+                print(f"[{name}] batching: {results[name]['batching']}", flush=True)
             if args.accuracy:
                 results[name]["served"] = served_accuracy(servers[name], data)
     finally:
@@ -693,6 +695,27 @@ def run_servers(names: list[str], args, work: Path, data: list[dict], made: dict
         print(f"[{name}] {r['throughput_rps']} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
               f"non-200 {r['non_200']}", flush=True)
     return results
+
+
+def batching_summary(server: Server) -> dict:
+    """A goldmine server's forward passes over the whole load (warm-ups included), from its /metrics: how many
+    texts a pass held and how long it took on average, which says whether the batch workers or the rest of
+    the request path set the pace."""
+    metrics_url = server.ready_url.rsplit("/", 1)[0] + "/metrics"
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for metric in ("goldmine_batch_size_sum", "goldmine_batch_size_count", "goldmine_batch_seconds_sum"):
+            if name.startswith(metric + "{"):
+                values[metric] = values.get(metric, 0.0) + float(value)
+    passes = values.get("goldmine_batch_size_count", 0.0)
+    if not passes:
+        return {"forward_passes": 0}
+    return {"forward_passes": int(passes),
+            "texts_per_pass_mean": round(values["goldmine_batch_size_sum"] / passes, 2),
+            "pass_ms_mean": round(values["goldmine_batch_seconds_sum"] / passes * 1000, 2)}
 
 
 def infinity_best(results: dict) -> dict | None:

@@ -200,3 +200,54 @@ def test_close_without_drain_fails_running_and_queued_requests():
 
     results = run(main())
     assert all(isinstance(r, (asyncio.CancelledError, Overloaded)) for r in results)
+
+
+def test_one_full_batch_is_cut_into_chunks_that_both_workers_run():
+    """Under a closed loop of clients one batch can hold every waiting request: its chunks must run on both
+    workers at once, by length, and every caller still gets its own results in order."""
+    running, overlap, chunks = [0], [0], []
+    lock = threading.Lock()
+
+    def fn(texts):
+        with lock:
+            running[0] += 1
+            overlap[0] = max(overlap[0], running[0])
+            chunks.append(list(texts))
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return [t.upper() for t in texts]
+
+    texts = ["a" * n for n in (5, 1, 7, 3, 2, 8, 4, 6)]
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=64, max_wait_ms=30, workers=2, chunk_size=2)
+        out = await asyncio.gather(b.submit(texts[:3]), b.submit(texts[3:]))
+        await b.close(drain=True)
+        return out
+
+    out = run(main())
+    assert out == [[t.upper() for t in texts[:3]], [t.upper() for t in texts[3:]]]
+    assert overlap[0] == 2 and all(len(c) == 2 for c in chunks)
+    assert sorted(chunks) == [["a", "aa"], ["aaa", "aaaa"], ["aaaaa", "aaaaaa"], ["aaaaaaa", "aaaaaaaa"]]
+
+
+def test_a_caller_is_answered_when_its_own_chunk_is_done_not_the_whole_batch():
+    slow = threading.Event()
+
+    def fn(texts):
+        if any(len(t) > 10 for t in texts):  # the chunk of long texts is held until the short caller has its answer
+            slow.wait(5)
+        return [len(t) for t in texts]
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=64, max_wait_ms=30, workers=2, chunk_size=1)
+        long_call = asyncio.ensure_future(b.submit(["x" * 50]))
+        short = await b.submit(["hi"])  # same batch, its own chunk
+        answered_first = not long_call.done()
+        slow.set()
+        out = await long_call
+        await b.close(drain=True)
+        return short, out, answered_first
+
+    assert run(main()) == ([2], [50], True)

@@ -99,6 +99,7 @@ class ModelPool:
             on_batch=lambda n, s: (self.metrics.batch_size.labels(name).observe(n),
                                    self.metrics.batch_seconds.labels(name).observe(s)),
             on_depth=lambda n: self.metrics.queue_depth.labels(name).set(n), workers=workers,
+            chunk_size=b.forward_size,
         )
         loaded = LoadedModel(name, version, model, batcher)
         self._loaded[(name, version)] = loaded
