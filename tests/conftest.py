@@ -116,3 +116,20 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not available")
     return path
+
+
+@pytest.fixture(scope="session")
+def case_types_of_text():
+    """An oracle for the case types of raw text, written independently of the product's encoder: each word is
+    the span from its first sub-token's start to its last's end, and its type is `word_case` of that span.
+    Called as `case_types_of_text(task, text, word_ids, offsets)`."""
+    from goldmine.tasks.token_classification import word_case
+
+    def types(task, text: str, word_ids: list[int | None], offsets) -> list[int]:
+        spans: dict[int, tuple[int, int]] = {}
+        for wid, (start, end) in zip(word_ids, offsets, strict=True):
+            if wid is not None:
+                spans[wid] = (spans.get(wid, (start, end))[0], end)
+        return task.case_types(word_ids, {wid: word_case(text[a:b]) for wid, (a, b) in spans.items()})
+
+    return types

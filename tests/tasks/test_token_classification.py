@@ -298,11 +298,11 @@ def test_case_types_cover_the_context_words_too(tokenizer):
     assert feature["token_type_ids"][7:11] == [UPPER, LOWER, LOWER, LOWER]
 
 
-def test_case_types_of_raw_text_follow_the_original_spelling(tokenizer):
+def test_case_types_of_raw_text_follow_the_original_spelling(tokenizer, case_types_of_text):
     cased = TokenClassification(LABELS, tokenizer, 64, case_features=True)
     text = "Anna lives in HAMBURG."
     enc = tokenizer(text, return_offsets_mapping=True)
-    types = cased.case_types_of_text(text, enc.word_ids(), enc["offset_mapping"])
+    types = case_types_of_text(cased, text, enc.word_ids(), enc["offset_mapping"])
     assert enc.tokens() == ["[CLS]", "anna", "lives", "in", "ham", "##burg", ".", "[SEP]"]
     assert types == [0, TITLE, LOWER, LOWER, UPPER, UPPER, LOWER, 0]
 
@@ -324,7 +324,7 @@ def test_case_rows_start_as_copies_of_type_zero(tmp_path):
 # ------------------------------------------------------------------------------------------ raw text (predict, serve)
 
 
-def test_one_sentence_text_is_encoded_as_the_tokenizer_encodes_it(tokenizer):
+def test_one_sentence_text_is_encoded_as_the_tokenizer_encodes_it(tokenizer, case_types_of_text):
     """A request of one sentence reaches the network as it always did: the tokenizer's own encoding of the text,
     with the case types of its words."""
     cased = TokenClassification(LABELS, tokenizer, 64, case_features=True)
@@ -332,8 +332,8 @@ def test_one_sentence_text_is_encoded_as_the_tokenizer_encodes_it(tokenizer):
     encoding = cased.encode_texts([text])
     enc = tokenizer(text, return_offsets_mapping=True)
     assert encoding.features == [{"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-                                  "token_type_ids": cased.case_types_of_text(text, enc.word_ids(),
-                                                                             enc["offset_mapping"])}]
+                                  "token_type_ids": case_types_of_text(cased, text, enc.word_ids(),
+                                                                       enc["offset_mapping"])}]
     assert encoding.positions == [[1, 2, 3, 4, 6]]  # anna lives in ham(burg) .
     assert encoding.spans == [[(0, 4), (5, 10), (11, 13), (14, 21), (21, 22)]]
     assert (encoding.text, encoding.sentence) == ([0], [0])

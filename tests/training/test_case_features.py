@@ -36,13 +36,13 @@ def plain_run(tmp_path_factory, demo_files, tiny_model_dir):
                     **{"data.case_features": False})
 
 
-def _word_logits(model: Model, texts: list[str]) -> list[np.ndarray]:
+def _word_logits(model: Model, texts: list[str], case_types_of_text) -> list[np.ndarray]:
     tok = model.task.tokenizer
     enc = tok(texts, return_offsets_mapping=True)
     features = []
     for i, text in enumerate(texts):
         feature = {k: enc[k][i] for k in ("input_ids", "attention_mask")}
-        feature["token_type_ids"] = model.task.case_types_of_text(text, enc.word_ids(i), enc["offset_mapping"][i])
+        feature["token_type_ids"] = case_types_of_text(model.task, text, enc.word_ids(i), enc["offset_mapping"][i])
         features.append(feature)
     out: list[np.ndarray] = [np.empty(0)] * len(texts)
     for idx, logits in model.iter_logits(features):
@@ -61,9 +61,9 @@ def test_the_run_records_case_types_and_loads_as_a_plain_bert(cased_run):
     assert not torch.equal(table[2], table[0])  # the Title row learned something of its own
 
 
-def test_predict_reads_the_original_spelling(cased_run, plain_run):
+def test_predict_reads_the_original_spelling(cased_run, plain_run, case_types_of_text):
     model = Model.load(cased_run, runtime="torch")
-    title, lower, upper = _word_logits(model, TEXTS)
+    title, lower, upper = _word_logits(model, TEXTS, case_types_of_text)
     assert title.shape == lower.shape == upper.shape
     assert not np.allclose(title, lower) and not np.allclose(upper, lower)
     # a model without case types reads the three spellings alike: the uncased tokenizer lower-cases them all
@@ -79,17 +79,18 @@ def test_predict_reads_the_original_spelling(cased_run, plain_run):
     model.iter_probabilities = lambda features: (seen.extend(features), original(features))[1]
     model.predict(TEXTS[:1])
     enc = model.task.tokenizer(TEXTS[:1], return_offsets_mapping=True)
-    assert seen[0]["token_type_ids"] == model.task.case_types_of_text(TEXTS[0], enc.word_ids(0),
-                                                                       enc["offset_mapping"][0])
+    assert seen[0]["token_type_ids"] == case_types_of_text(model.task, TEXTS[0], enc.word_ids(0),
+                                                           enc["offset_mapping"][0])
     assert set(seen[0]["token_type_ids"]) == {0, 2}  # Title words and the rest (lower, digits, specials)
 
 
-def test_onnx_export_keeps_the_case_types(cased_run):
+def test_onnx_export_keeps_the_case_types(cased_run, case_types_of_text):
     from goldmine.export import export_model
 
     export_model(cased_run, force=True, threads=1)  # the last test of the module to use the run: it may change it
     torch_model, onnx_model = Model.load(cased_run, runtime="torch"), Model.load(cased_run, runtime="onnx")
-    for a, b in zip(_word_logits(torch_model, TEXTS), _word_logits(onnx_model, TEXTS), strict=True):
+    for a, b in zip(_word_logits(torch_model, TEXTS, case_types_of_text),
+                    _word_logits(onnx_model, TEXTS, case_types_of_text), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
     spans = [[(e["type"], e["start"], e["end"]) for e in p["entities"]] for p in torch_model.predict(TEXTS)]
     assert spans == [[(e["type"], e["start"], e["end"]) for e in p["entities"]] for p in onnx_model.predict(TEXTS)]

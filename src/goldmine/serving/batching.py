@@ -195,7 +195,8 @@ class MicroBatcher(Generic[R]):
         self._waiting -= len(texts)
         self._on_depth(self._waiting)
         owner = [r for r in batch for _ in r.texts]  # the request each text of the batch belongs to
-        first = {id(r): i for i, r in zip(itertools.accumulate([0, *(len(r.texts) for r in batch)]), batch)}
+        starts = itertools.accumulate((len(r.texts) for r in batch[:-1]), initial=0)
+        first = {id(r): start for start, r in zip(starts, batch, strict=True)}  # where each request's texts begin
         missing = {id(r): len(r.texts) for r in batch}
         results: list = [None] * len(texts)
 

@@ -210,14 +210,6 @@ class TokenClassification(Task):
         """Token types for one encoding: the case of each sub-token's word (`cases[word id]`), 0 elsewhere."""
         return [LOWER if wid is None else cases[wid] for wid in word_ids]
 
-    def case_types_of_text(self, text: str, word_ids: list[int | None], offsets) -> list[int]:
-        """`case_types` for raw text: each word is the span from its first sub-token's start to its last's end."""
-        spans: dict[int, tuple[int, int]] = {}
-        for wid, (start, end) in zip(word_ids, offsets, strict=True):
-            if wid is not None:
-                spans[wid] = (spans.get(wid, (start, end))[0], end)
-        return self.case_types(word_ids, {wid: word_case(text[a:b]) for wid, (a, b) in spans.items()})
-
     def _subword_counts(self, examples: list[TokenExample]) -> dict[str, int]:
         words = sorted({w for ex in examples for w in ex.tokens})
         ids = self.tokenizer(words, add_special_tokens=False)["input_ids"] if words else []
