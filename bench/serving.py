@@ -703,7 +703,11 @@ def batching_summary(server: Server) -> dict:
     the request path set the pace."""
     metrics_url = server.ready_url.rsplit("/", 1)[0] + "/metrics"
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
+        return batching_from_metrics(response.read().decode())
+
+
+def batching_from_metrics(text: str) -> dict:
+    """`batching_summary` from the Prometheus text of a goldmine server (every model summed)."""
     values: dict[str, float] = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -148,3 +149,32 @@ def test_the_report_names_the_best_infinity_configuration_and_why_a_configuratio
     assert "**1.67x**" in report and "Commit abc123" in report
     assert "| infinity-optimum | - | not measured: optimum's ONNX export failed |" in report
     assert "goldmine: 9 answered, 9 records" in report
+
+
+def test_batching_is_read_from_the_servers_own_metrics(bench):
+    from goldmine.serving.metrics import Metrics
+
+    metrics = Metrics()
+    assert bench.batching_from_metrics(metrics.render()[0].decode()) == {"forward_passes": 0}
+    for texts, seconds in ((4, 0.010), (2, 0.020), (3, 0.030)):
+        metrics.batch_size.labels("sst2").observe(texts)
+        metrics.batch_seconds.labels("sst2").observe(seconds)
+    assert bench.batching_from_metrics(metrics.render()[0].decode()) == {
+        "forward_passes": 3, "texts_per_pass_mean": 3.0, "pass_ms_mean": 20.0}
+
+
+@pytest.mark.parametrize("name, runtime", [("goldmine", "onnx-int8"), ("goldmine-torch", "torch")])
+def test_a_goldmine_server_is_set_up_with_its_model_key_and_settings(bench, tmp_path, tiny_run, name, runtime):
+    from goldmine.export import export_model
+
+    served = tmp_path / "served"
+    shutil.copytree(tiny_run("classification"), served)
+    export_model(served, quantize="int8", force=True, threads=1)
+    server = bench.goldmine_server(name, served, tmp_path / "state")
+    assert server.describe["runtime"] == runtime
+    assert server.describe["compute_threads"].endswith(
+        "1 onnxruntime intra-op thread" if runtime != "torch" else "1 torch intra-op thread")
+    assert server.env["GOLDMINE_DATA_DIR"] == str(tmp_path / "state")
+    assert server.env.get("GOLDMINE_RUNTIME") == ("torch" if name == "goldmine-torch" else None)
+    assert server.headers["Authorization"].startswith("Bearer gm_")
+    assert (tmp_path / "state").is_dir()
