@@ -33,7 +33,9 @@ def machine_info() -> dict:
 
 def provenance(model_dirs: dict[str, str | None] | None = None) -> dict:
     """Where a result came from: the git commit it was measured at (with a dirty flag: uncommitted changes in the
-    tracked files), the exact command line, and the model directories it measured.
+    tracked files, other than result files under bench/results/, which change nothing that is measured and which
+    a series of benchmarks run one after another writes in turn), the exact command line, and the model
+    directories it measured.
 
     Every result file carries this at its top level (`git_commit`, `git_dirty`, `command`, `model_dirs`), so a
     figure can be traced to the code and the model that produced it. A result file is written by its script alone;
@@ -54,7 +56,7 @@ def provenance(model_dirs: dict[str, str | None] | None = None) -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
     return {
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
