@@ -39,7 +39,8 @@ class Batching(BaseModel):
                               "with bench/serving.py (2 cores, sst2 MiniLM int8, 32 clients, one round each): 1: "
                               "203 requests/s (p99 287 ms), 2: 283 (202), 4: 301 (174), 8: 278 (358).")
     max_wait_ms: float = Field(2.0, ge=0, description="How long the first queued request waits for company.")
-    workers: int | None = Field(None, gt=0, description="Batches running at once, each in a thread of its own. "
+    workers: int | None = Field(None, gt=0, description="Worker threads running forward passes side by side (the "
+                                "chunks of a batch, and up to this many batches in progress). "
                                 "None: one per usable core, each pass on one intra-op thread (unless "
                                 "`inference_threads` says otherwise: cores / inference_threads), on onnxruntime and "
                                 "torch alike.")
