@@ -251,3 +251,23 @@ def test_a_caller_is_answered_when_its_own_chunk_is_done_not_the_whole_batch():
         return short, out, answered_first
 
     assert run(main()) == ([2], [50], True)
+
+
+def test_a_failing_chunk_fails_only_its_own_caller():
+    """With chunks, a chunk that fails leaves the callers already answered alone and reruns the rest one by one."""
+
+    def picky(texts):
+        if "bad" in texts:
+            raise ValueError("cannot encode")
+        return [t.upper() for t in texts]
+
+    async def main():
+        b = MicroBatcher(picky, max_batch_size=8, max_wait_ms=50, workers=2, chunk_size=1)
+        results = await asyncio.gather(b.submit(["a", "bb"]), b.submit(["bad"]), b.submit(["cccc"]),
+                                       return_exceptions=True)
+        await b.close()
+        return results
+
+    results = run(main())
+    assert results[0] == ["A", "BB"] and results[2] == ["CCCC"]
+    assert isinstance(results[1], ValueError)
