@@ -708,12 +708,14 @@ def batching_summary(server: Server) -> dict:
 
 def batching_from_metrics(text: str) -> dict:
     """`batching_summary` from the Prometheus text of a goldmine server (every model summed)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = ("goldmine_batch_size_sum", "goldmine_batch_size_count", "goldmine_batch_seconds_sum")
     values: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        for metric in ("goldmine_batch_size_sum", "goldmine_batch_size_count", "goldmine_batch_seconds_sum"):
-            if name.startswith(metric + "{"):
-                values[metric] = values.get(metric, 0.0) + float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
     passes = values.get("goldmine_batch_size_count", 0.0)
     if not passes:
         return {"forward_passes": 0}

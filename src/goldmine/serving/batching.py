@@ -155,10 +155,11 @@ class MicroBatcher(Generic[R]):
             if self._running:  # drained (or cancelled): running batches finish (or fail) before the worker ends
                 await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _forward(self, texts: list, on_chunk: Callable[[list[int], list[R]], Any] | None = None) -> list[R]:
+    async def _forward(self, texts: list, on_chunk: Callable[[list[int], list], Any] | None = None) -> list[R]:
         """The results for a batch: `fn` over its chunks in the worker threads, side by side, in the texts' order.
-        `on_chunk(indices, results)` hears of each chunk as it finishes (so its callers need not wait for the
-        batch's longest texts). Timed for Retry-After (per batch) and the metrics (per call of `fn`)."""
+        `on_chunk(indices, results)` hears of each chunk as it finishes, with the batch's results so far (filled
+        at least at `indices`), so its callers need not wait for the batch's longest texts. Timed for
+        Retry-After (per batch) and the metrics (per call of `fn`)."""
         started = time.perf_counter()
         if self.chunk_size is None or len(texts) <= self.chunk_size:
             chunks = [list(range(len(texts)))]
@@ -172,7 +173,7 @@ class MicroBatcher(Generic[R]):
             for i, result in zip(chunk, output, strict=True):
                 results[i] = result
             if on_chunk is not None:
-                on_chunk(chunk, output)
+                on_chunk(chunk, results)
 
         await asyncio.gather(*(run(chunk) for chunk in chunks))
         self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * (time.perf_counter() - started)
@@ -194,19 +195,16 @@ class MicroBatcher(Generic[R]):
         texts = [t for r in batch for t in r.texts]
         self._waiting -= len(texts)
         self._on_depth(self._waiting)
-        owner = [r for r in batch for _ in r.texts]  # the request each text of the batch belongs to
-        starts = itertools.accumulate((len(r.texts) for r in batch[:-1]), initial=0)
-        first = {id(r): start for start, r in zip(starts, batch, strict=True)}  # where each request's texts begin
-        missing = {id(r): len(r.texts) for r in batch}
-        results: list = [None] * len(texts)
+        owner = [k for k, r in enumerate(batch) for _ in r.texts]  # the request each text of the batch belongs to
+        starts = list(itertools.accumulate((len(r.texts) for r in batch), initial=0))  # where its texts begin
+        missing = [len(r.texts) for r in batch]
 
-        def answer(chunk: list[int], output: list[R]) -> None:  # a request is answered once all its texts are
-            for i, result in zip(chunk, output, strict=True):
-                results[i] = result
-                r = owner[i]
-                missing[id(r)] -= 1
-                if missing[id(r)] == 0 and not r.future.done():
-                    r.future.set_result(results[first[id(r)] : first[id(r)] + len(r.texts)])
+        def answer(chunk: list[int], results: list) -> None:  # a request is answered once all its texts are
+            for i in chunk:
+                k = owner[i]
+                missing[k] -= 1
+                if missing[k] == 0 and not batch[k].future.done():
+                    batch[k].future.set_result(results[starts[k] : starts[k + 1]])
 
         try:
             await self._forward(texts, answer)
