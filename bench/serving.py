@@ -8,8 +8,9 @@
 
 One run, one machine, one model: the sst2 classifier of bench/accuracy.py (the `model_dir` of the sst2 entry in
 bench/results/accuracy.json; --model overrides it) is copied to runs/bench-serving/sst2 (again whenever its weights
-differ from the copy's) and exported there (`goldmine export --format onnx --quantize int8 --force`: the int8
-scheme the parity gate accepts, `mixed` for sst2), and every server serves that model:
+differ from the copy's) and exported there (`goldmine export --format onnx --quantize int8 --force`, again whenever
+goldmine's export code changed: the fastest int8 scheme the parity gate accepts), and every server serves that
+model:
 
 - goldmine: `goldmine serve` on a fresh SQLite state dir (model registered, an API key with a rate limit far
   above the load), API-key auth and metering on, runtime auto (the int8 ONNX graph), goldmine's default
@@ -81,6 +82,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "goldmine"
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 WORK = ROOT / "runs" / "bench-serving"
@@ -391,17 +393,30 @@ def is_current(directory: Path, stamp: dict) -> bool:
 def prepare_model(source: Path) -> dict:
     """Copy the sst2 run (never modified itself) to SERVED and export int8 ONNX beside its torch weights.
 
-    The copy is made again whenever its weights differ from the source's (or it came from another directory), so
-    a run never serves the model of an earlier one. Returns the stamp (source directory + weights sha256)."""
+    The copy is made again whenever its weights differ from the source's (or it came from another directory), and
+    exported again whenever goldmine's export code changed, so a run never serves the model or the graphs of an
+    earlier one. Returns the stamp (source directory + weights sha256)."""
     stamp = {"source": str(source), "weights_sha256": weights_digest(source)}
     if not is_current(SERVED, stamp):
         shutil.rmtree(SERVED, ignore_errors=True)
         shutil.copytree(source, SERVED, ignore=shutil.ignore_patterns("checkpoints", "logs", "onnx", "eval"))
+        (SERVED / ".bench-source.json").write_text(json.dumps(stamp, indent=1) + "\n")
+    exported = {"export_code": export_code_digest()}
+    marker = SERVED / ".bench-export.json"
+    if not (marker.is_file() and json.loads(marker.read_text()) == exported):
         goldmine = Path(sys.executable).with_name("goldmine")
         subprocess.run([str(goldmine), "export", str(SERVED), "--format", "onnx", "--quantize", "int8", "--force"],
                        check=True, cwd=ROOT)
-        (SERVED / ".bench-source.json").write_text(json.dumps(stamp, indent=1) + "\n")
+        marker.write_text(json.dumps(exported, indent=1) + "\n")
     return stamp
+
+
+def export_code_digest() -> str:
+    """sha256 of goldmine's export code (the exporter, quantisation, the ONNX graph, the runtimes)."""
+    digest = hashlib.sha256()
+    for path in sorted([*(SRC / "export").glob("*.py"), SRC / "inference" / "runtime.py"]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def cpu_quantization_flag() -> str:

@@ -272,3 +272,10 @@ def test_default_to_yaml_round_trips(tmp_path):
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in SHIPPED_CONFIGS])
 def test_shipped_configs_load(path):
     assert isinstance(load_config(path), TrainConfig)
+
+
+def test_head_learning_rate_is_gone_but_configs_saved_with_it_unset_still_load(tmp_path):
+    """It was declared and never read; run directories written before its removal hold `head_learning_rate: null`."""
+    cfg = load_config(write(tmp_path, "training:\n  head_learning_rate: null\n  learning_rate: 0.0002\n"))
+    assert cfg.training.learning_rate == 2e-4 and not hasattr(cfg.training, "head_learning_rate")
+    assert "head_learning_rate: removed" in config_error(write(tmp_path, "training:\n  head_learning_rate: 0.001\n"))

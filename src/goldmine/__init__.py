@@ -8,12 +8,12 @@
 from goldmine.api import ensemble, evaluate, export, predict, train
 from goldmine.config import TrainConfig, load_config
 from goldmine.errors import ConfigError, DataError, GoldmineError, ModelError
+from goldmine.version import __version__
 
 __all__ = [
     "ConfigError", "DataError", "GoldmineError", "Model", "ModelError", "TrainConfig",
-    "ensemble", "evaluate", "export", "load_config", "predict", "train",
+    "__version__", "ensemble", "evaluate", "export", "load_config", "predict", "train",
 ]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

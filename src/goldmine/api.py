@@ -42,12 +42,13 @@ def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path | None
 
 
 def predict(model_dir: str | Path, texts: list[str], runtime: str = "auto", threads: int | None = None,
-            texts_b: list[str] | None = None) -> list[dict]:
+            texts_b: list[str] | None = None, labels: list[str] | None = None) -> list[dict]:
     """Labels with scores, or entities with offsets, as `goldmine predict` prints them. A pair model (trained on
-    text_a, text_b) takes the second text of each pair in `texts_b`."""
+    text_a, text_b) takes the second text of each pair in `texts_b`; a zero-shot model takes a label list of the
+    call's own in `labels`."""
     from goldmine.inference.model import Model
 
-    return Model.load(model_dir, runtime=runtime, threads=threads).predict(texts, texts_b)
+    return Model.load(model_dir, runtime=runtime, threads=threads).predict(texts, texts_b, labels)
 
 
 def export(model_dir: str | Path, format: str = "onnx", quantize: str | None = None, *, force: bool = False,
@@ -57,8 +58,9 @@ def export(model_dir: str | Path, format: str = "onnx", quantize: str | None = N
 
     Writes `<run>/onnx/model.onnx` (+ `model.int8.onnx` with quantize="int8"), `manifest.json` and
     `parity.json`; raises `goldmine.export.ParityError` when an exported runtime loses more than `max_loss`
-    points of the task metric on the run's dev data (unless `force`). int8 is quantised with the `full` scheme,
-    or `mixed` when `full` fails the gate (`int8_scheme`). See `goldmine.export.exporter`.
+    points of the task metric on the run's dev data (unless `force`). int8 is quantised with the fastest scheme
+    the gate accepts: `full`, else `mixed-1`, `mixed-2` ... `mixed` (`int8_scheme` picks one). See
+    `goldmine.export.exporter` and `goldmine.export.quantize`.
     """
     from goldmine.export.exporter import export_model
 

@@ -15,6 +15,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from goldmine.errors import GoldmineError
+from goldmine.registry import STRATEGIES
 
 app = typer.Typer(help="Fine-tune a small pretrained model on your labeled text, measure it, predict.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -166,7 +167,9 @@ def train(
     dev_file: Annotated[Path | None, typer.Option("--dev", help="Dev file.")] = None,
     test_file: Annotated[Path | None, typer.Option("--test", help="Test file.")] = None,
     model: Annotated[str | None, typer.Option(help="'bundled', a model directory or a hub name.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="full | freeze | lora")] = None,
+    strategy: Annotated[str | None, typer.Option(help=" | ".join(STRATEGIES.names()))] = None,
+    labels: Annotated[Path | None, typer.Option(help="Zero-shot: the label file (YAML; names, descriptions, "
+                                                     "templates). See goldmine.tuning.zeroshot.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
@@ -184,9 +187,9 @@ def train(
 
     overrides = {
         "task": task, "data.train": train_file, "data.dev": dev_file, "data.test": test_file, "model.name": model,
-        "tuning.strategy": strategy, "output_dir": output_dir, "training.epochs": epochs,
-        "training.max_steps": max_steps, "training.learning_rate": lr, "training.batch_size": batch_size,
-        "training.seed": seed,
+        "tuning.strategy": strategy, "tuning.zeroshot.labels": labels, "output_dir": output_dir,
+        "training.epochs": epochs, "training.max_steps": max_steps, "training.learning_rate": lr,
+        "training.batch_size": batch_size, "training.seed": seed,
     }
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
     for item in set_ or []:
@@ -255,6 +258,8 @@ def predict(
     file: Annotated[Path | None, typer.Option(
         help="One text per line, or JSONL with a 'text' field (and 'text_b' for a pair model).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write JSONL here instead of stdout.")] = None,
+    labels: Annotated[str | None, typer.Option(
+        help="Zero-shot models: choose among these comma-separated labels instead of the model's own.")] = None,
     runtime: RuntimeOpt = "auto",
     threads: ThreadsOpt = None,
 ) -> None:
@@ -278,7 +283,8 @@ def predict(
     if not texts:
         _fail(GoldmineError("nothing to predict: give --text or --file"))
     try:
-        results = Model.load(model_dir, runtime=runtime, threads=threads).predict(texts, texts_b or None)
+        chosen = labels.split(",") if labels is not None else None
+        results = Model.load(model_dir, runtime=runtime, threads=threads).predict(texts, texts_b or None, chosen)
     except GoldmineError as err:
         _fail(err)
     shown = [{"text": t} for t in texts] if not texts_b else [
@@ -307,8 +313,8 @@ def export(
     sample: Annotated[int | None, typer.Option(help="Measure at most N examples (default: all of them).")] = None,
     threads: ThreadsOpt = None,
     int8_scheme: Annotated[str, typer.Option(
-        help="int8 scheme: full (fastest), mixed (FFN down-projections kept fp32), or auto: full, then mixed "
-             "if full fails the gate.")] = "auto",
+        help="int8 scheme: full (fastest), mixed-K (the first K FFN down-projections kept fp32), mixed (all of "
+             "them), or auto: the fastest the parity gate accepts (full, mixed-1, mixed-2 ... mixed).")] = "auto",
 ) -> None:
     """ONNX (+ int8) graphs in MODEL_DIR/onnx/, checked against torch; exit 3 if the parity gate rejects them."""
     from goldmine.api import export as run

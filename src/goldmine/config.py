@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from goldmine.data.tags import Scheme
 from goldmine.errors import ConfigError
+from goldmine.registry import STRATEGIES, TASKS
 
 
 class _Section(BaseModel):
@@ -70,14 +71,25 @@ class LoraConfig(_Section):
     merge: bool = Field(False, description="Also save a merged full model beside the adapter.")
 
 
+class ZeroShotConfig(_Section):
+    """`tuning.strategy: zeroshot`: classify by cosine similarity to label prototypes (`goldmine.tuning.zeroshot`)."""
+
+    labels: Path | None = Field(None, description="Label file (YAML): each label's name, optional description and "
+                                "templates.")
+    scale: float = Field(20.0, gt=0, le=1000, description="Logits are scale x cosine similarity (the bundled "
+                         "encoder was trained with 20).")
+    calibrate: bool = Field(True, description="Subtract each label's similarity to content-free inputs, so that "
+                            "scores are comparable across labels.")
+
+
 class TuningConfig(_Section):
-    strategy: str = Field("full", description="Tuning strategy: full | freeze | lora.")
+    strategy: str = Field("full", description="Tuning strategy: full | freeze | lora | zeroshot.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    zeroshot: ZeroShotConfig = Field(default_factory=ZeroShotConfig)
 
 
 class TrainingConfig(_Section):
     learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak AdamW learning rate.")
-    head_learning_rate: float | None = Field(None, gt=0, lt=1, description="Head learning rate (default: same).")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with linear warmup.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
     scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field("linear", description="LR schedule.")
@@ -87,6 +99,8 @@ class TrainingConfig(_Section):
     eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch.")
     gradient_accumulation: int = Field(1, gt=0, description="Batches accumulated per optimizer step.")
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="Evaluate, keep and save an exponential moving "
+                                    "average of the weights with this decay (None: the raw weights).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of single-label cross-entropy.")
     class_weights: Literal["none", "balanced"] = Field("none", description="'balanced' weights classes by 1/freq.")
     eval_strategy: Literal["epoch", "steps", "none"] = Field("epoch", description="When to evaluate on dev.")
@@ -102,6 +116,16 @@ class TrainingConfig(_Section):
     head_init: Literal["auto", "random", "probe"] = Field(
         "auto", description="Start of the head: 'probe' (the logistic regression fitted on frozen features, then "
         "fine-tuned: LP-FT), 'random', or 'auto': probe for classification, random for NER.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, values):
+        """`head_learning_rate` was declared but never read; configs saved with it unset still load."""
+        if isinstance(values, dict) and "head_learning_rate" in values:
+            if values["head_learning_rate"] is not None:
+                raise ValueError("head_learning_rate: removed (it never had an effect); set training.learning_rate")
+            values = {k: v for k, v in values.items() if k != "head_learning_rate"}
+        return values
 
     @field_validator("eval_strategy", mode="before")
     @classmethod
@@ -121,21 +145,16 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _check_names(self) -> TrainConfig:
-        from goldmine.tasks import TASKS
-        from goldmine.tuning import STRATEGIES
-
+        # Against the registries' declared names: nothing is imported (a strategy's own checks, which need its
+        # module, run where the strategy is used: `goldmine.training.trainer.check_config`).
         names = (("task", TASKS, self.task), ("tuning.strategy", STRATEGIES, self.tuning.strategy))
         for field, registry, name in names:
-            if name not in registry:
-                try:
-                    registry.get(name)  # raises with the choices and a suggestion
-                except ConfigError as err:
-                    raise ConfigError(f"{field}: {err}") from None
+            try:
+                registry.check(name)  # raises with the choices and a suggestion
+            except ConfigError as err:
+                raise ConfigError(f"{field}: {err}") from None
         if self.data.case_features and self.task != "ner":
             raise ValueError("data.case_features is for task ner")
-        if self.data.case_features and self.tuning.strategy == "lora":
-            raise ValueError("data.case_features needs tuning.strategy full or freeze: a LoRA adapter loads over the "
-                             "unchanged base model, whose token-type table has no case rows")
         if abs(sum(self.data.split) - 1) > 1e-6 or min(self.data.split) < 0:
             raise ValueError("data.split must be three non-negative shares summing to 1")
         return self

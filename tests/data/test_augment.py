@@ -14,9 +14,9 @@ from goldmine.data.augment import augment, entity_spans, typo
 from goldmine.data.readers import read_file
 from goldmine.data.report import quality_report
 from goldmine.data.schema import AUGMENTED, DataKind
+from goldmine.data.splits import load_splits
 from goldmine.data.tags import dangling_inside, is_valid_tag
 from goldmine.errors import ConfigError
-from goldmine.training.data import load_splits
 
 
 def test_text_augmentation_keeps_labels_and_counts(demo_files):

@@ -64,15 +64,17 @@ def test_export_writes_graphs_with_dynamic_axes(exported, task):
     graph = onnx.load(run / "onnx" / "model.onnx", load_external_data=False).graph
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
     assert inputs == {name: ["batch", "sequence"] for name in ("input_ids", "attention_mask", "token_type_ids")}
-    (logits,) = graph.output
-    dims = [d.dim_param or d.dim_value for d in logits.type.tensor_type.shape.dim]
+    outputs = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output}
     num_labels = len(Model.load(run, runtime="torch").labels)
-    assert dims == (["batch", "sequence", num_labels] if task == "ner" else ["batch", num_labels])
+    if task == "ner":
+        assert outputs == {"logits": ["batch", "sequence", num_labels]}
+    else:  # the pooled sentence embedding too (zero-shot labels per request, search), from the same pass
+        assert outputs == {"logits": ["batch", num_labels], "sentence_embedding": ["batch", 32]}
     manifest = json.loads((run / "onnx" / "manifest.json").read_text())
     assert manifest["files"] == {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
     assert manifest["weights_sha256"] == weights_fingerprint(run)
     scheme = manifest["quantization"]["scheme"]  # the tiny runs' flat logits may send auto on to "mixed"
-    assert manifest["quantization"]["weights"] == quantization.SCHEMES[scheme]["weights"]
+    assert manifest["quantization"]["weights"] == quantization.scheme_settings(scheme)["weights"]
 
 
 @pytest.mark.parametrize("task", ["classification", "multilabel", "ner"])
@@ -187,7 +189,7 @@ def test_gate_rejects_a_degraded_int8_model_unless_forced(trained_run, copy_of, 
     assert figures["onnx-int8"]["metric_loss_points"] > 10
     assert figures["onnx-int8"]["label_agreement"] < 0.5
     assert not (run / "onnx" / "model.int8.onnx").exists()
-    assert [a["scheme"] for a in err.value.report["int8"]["attempts"]] == ["full", "mixed"]  # both tried
+    assert [a["scheme"] for a in err.value.report["int8"]["attempts"]] == ["full", "mixed-1", "mixed"]  # all tried
 
     result = export_model(run, quantize="int8", threads=1, force=True)
     assert (result.passed, result.forced) == (False, True)
@@ -199,9 +201,9 @@ def test_auto_scheme_falls_back_to_mixed_when_full_fails_the_gate(trained_run, c
     run = copy_of(trained_run)
     real = quantization.quantize_int8
 
-    def full_is_broken(source, target, scheme="full"):
+    def full_is_broken(source, target, scheme="full"):  # and mixed-1: only all down-projections in fp32 pass
         info = real(source, target, scheme)
-        if scheme == "full":
+        if scheme != "mixed":
             _negate_logits(target)
         return info
 
@@ -210,7 +212,8 @@ def test_auto_scheme_falls_back_to_mixed_when_full_fails_the_gate(trained_run, c
     assert result.passed and not result.forced
     int8 = result.report["int8"]
     assert int8["scheme"] == "mixed"
-    assert [(a["scheme"], a["passed"]) for a in int8["attempts"]] == [("full", False), ("mixed", True)]
+    assert [(a["scheme"], a["passed"]) for a in int8["attempts"]] == [("full", False), ("mixed-1", False),
+                                                                      ("mixed", True)]
     assert result.report["runtimes"]["onnx-int8"]["passed"] is True
     manifest = json.loads((run / "onnx" / "manifest.json").read_text())
     assert manifest["quantization"]["scheme"] == "mixed"
@@ -233,8 +236,50 @@ def test_mixed_scheme_keeps_the_ffn_down_projections_in_fp32(exported, tmp_path)
     assert not set(down) & {n.name for n in full.node if n.op_type == "MatMul"}  # full quantises them
 
 
+def test_auto_stops_at_the_first_partial_scheme_the_gate_accepts(trained_run, copy_of, monkeypatch):
+    run = copy_of(trained_run)
+    real = quantization.quantize_int8
+
+    def only_full_is_broken(source, target, scheme="full"):
+        info = real(source, target, scheme)
+        if scheme == "full":
+            _negate_logits(target)
+        return info
+
+    monkeypatch.setattr(quantization, "quantize_int8", only_full_is_broken)
+    result = export_model(run, quantize="int8", threads=1, max_loss=5)
+    assert [(a["scheme"], a["passed"]) for a in result.report["int8"]["attempts"]] == [("full", False),
+                                                                                       ("mixed-1", True)]
+    manifest = json.loads((run / "onnx" / "manifest.json").read_text())
+    assert (manifest["quantization"]["scheme"], manifest["quantization"]["nodes_kept_fp32"]) == ("mixed-1", 1)
+
+
+def test_partial_scheme_keeps_only_the_first_down_projections_in_fp32(exported, tmp_path):
+    source = exported("classification") / "onnx" / "model.onnx"
+    first, second = quantization.ffn_down_projections(onnx.load(source).graph)
+    info = quantization.quantize_int8(source, tmp_path / "mixed-1.onnx", "mixed-1")
+    assert info["nodes_kept_fp32"] == 1 and "first 1 FFN down-projections" in info["kept_fp32"]
+    still_fp32 = {n.name for n in onnx.load(tmp_path / "mixed-1.onnx").graph.node if n.op_type == "MatMul"}
+    assert first in still_fp32 and second not in still_fp32
+
+
+@pytest.mark.parametrize(("requested", "layers", "expected"), [
+    ("auto", 6, ["full", "mixed-1", "mixed-2", "mixed-3", "mixed-4", "mixed-5", "mixed"]),
+    ("auto", 1, ["full", "mixed"]),
+    ("mixed-3", 6, ["mixed-3"]),
+])
+def test_schemes_to_try_fastest_first(requested, layers, expected):
+    assert quantization.schemes_to_try(requested, layers) == expected
+
+
+@pytest.mark.parametrize("name", ["mixed-0", "mixed-", "mixed-x", "fp4"])
+def test_malformed_scheme_names_are_refused(name):
+    with pytest.raises(ConfigError, match=f"int8 scheme '{name}' is not one of auto, full, mixed-K"):
+        quantization.check_scheme(name)
+
+
 def test_unknown_int8_scheme_is_a_config_error(tiny_run):
-    with pytest.raises(ConfigError, match="int8 scheme 'fp4' is not one of auto, full, mixed"):
+    with pytest.raises(ConfigError, match="int8 scheme 'fp4' is not one of auto, full, mixed-K"):
         export_model(tiny_run("classification"), quantize="int8", int8_scheme="fp4")
 
 

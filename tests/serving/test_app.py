@@ -71,6 +71,32 @@ def test_pair_model_over_http(settings, db, keys, tiny_run, client):
     assert (rec.model, rec.items, rec.status) == ("matcher", 2, 200) and rec.input_tokens > 8
 
 
+def test_zero_shot_model_takes_labels_per_request(settings, db, keys, tiny_model_dir, tmp_path, client):
+    """A zero-shot model chooses among a call's own labels (billed as any call); others refuse a label list."""
+    import goldmine
+
+    labels = tmp_path / "labels.yaml"
+    labels.write_text("labels: {refund: money back, delivery: where is my parcel}\n")
+    run = tmp_path / "zeroshot"
+    goldmine.train(None, **{"tuning.strategy": "zeroshot", "tuning.zeroshot.labels": labels,
+                            "model.name": str(tiny_model_dir), "output_dir": run})
+    register(db, settings.registry_dir, "topics", run, "acme")
+    own = client.post("/v1/models/topics/predict", json={"texts": ["my parcel"]}, headers=auth(keys["acme"]))
+    assert own.status_code == 200 and set(own.json()["predictions"][0]["scores"]) == {"refund", "delivery"}
+    asked = {"texts": ["my parcel is late", "refund please"], "labels": ["billing", "shipping", "login"]}
+    r = client.post("/v1/models/topics/predict", json=asked, headers=auth(keys["acme"]))
+    assert r.status_code == 200, r.text
+    assert [set(p["scores"]) for p in r.json()["predictions"]] == [{"billing", "shipping", "login"}] * 2
+    expected = goldmine.Model.load(run).predict(asked["texts"], labels=asked["labels"])
+    assert [p["label"] for p in r.json()["predictions"]] == [p["label"] for p in expected]
+    twice = client.post("/v1/models/topics/predict", json={**asked, "labels": ["a", "a"]}, headers=auth(keys["acme"]))
+    assert twice.status_code == 422 and "named more than once" in twice.json()["error"]["message"]
+    trained = client.post("/v1/models/intents/predict", json=asked, headers=auth(keys["acme"]))
+    assert trained.status_code == 422 and "zero-shot models" in trained.json()["error"]["message"]
+    billed = [(rec.model, rec.items, rec.status) for rec in records(db)]
+    assert billed == [("topics", 1, 200), ("topics", 2, 200)]  # the refused calls are not billed
+
+
 @pytest.mark.parametrize(("key", "status", "code"), [
     (None, 401, "unauthorized"),
     ("gm_nope_nope", 401, "unauthorized"),

@@ -8,7 +8,8 @@ real). Derandomized, EXAMPLES per run: a few seconds of calls.
 
 What the schema cannot say is said here, and checked instead of "valid input is accepted":
 - the usage period is `month`, or `start` and `end` together (end not before start): anything else is a 422;
-- `texts_b` is for pair models only (and one per text): these models read single texts, so it is a 422.
+- `texts_b` is for pair models only (and one per text): these models read single texts, so it is a 422;
+- `labels` is for zero-shot models only: these models were trained on their own labels, so it is a 422.
 A server refuses over-limit input with 413 (the schema states the limits as maxItems/maxLength, and 413 is the
 documented answer), and a body over `max_body_bytes` (which OpenAPI cannot state) with 413 too.
 """
@@ -45,6 +46,8 @@ def unstated_rule(case) -> str | None:
     body = case.body if isinstance(case.body, dict) else {}
     if case.operation.path.endswith("/predict") and body.get("texts_b") is not None:
         return "texts_b for a model that reads single texts"
+    if case.operation.path.endswith("/predict") and body.get("labels") is not None:
+        return "labels for a model that is not zero-shot"
     return None
 
 

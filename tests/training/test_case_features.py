@@ -101,8 +101,11 @@ def test_onnx_export_keeps_the_case_types(cased_run, case_types_of_text):
     ({"tuning.strategy": "lora"}, "needs tuning.strategy full or freeze"),
 ])
 def test_case_types_refused_where_they_cannot_work(overrides, message):
+    """The task rule is the config's own; LoRA's is the tuning method's, checked before training loads anything."""
+    from goldmine.training.trainer import check_config
+
     with pytest.raises(ConfigError, match=message):
-        load_config(None, {"task": "ner", "data.case_features": True, **overrides})
+        check_config(load_config(None, {"task": "ner", "data.case_features": True, **overrides}))
 
 
 def test_case_types_pay_off_with_an_uncased_tokenizer_and_a_token_type_table(tmp_path, tiny_model_dir):

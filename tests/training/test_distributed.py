@@ -28,8 +28,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from goldmine.config import load_config
+from goldmine.data.splits import load_splits
 from goldmine.inference.model import Model
-from goldmine.training.data import load_splits
 
 PROCESSES, BATCH, ACCUMULATION, EPOCHS = 2, 16, 2, 2
 

@@ -18,9 +18,9 @@ from goldmine.tasks.token_classification import TokenClassification
 from goldmine.training.head_init import init_head_from_probe
 
 
-def _head_logits(model, features: list[np.ndarray]) -> np.ndarray:
+def _head_logits(model, features: list[np.ndarray]) -> np.ndarray:  # (U, H) per example
     with torch.no_grad():
-        return model.classifier(torch.as_tensor(np.stack(features), dtype=torch.float32)).numpy()
+        return model.classifier(torch.as_tensor(np.concatenate(features), dtype=torch.float32)).numpy()
 
 
 @pytest.mark.parametrize("n_labels", [2, 5])
@@ -34,9 +34,9 @@ def test_single_label_head_reproduces_the_probe(tiny_model_dir, demo_files, n_la
     init_head_from_probe(model, probe)
     x, _, _ = frozen_features(model.base_model, task, data, "mean")
     logits = _head_logits(model, x)
-    expected = probe.classifier.predict_proba(np.stack(x))
+    expected = probe.classifier.predict_proba(np.concatenate(x))
     np.testing.assert_allclose(torch.as_tensor(logits).softmax(-1).numpy(), expected, atol=1e-5)
-    assert (logits.argmax(1) == probe.classifier.predict(np.stack(x))).all()
+    assert (logits.argmax(1) == probe.classifier.predict(np.concatenate(x))).all()
 
 
 def _multilabel_from_probe(tiny_model_dir, texts: list[str], labels: list[tuple[str, ...]]):
@@ -55,7 +55,7 @@ def test_multilabel_head_reproduces_the_probe(tiny_model_dir):
     texts = ["refund my order", "cancel it", "refund and cancel", "where is it", "refund please", "cancel now"]
     labels = [("refund",), ("cancel",), ("refund", "cancel"), ("track",), ("refund",), ("cancel",)]
     model, probe, x = _multilabel_from_probe(tiny_model_dir, texts, labels)
-    expected = np.stack([e.predict_proba(np.stack(x))[:, 1] for e in probe.classifier.estimators_], axis=1)
+    expected = np.stack([e.predict_proba(np.concatenate(x))[:, 1] for e in probe.classifier.estimators_], axis=1)
     probs = torch.as_tensor(_head_logits(model, x)).sigmoid().numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
@@ -69,7 +69,7 @@ def test_ner_head_reproduces_the_probe_and_never_predicts_an_unseen_tag(tiny_mod
     init_head_from_probe(model, probe)
     x, _, _ = frozen_features(model.base_model, task, data, "mean")
     words = np.concatenate(x)
-    logits = _head_logits(model, list(words))
+    logits = _head_logits(model, x)
     assert (logits.argmax(1) == probe.classifier.predict(words)).all()
     assert not np.isin(logits.argmax(1), [names.index("B-NEVER"), names.index("I-NEVER")]).any()
 
@@ -104,7 +104,7 @@ def test_multilabel_probe_with_a_label_on_everywhere_and_one_never_seen(tiny_mod
     model, probe, x = _multilabel_from_probe(tiny_model_dir, texts, labels)
     probs = torch.as_tensor(_head_logits(model, x)).sigmoid().numpy()
     assert (probs[:, 1] > 0.99).all() and (probs[:, 2] < 0.01).all()  # refund always on, track never seen
-    cancel = probe.classifier.estimators_[0].predict_proba(np.stack(x))[:, 1]
+    cancel = probe.classifier.estimators_[0].predict_proba(np.concatenate(x))[:, 1]
     np.testing.assert_allclose(probs[:, 0], cancel, atol=1e-5)
 
 

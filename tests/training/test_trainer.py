@@ -22,11 +22,11 @@ from transformers import TrainerCallback
 
 import goldmine
 from goldmine.config import load_config
+from goldmine.data.splits import load_splits
 from goldmine.errors import ConfigError, DataError
 from goldmine.inference.model import Model
 from goldmine.tasks.base import balanced_weights
 from goldmine.tasks.sequence_classification import MultiLabelClassification, SequenceClassification
-from goldmine.training.data import load_splits
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 INTENT_TEXTS = ["where is my order 48213?", "please cancel the headphones I ordered", "my card was stolen"]

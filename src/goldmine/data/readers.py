@@ -1,4 +1,4 @@
-"""Readers for CSV/TSV, JSONL and CoNLL files.
+"""Readers for CSV/TSV, JSONL (labeled texts, or chat conversations: `goldmine.data.chat`) and CoNLL files.
 
 Each reader collects *every* problem as a `DataIssue` ("file:line: reason") and raises one
 `DataError` at the end, so a user fixes a file in one pass. No row is dropped silently: a row
@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from goldmine.data.chat import chat_example, is_chat_record
 from goldmine.data.schema import DataKind, LabeledData, TextExample, TokenExample
 from goldmine.data.tags import Scheme, dangling_inside, detect_scheme, is_valid_tag, to_iob2
 from goldmine.errors import DataError, DataIssue
@@ -304,9 +305,28 @@ def read_jsonl(path: Path, options: ReadOptions) -> LabeledData:
             issues.append(DataIssue(str(path), number, f"expected a JSON object, got {type(record).__name__}"))
             continue
         rows.append((number, record))
-    data = _build_text_data(path, iter(rows), options, issues)
+    if rows and is_chat_record(rows[0][1]):
+        data = _build_chat_data(path, rows, issues)
+    else:
+        data = _build_text_data(path, iter(rows), options, issues)
     _raise_if(issues, path)
     return data
+
+
+def _build_chat_data(path: Path, rows: list[tuple[int, dict]], issues: list[DataIssue]) -> LabeledData:
+    """Conversations (`goldmine.data.chat`): every invalid one reported at its line, a labeled row among them too."""
+    examples = []
+    for line, record in rows:
+        if not is_chat_record(record):
+            reason = (f"expected a conversation ('messages', or 'prompt' and 'response') like the file's first "
+                      f"record, got keys {sorted(record)}")
+            issues.append(DataIssue(str(path), line, reason))
+            continue
+        example, problems = chat_example(record, f"{path}:{line}")
+        issues.extend(DataIssue(str(path), line, reason) for reason in problems)
+        if example is not None:
+            examples.append(example)
+    return LabeledData(DataKind.CHAT, examples, str(path))
 
 
 @READERS.register("conll")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar
 
 AUGMENTED = "augmented:"  # prefix of the `source` of an example made by `goldmine.data.augment`
 
@@ -20,6 +21,7 @@ class DataKind(StrEnum):
     TEXT = "text"  # text + one or more labels
     PAIR = "pair"  # text_a + text_b + label
     TOKENS = "tokens"  # token sequence + one tag per token (NER)
+    CHAT = "chat"  # a conversation (system, user, assistant turns) that ends with the assistant's reply
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,34 @@ class TokenExample:
         return " ".join(self.tokens)
 
 
+@dataclass(frozen=True)
+class ChatExample:
+    """A conversation for supervised fine-tuning of a decoder: (role, content) turns ending with the assistant.
+
+    The reply the model learns is every assistant turn; the rest is the prompt it reads (see
+    `goldmine.data.chat` for the rules a conversation must follow)."""
+
+    messages: tuple[tuple[str, str], ...]
+    source: str = ""
+    labels: tuple[str, ...] = ()  # a conversation has no class labels
+    text_b: ClassVar[None] = None  # nor a second text: what code reading any text example may ask
+
+    @property
+    def text(self) -> str:
+        """The last user turn: what a person asked (for reports and length statistics)."""
+        return next((content for role, content in reversed(self.messages) if role == "user"), "")
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        """The messages as chat templates take them: [{"role": ..., "content": ...}, ...]."""
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+
 @dataclass
 class LabeledData:
     """The records of one file (or one split of it), with the kind that decides their meaning."""
 
     kind: DataKind
-    examples: list = field(default_factory=list)  # list[TextExample] | list[TokenExample]
+    examples: list = field(default_factory=list)  # list[TextExample] | list[TokenExample] | list[ChatExample]
     path: str = "<memory>"
     multi_label: bool = False
 

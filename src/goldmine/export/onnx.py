@@ -17,10 +17,10 @@ import torch
 
 from goldmine.errors import ModelError
 from goldmine.inference.batching import MODEL_INPUTS
+from goldmine.inference.runtime import EMBEDDING_OUTPUT, LOGITS_OUTPUT
 
 log = logging.getLogger(__name__)
 
-OUTPUT = "logits"
 # Two texts of different lengths: the traced batch holds padding (sequence and batch axes both > 1).
 EXAMPLE_TEXTS = (["an example to trace the graph", "a longer example, so that the batch needs padding here"],
                  ["first of a pair", "and the second text of the pair"])
@@ -28,16 +28,25 @@ EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript",
 PROTOBUF_LIMIT = 2 * 1024**3  # graphs above 2 GiB must keep their weights in a side file
 
 
-class LogitsOnly(torch.nn.Module):
-    """Positional inputs in, logits out: the signature the ONNX graph gets."""
+class GraphSignature(torch.nn.Module):
+    """Positional inputs in, logits out (and the pooled embedding, for a network that pools one): the signature
+    the ONNX graph gets. Both outputs come from one pass, so asking for the logits alone costs nothing more."""
 
     def __init__(self, network: torch.nn.Module, input_names: list[str]):
         super().__init__()
         self.network = network
         self.input_names = input_names
+        self.with_embedding = hasattr(network, "logits_and_embeddings")
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.network(**dict(zip(self.input_names, inputs, strict=True))).logits
+    @property
+    def output_names(self) -> list[str]:
+        return [LOGITS_OUTPUT, EMBEDDING_OUTPUT] if self.with_embedding else [LOGITS_OUTPUT]
+
+    def forward(self, *inputs: torch.Tensor):
+        named = dict(zip(self.input_names, inputs, strict=True))
+        if self.with_embedding:
+            return self.network.logits_and_embeddings(**named)
+        return self.network(**named).logits
 
 
 def model_inputs(tokenizer) -> list[str]:
@@ -73,19 +82,19 @@ def export_onnx(network: torch.nn.Module, tokenizer, path: Path) -> dict:
     dynamic = tuple({0: batch, 1: sequence} for _ in input_names)
     big = sum(p.numel() * p.element_size() for p in network.parameters()) > PROTOBUF_LIMIT * 0.9
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = LogitsOnly(network.eval(), input_names).eval()
+    wrapper = GraphSignature(network.eval(), input_names).eval()
     with eager_attention(network), warnings.catch_warnings(), quiet_logs(*EXPORTER_LOGGERS):
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracing notes are not the user's concern
         try:
             program = torch.onnx.export(
-                wrapper, args, str(path), input_names=input_names, output_names=[OUTPUT],
+                wrapper, args, str(path), input_names=input_names, output_names=wrapper.output_names,
                 dynamic_shapes=(dynamic,), dynamo=True, optimize=True, external_data=big, verbose=False,
             )
         except Exception as err:  # the exporter raises many types; all mean "this network did not export"
             raise ModelError(f"ONNX export of {type(network).__name__} failed: {err}") from err
     opset = next((o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return {"inputs": input_names, "outputs": [OUTPUT], "dynamic_axes": ["batch", "sequence"], "opset": opset,
-            "exporter": "torch.onnx.export(dynamo=True)", "external_data": big}
+    return {"inputs": input_names, "outputs": wrapper.output_names, "dynamic_axes": ["batch", "sequence"],
+            "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", "external_data": big}
 
 
 @contextlib.contextmanager

@@ -29,7 +29,6 @@ from goldmine.data.schema import DataKind, LabeledData
 from goldmine.errors import GoldmineError, ModelError
 from goldmine.inference.model import Model
 from goldmine.inference.runtime import OnnxBackend
-from goldmine.tasks.token_classification import IGNORE
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def parity_sample(model_dir: Path, model: Model, data: str | Path | None = None,
 
 def _read_options(model_dir: Path, multi_label: bool | None) -> ReadOptions:
     from goldmine.config import load_config
-    from goldmine.training.data import read_options
+    from goldmine.data.splits import read_options
 
     if not (model_dir / "config.yaml").is_file():
         return ReadOptions(multi_label=multi_label)
@@ -76,7 +75,7 @@ def _read_options(model_dir: Path, multi_label: bool | None) -> ReadOptions:
 
 def _run_split(model_dir: Path, multi_label: bool | None) -> LabeledData:
     from goldmine.config import load_config
-    from goldmine.training.data import load_splits
+    from goldmine.data.splits import load_splits
 
     hint = "pass a labeled sample instead (--data FILE)"
     if not (model_dir / "config.yaml").is_file():
@@ -123,21 +122,15 @@ def measure(model: Model, sample: LabeledData) -> tuple[dict[str, Any], dict[int
 
 def compare(task, features: Sequence[dict], reference: dict[int, np.ndarray],
             other: dict[int, np.ndarray]) -> dict[str, float]:
-    """Largest |logit difference| and label agreement of `other` against `reference`, over every example."""
+    """Largest |logit difference| and label agreement of `other` against `reference`, over every example's units
+    (texts, or labeled words), by the task's rule (`Task.agreement`)."""
     max_diff, agree, total = 0.0, 0, 0
     for i, feature in enumerate(features):
         ref, got = reference[i], other[i]
         max_diff = max(max_diff, float(np.abs(ref - got).max()))
-        if task.name == "ner":
-            labeled = np.asarray(feature["labels"]) != IGNORE  # the first sub-token of each word
-            agree += int((ref[labeled].argmax(-1) == got[labeled].argmax(-1)).sum())
-            total += int(labeled.sum())
-        elif task.multi_label:
-            agree += bool(np.array_equal(ref > 0, got > 0))  # sigmoid(x) > 0.5 <=> x > 0
-            total += 1
-        else:
-            agree += int(ref.argmax() == got.argmax())
-            total += 1
+        same, units = task.agreement(ref, got, feature)
+        agree += same
+        total += units
     return {"max_abs_logit_diff": max_diff, "label_agreement": agree / total if total else 1.0}
 
 

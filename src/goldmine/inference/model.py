@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,9 @@ import torch
 from goldmine.errors import InputError, ModelError
 from goldmine.inference.batching import length_sorted_batches
 from goldmine.inference.runtime import AUTO, Backend, OnnxBackend, TorchBackend, onnx_path, resolve_runtime
-from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
-from goldmine.tasks import TASKS
+from goldmine.modeling.backbone import load_tokenizer
+from goldmine.registry import STRATEGIES, TASKS
 from goldmine.tasks.base import Task
-from goldmine.tasks.token_classification import decode_entities
 
 META_FILE = "goldmine.json"
 
@@ -69,16 +67,10 @@ def model_class(task: Task):
 
 
 def load_weights(directory: Path, meta: RunMeta, task: Task) -> torch.nn.Module:
-    """The trained network of a run directory: a full model, or base + peft adapter merged for speed."""
-    cls = model_class(task)
-    if not meta.adapter:
-        return cls.from_pretrained(directory)
-    from peft import PeftModel
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(directory)
-    base = cls.from_pretrained(resolve_base_model(meta.base_model), config=config)
-    return PeftModel.from_pretrained(base, directory).merge_and_unload()
+    """The trained network of a run directory, loaded as its tuning method saved it (a full model, or base +
+    adapter merged for speed)."""
+    strategy = meta.strategy if meta.strategy in STRATEGIES else ("lora" if meta.adapter else "full")
+    return STRATEGIES.get(strategy)().load(directory, meta.base_model, model_class(task))
 
 
 class Model:
@@ -148,25 +140,44 @@ class Model:
         for idx, logits in self.iter_logits(features):
             yield idx, self.task.probabilities(torch.from_numpy(logits)).numpy()
 
-    def predict(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Labels with scores (classification) or entities with offsets (NER), one dict per text."""
-        return [prediction for prediction, _ in self.predict_counted(texts, texts_b)]
+    def iter_embeddings(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (indices, pooled embeddings (B, H)) per length-sorted batch."""
+        tensors = self.backend.tensor_type
+        for idx, batch in length_sorted_batches(features, self.task.tokenizer, self.batch_size, tensors):
+            yield idx, self.backend.embeddings(batch)
 
-    def predict_counted(self, texts: Sequence[str], texts_b: Sequence[str] | None = None
-                        ) -> list[tuple[dict[str, Any], int]]:
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentence embeddings (N, H) as the classification head reads them (unit length for zero-shot models)."""
+        texts = list(texts)
+        enc = self.task.tokenizer(texts, truncation=True, max_length=self.task.max_length)
+        features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        for idx, vectors in self.iter_embeddings(features):
+            if out.shape[1] == 0:
+                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[idx] = vectors
+        return out
+
+    def predict(self, texts: Sequence[str], texts_b: Sequence[str] | None = None,
+                labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Labels with scores (classification) or entities with offsets (NER), one dict per text. A zero-shot
+        model also takes a label list of the request's own (`labels`) to choose among instead of its labels."""
+        return [prediction for prediction, _ in self.predict_counted(texts, texts_b, labels)]
+
+    def predict_counted(self, texts: Sequence[str], texts_b: Sequence[str] | None = None,
+                        labels: Sequence[str] | None = None) -> list[tuple[dict[str, Any], int]]:
         """`predict`'s results, each with the number of input tokens its encoding had (what the server bills):
         the lengths of the very encodings the network ran on, from the one tokenisation of the batch."""
         texts = list(texts)
         self.check_inputs(texts, texts_b)
-        if self.task.name == "ner":
-            return self._predict_entities(texts)
-        enc = self.task.tokenize(texts, list(texts_b) if texts_b is not None else None)
-        features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
-        results: list[tuple[dict[str, Any], int]] = [({}, 0)] * len(texts)
-        for idx, probs in self.iter_probabilities(features):
-            for i, p in zip(idx, probs, strict=True):
-                results[i] = (self._describe(p), len(features[i]["input_ids"]))
-        return results
+        if labels is not None:
+            if self.meta.strategy != "zeroshot":
+                raise InputError("labels: a label list per request is for zero-shot models (tuning.strategy "
+                                 f"zeroshot); this one was trained on its own labels {self.labels}")
+            from goldmine.tuning.zeroshot import classify_with_labels
+
+            return classify_with_labels(self, texts, list(labels)) if texts else []
+        return self.task.predict(self, texts, list(texts_b) if texts_b is not None else None)
 
     def check_inputs(self, texts: Sequence[str], texts_b: Sequence[str] | None) -> None:
         """A pair model needs a second text for every text; any other model takes none."""
@@ -176,37 +187,3 @@ class Model:
             raise InputError("this model reads single texts: texts_b is only for models trained on text pairs")
         if texts_b is not None and len(texts_b) != len(texts):
             raise InputError(f"{len(texts)} texts but {len(texts_b)} second texts (texts_b): give one per text")
-
-    def _describe(self, probs: np.ndarray) -> dict[str, Any]:
-        scores = {name: round(float(s), 6) for name, s in zip(self.labels, probs, strict=True)}
-        if self.task.multi_label:
-            chosen = [name for name, s in scores.items() if s > self.task.threshold]
-            return {"labels": chosen, "scores": scores}
-        best = int(probs.argmax())
-        return {"label": self.labels[best], "score": float(probs[best]), "scores": scores}
-
-    def _predict_entities(self, texts: list[str]) -> list[tuple[dict[str, Any], int]]:
-        """Each text is a document: its sentences are tagged with their neighbours as context, as evaluation tags
-        a labeled file (`TokenClassification.encode_texts`), and entities come back with offsets into the text.
-
-        The token count of a text is the sum of the input lengths of its sentences, special tokens and the
-        neighbouring sentences read as context included: what the network ran on for it."""
-        doc = self.task.encode_texts(texts)
-        tags: list[list[str]] = [[] for _ in doc.features]
-        scores: list[list[float]] = [[] for _ in doc.features]
-        for idx, probs in self.iter_probabilities(doc.features):
-            for i, p in zip(idx, probs, strict=True):
-                word_probs = p[doc.positions[i]]  # (W, C): the first sub-token of each word of the sentence
-                tags[i] = [self.labels[best] for best in word_probs.argmax(-1)]
-                scores[i] = word_probs.max(-1).tolist()
-        entities: list[list[dict[str, Any]]] = [[] for _ in texts]
-        tokens = [0] * len(texts)
-        # The inputs of one sentence (several when it was cut into pieces) are next to each other.
-        for _, group in groupby(range(len(doc.features)), key=lambda k: doc.sentence[k]):
-            inputs = list(group)
-            t = doc.text[inputs[0]]
-            found = decode_entities([tag for k in inputs for tag in tags[k]], [x for k in inputs for x in scores[k]],
-                                    [span for k in inputs for span in doc.spans[k]], texts[t])
-            entities[t] += [asdict(e) for e in found]
-            tokens[t] += sum(len(doc.features[k]["input_ids"]) for k in inputs)
-        return [({"entities": found}, count) for found, count in zip(entities, tokens, strict=True)]

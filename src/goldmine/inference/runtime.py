@@ -28,6 +28,10 @@ ONNX_DIR = "onnx"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 MANIFEST_FILE = "manifest.json"
 FASTEST_FIRST = ("onnx-int8", "onnx")
+LOGITS_OUTPUT = "logits"
+# the pooled sentence embedding, for networks that have one (zero-shot labels per request, search); not
+# "embedding", which torch.export gives the word-embedding lookup node (a duplicate name makes an invalid graph)
+EMBEDDING_OUTPUT = "sentence_embedding"
 # The files a run's torch network is loaded from; their hash ties an export to the weights it came from.
 WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "adapter_config.json",
                 "adapter_model.safetensors", "adapter_model.bin")
@@ -41,6 +45,9 @@ class Backend(Protocol):
 
     def logits(self, batch: Mapping[str, Any]) -> np.ndarray:
         """(B, C) or (B, T, C) float32 logits for a padded batch of model inputs."""
+
+    def embeddings(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """(B, H) float32 pooled sentence embeddings, for networks that pool one (classification)."""
 
     def describe(self) -> dict[str, Any]:
         """Runtime, execution provider and threads, for logs and reports."""
@@ -58,6 +65,14 @@ class TorchBackend:
 
         with torch.inference_mode():
             return self.network(**batch).logits.float().numpy()
+
+    def embeddings(self, batch: Mapping[str, Any]) -> np.ndarray:
+        import torch
+
+        if not hasattr(self.network, "embed"):
+            raise ModelError(f"a {type(self.network).__name__} pools no sentence embedding (token models have none)")
+        with torch.inference_mode():
+            return self.network.embed(**batch).float().numpy()
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -91,10 +106,19 @@ class OnnxBackend:
         except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
             raise ModelError(f"cannot load {self.path} with onnxruntime: {err}") from err
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _feed(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
 
     def logits(self, batch: Mapping[str, Any]) -> np.ndarray:
-        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
-        return self.session.run(["logits"], feed)[0]
+        return self.session.run([LOGITS_OUTPUT], self._feed(batch))[0]
+
+    def embeddings(self, batch: Mapping[str, Any]) -> np.ndarray:
+        if EMBEDDING_OUTPUT not in self.output_names:
+            raise ModelError(f"{self.path} has no embedding output (a token model, or exported by an older goldmine: "
+                             "run `goldmine export` again)")
+        return self.session.run([EMBEDDING_OUTPUT], self._feed(batch))[0]
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.name, "providers": self.session.get_providers(), "intra_op_threads": self.threads,

@@ -42,7 +42,10 @@ class PooledEncoderForSequenceClassification(PreTrainedModel):
     """Any transformers encoder + pooling (mean | cls | pooler) + dropout + linear head.
 
     The pooling mode lives in `config.goldmine_pooling`; `config.problem_type` is
-    "single_label_classification" or "multi_label_classification" as in transformers.
+    "single_label_classification" or "multi_label_classification" as in transformers. With
+    `config.goldmine_normalize`, the pooled embedding is scaled to unit length before the head, so a
+    head row that is a unit vector times s gives s x cosine similarity: how zero-shot (label prototypes)
+    and few-shot (a head fitted on normalised sentence embeddings) models classify.
     """
 
     config_class = AutoConfig
@@ -53,6 +56,7 @@ class PooledEncoderForSequenceClassification(PreTrainedModel):
     def __init__(self, config, encoder: PreTrainedModel | None = None):
         super().__init__(config)
         self.pooling = getattr(config, "goldmine_pooling", "mean")
+        self.normalize = bool(getattr(config, "goldmine_normalize", False))
         self.backbone = encoder if encoder is not None else load_encoder(AutoModel.from_config, config, self.pooling)
         if self.pooling == "pooler" and getattr(self.backbone, "pooler", None) is None:
             raise ValueError(f"pooling 'pooler' needs an encoder with a pooler layer, {config.model_type} has none; "
@@ -79,10 +83,21 @@ class PooledEncoderForSequenceClassification(PreTrainedModel):
             return out.last_hidden_state[:, 0]
         return mean_pool(out.last_hidden_state, attention_mask)
 
+    def embed(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
+        """What the head reads: the pooled embeddings (B, H), of unit length with `goldmine_normalize`."""
+        pooled = self.pool(input_ids, attention_mask, token_type_ids, **kwargs)
+        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def logits_and_embeddings(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, C), embeddings (B, H)) from one pass: what the exported graph outputs."""
+        embeddings = self.embed(input_ids, attention_mask, token_type_ids, **kwargs)
+        return self.classifier(self.dropout(embeddings)), embeddings
+
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         kwargs.pop("return_dict", None)
         kwargs.pop("num_items_in_batch", None)
-        logits = self.classifier(self.dropout(self.pool(input_ids, attention_mask, token_type_ids, **kwargs)))
+        logits = self.classifier(self.dropout(self.embed(input_ids, attention_mask, token_type_ids, **kwargs)))
         loss = None
         if labels is not None:
             if self.config.problem_type == "multi_label_classification":

@@ -19,7 +19,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import goldmine
 from goldmine.errors import GoldmineError
 from goldmine.serving.cache import TtlCache
 from goldmine.serving.db import ModelAlias, ModelVersion, open_database
@@ -33,6 +32,7 @@ from goldmine.serving.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from goldmine.serving.routers import admin, health, models, predict, usage
 from goldmine.serving.runtime import ModelPool
 from goldmine.serving.settings import ServingSettings, load_settings
+from goldmine.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     if "telemetry" in inspect.signature(FastAPI).parameters:  # FastAPI >= 0.16x: native OpenTelemetry
         options["telemetry"] = {"tracing": settings.opentelemetry, "metrics": settings.opentelemetry,
                                 "logs": settings.opentelemetry}
-    app = FastAPI(title="goldmine", version=goldmine.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="goldmine", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Metered, authenticated predictions from fine-tuned goldmine models.", **options)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes)
     install_error_handlers(app)

@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 from goldmine.serving.errors import Overloaded
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass
@@ -104,6 +105,18 @@ class MicroBatcher(Generic[R]):
         self._queue.put_nowait(request)
         try:
             return await asyncio.shield(request.future)  # a client that goes away does not break the batch
+        finally:
+            self._in_flight -= 1
+
+    async def run_alone(self, call: Callable[[], T]) -> T:
+        """Run `call` on one of the workers, outside any batch: for a request that cannot share a forward pass
+        (a zero-shot call with labels of its own). It takes a worker as a batch does, so the cores stay shared."""
+        if self._closing:
+            raise Overloaded(f"model {self.name} is being unloaded; retry", {"Retry-After": "1"})
+        self._in_flight += 1
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+            return await asyncio.shield(future)
         finally:
             self._in_flight -= 1
 

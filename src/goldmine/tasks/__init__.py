@@ -1,7 +1,9 @@
-"""Tasks by name: `classification`, `multilabel`, `ner`. Importing this package registers them."""
+"""Tasks by name: `classification`, `multilabel`, `ner` (declared in `goldmine.registry`, imported on first use).
 
-from goldmine.registry import Registry
+A task owns everything that differs between tasks: encoding, the model it builds, its loss, how outputs
+become answers, its metrics and the agreement rule of the parity gate (`goldmine.tasks.base.Task`).
+"""
 
-TASKS: Registry = Registry("task")
+from goldmine.registry import TASKS
 
-from goldmine.tasks import sequence_classification, token_classification  # noqa: E402,F401  (registration)
+__all__ = ["TASKS"]

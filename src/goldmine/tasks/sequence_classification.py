@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -11,9 +12,10 @@ from transformers import AutoConfig, AutoModel, DataCollatorWithPadding
 
 from goldmine.data.schema import DataKind, LabeledData
 from goldmine.errors import ConfigError, DataError, DataIssue
-from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification, load_encoder
-from goldmine.tasks import TASKS
-from goldmine.tasks.base import Encoded, Task
+from goldmine.evaluation.metrics import classification_metrics, multilabel_metrics
+from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification, load_encoder, mean_pool
+from goldmine.registry import TASKS
+from goldmine.tasks.base import Encoded, Predictor, Task
 
 
 @TASKS.register("classification")
@@ -23,6 +25,10 @@ class SequenceClassification(Task):
     name = "classification"
     kinds = (DataKind.TEXT, DataKind.PAIR)
     auto_class = "AutoModelForSequenceClassification"
+    peft_task_type = "SEQ_CLS"
+    # LP-FT: measured on banking77, 0.9332 against 0.9212 from a random head; sst2 0.8773 against 0.8807, within
+    # one seed's noise
+    default_head_init = "probe"
 
     def build_model(self, base: str, config_overrides: dict[str, Any]) -> nn.Module:
         config = AutoConfig.from_pretrained(
@@ -116,6 +122,57 @@ class SequenceClassification(Task):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(dim=-1)
 
+    def predict(self, model: Predictor, texts: list[str], texts_b: list[str] | None
+                ) -> list[tuple[dict[str, Any], int]]:
+        enc = self.tokenize(texts, texts_b)
+        features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
+        results: list[tuple[dict[str, Any], int]] = [({}, 0)] * len(texts)
+        for idx, probs in model.iter_probabilities(features):
+            for i, p in zip(idx, probs, strict=True):
+                results[i] = (self.describe(p), len(features[i]["input_ids"]))
+        return results
+
+    def describe(self, probs: np.ndarray) -> dict[str, Any]:
+        """One text's answer: the best label with its probability, and every label's."""
+        scores = {name: round(float(s), 6) for name, s in zip(self.label_names, probs, strict=True)}
+        best = int(probs.argmax())
+        return {"label": self.label_names[best], "score": float(probs[best]), "scores": scores}
+
+    def unit_probabilities(self, probs: np.ndarray, feature: dict) -> np.ndarray:
+        return probs[None]  # (1, C): the text is the one unit
+
+    def targets(self, feature: dict) -> np.ndarray:
+        return np.asarray([feature["labels"]])  # (1,)
+
+    def metrics(self, data: LabeledData, encoded: Encoded, decided: list[np.ndarray]) -> dict:
+        y_true = [int(f["labels"]) for f in encoded.features]
+        return classification_metrics(y_true, np.concatenate(decided).tolist(), self.label_names)
+
+    def majority_metrics(self, train: LabeledData, test: LabeledData) -> dict:
+        top = self.label2id[_most_frequent_label(train)]
+        y_true = [self.label2id[ex.labels[0]] for ex in test.examples]
+        return classification_metrics(y_true, [top] * len(y_true), self.label_names)
+
+    def probe_vectors(self, hidden: torch.Tensor, attention_mask: torch.Tensor, pooler: torch.Tensor | None,
+                      feature: dict, pooling: str) -> np.ndarray:
+        if pooling == "mean":
+            vector = mean_pool(hidden[None], attention_mask[None])[0]
+        elif pooling == "pooler" and pooler is not None:
+            vector = pooler
+        else:
+            vector = hidden[0]
+        return vector.float().numpy()[None]  # (1, H)
+
+    def probe_classifier(self):
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=1000)
+
+
+def _most_frequent_label(train: LabeledData) -> str:
+    """The label on most training examples (on a tie, the one that occurs first)."""
+    return Counter(label for ex in train.examples for label in ex.labels).most_common(1)[0][0]
+
 
 @TASKS.register("multilabel")
 class MultiLabelClassification(SequenceClassification):
@@ -163,3 +220,34 @@ class MultiLabelClassification(SequenceClassification):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.sigmoid()
+
+    def describe(self, probs: np.ndarray) -> dict[str, Any]:
+        """One text's answer: every label above the threshold, and every label's probability."""
+        scores = {name: round(float(s), 6) for name, s in zip(self.label_names, probs, strict=True)}
+        return {"labels": [name for name, s in scores.items() if s > self.threshold], "scores": scores}
+
+    def targets(self, feature: dict) -> np.ndarray:
+        return np.asarray([feature["labels"]], dtype=np.int8)  # (1, C)
+
+    def decide(self, unit_probs: np.ndarray) -> np.ndarray:
+        return (unit_probs > self.threshold).astype(np.int8)  # (U, C): each label on or off
+
+    def confidence(self, unit_probs: np.ndarray) -> np.ndarray:
+        return np.maximum(unit_probs, 1 - unit_probs)  # each yes/no decision
+
+    def metrics(self, data: LabeledData, encoded: Encoded, decided: list[np.ndarray]) -> dict:
+        y_true = np.asarray([f["labels"] for f in encoded.features], dtype=np.int8)
+        return multilabel_metrics(y_true, np.concatenate(decided), self.label_names)
+
+    def majority_metrics(self, train: LabeledData, test: LabeledData) -> dict:
+        """Always the single most frequent label."""
+        y_true = np.asarray([f["labels"] for f in self.encode(test).features], dtype=np.int8)
+        y_pred = np.zeros_like(y_true)
+        y_pred[:, self.label2id[_most_frequent_label(train)]] = 1
+        return multilabel_metrics(y_true, y_pred, self.label_names)
+
+    def probe_classifier(self):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+
+        return OneVsRestClassifier(LogisticRegression(max_iter=1000))

@@ -36,7 +36,8 @@ piece gets the others as context where room is left), so no word of a request go
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -48,8 +49,8 @@ from goldmine.data.schema import DataKind, LabeledData, TokenExample
 from goldmine.data.segmentation import sentence_spans, word_spans
 from goldmine.data.tags import split_tag
 from goldmine.errors import ConfigError, DataError, DataIssue
-from goldmine.tasks import TASKS
-from goldmine.tasks.base import Encoded, Task
+from goldmine.registry import TASKS
+from goldmine.tasks.base import Encoded, Predictor, Task
 
 IGNORE = -100
 LOWER, TITLE, UPPER, MIXED = 0, 2, 3, 4  # token types of a word's capitalisation; 1 stays BERT's second segment
@@ -181,6 +182,8 @@ class TokenClassification(Task):
     name = "ner"
     kinds = (DataKind.TOKENS,)
     auto_class = "AutoModelForTokenClassification"
+    peft_task_type = "TOKEN_CLS"
+    default_head_init = "random"  # LP-FT was not measured for NER
 
     @property
     def document_context(self) -> bool:
@@ -205,6 +208,10 @@ class TokenClassification(Task):
         if self.case_features:
             add_case_type_rows(model)
         return model
+
+    @classmethod
+    def case_types_pay_off(cls, tokenizer, base: str) -> bool:
+        return case_types_pay_off(tokenizer, base)
 
     def case_types(self, word_ids: list[int | None], cases: list[int] | dict[int, int]) -> list[int]:
         """Token types for one encoding: the case of each sub-token's word (`cases[word id]`), 0 elsewhere."""
@@ -369,3 +376,72 @@ class TokenClassification(Task):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(dim=-1)
+
+    def predict(self, model: Predictor, texts: list[str], texts_b: list[str] | None = None
+                ) -> list[tuple[dict[str, Any], int]]:
+        """Each text is a document: its sentences are tagged with their neighbours as context, as evaluation tags
+        a labeled file (`encode_texts`), and entities come back with offsets into the text.
+
+        The token count of a text is the sum of the input lengths of its sentences, special tokens and the
+        neighbouring sentences read as context included: what the network ran on for it."""
+        doc = self.encode_texts(texts)
+        tags: list[list[str]] = [[] for _ in doc.features]
+        scores: list[list[float]] = [[] for _ in doc.features]
+        for idx, probs in model.iter_probabilities(doc.features):
+            for i, p in zip(idx, probs, strict=True):
+                word_probs = p[doc.positions[i]]  # (W, C): the first sub-token of each word of the sentence
+                tags[i] = [self.label_names[best] for best in word_probs.argmax(-1)]
+                scores[i] = word_probs.max(-1).tolist()
+        entities: list[list[dict[str, Any]]] = [[] for _ in texts]
+        tokens = [0] * len(texts)
+        # The inputs of one sentence (several when it was cut into pieces) are next to each other.
+        for _, group in groupby(range(len(doc.features)), key=lambda k: doc.sentence[k]):
+            inputs = list(group)
+            t = doc.text[inputs[0]]
+            found = decode_entities([tag for k in inputs for tag in tags[k]], [x for k in inputs for x in scores[k]],
+                                    [span for k in inputs for span in doc.spans[k]], texts[t])
+            entities[t] += [asdict(e) for e in found]
+            tokens[t] += sum(len(doc.features[k]["input_ids"]) for k in inputs)
+        return [({"entities": found}, count) for found, count in zip(entities, tokens, strict=True)]
+
+    def unit_probabilities(self, probs: np.ndarray, feature: dict) -> np.ndarray:
+        """(W, C): the first sub-token of each labeled word, as `predict` reads it."""
+        return probs[np.flatnonzero(np.asarray(feature["labels"]) != IGNORE)]
+
+    def targets(self, feature: dict) -> np.ndarray:
+        labels = np.asarray(feature["labels"])
+        return labels[labels != IGNORE]  # (W,)
+
+    def metrics(self, data: LabeledData, encoded: Encoded, decided: list[np.ndarray]) -> dict:
+        """Entity scores of each sentence's tags; a word cut off at `max_length` counts as tagged "O"."""
+        from goldmine.evaluation.metrics import entity_metrics  # it imports this module's conlleval rules
+
+        pred_tags = []
+        for ex, words, ids in zip(data.examples, encoded.alignment, decided, strict=True):
+            tags = ["O"] * len(ex.tokens)
+            for word, best in zip(words, ids, strict=True):
+                tags[word] = self.label_names[best]
+            pred_tags.append(tags)
+        return entity_metrics([list(ex.tags) for ex in data.examples], pred_tags)
+
+    def majority_metrics(self, train: LabeledData, test: LabeledData) -> dict:
+        """Every word "O": no entity at all (entity F1 0)."""
+        from goldmine.evaluation.metrics import entity_metrics
+
+        truth = [list(ex.tags) for ex in test.examples]
+        return entity_metrics(truth, [["O"] * len(tags) for tags in truth])
+
+    def base_model_inputs(self, batch: dict) -> dict:
+        """Single sequences with token type 0 throughout, as the base model read them: case types are rows its
+        token-type table does not have."""
+        return {k: v for k, v in batch.items() if k != "token_type_ids"}
+
+    def probe_vectors(self, hidden: torch.Tensor, attention_mask: torch.Tensor, pooler: torch.Tensor | None,
+                      feature: dict, pooling: str) -> np.ndarray:
+        positions = np.flatnonzero(np.asarray(feature["labels"]) != IGNORE)
+        return hidden[positions].float().numpy()  # (W, H)
+
+    def probe_classifier(self):
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=300, C=1.0)

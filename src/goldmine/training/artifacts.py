@@ -22,11 +22,10 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from transformers.dynamic_module_utils import custom_object_save
-
 from goldmine.config import TrainConfig
 from goldmine.inference.model import RunMeta
 from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification
+from goldmine.tuning.base import TuningMethod
 
 
 def versions() -> dict[str, str]:
@@ -37,21 +36,11 @@ def versions() -> dict[str, str]:
     return out
 
 
-def save_model(model, tokenizer, meta: RunMeta, config: TrainConfig, out: Path) -> None:
+def save_model(model, tokenizer, meta: RunMeta, config: TrainConfig, out: Path, method: TuningMethod) -> None:
+    """The run directory: the weights as the tuning method saves them, tokenizer, metadata, config, label maps."""
     out.mkdir(parents=True, exist_ok=True)
     PooledEncoderForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-    if meta.adapter:
-        model.save_pretrained(out)  # adapter_config.json + adapter weights (+ the trained head)
-        task_model = model.base_model.model
-        if type(task_model)._auto_class is not None:  # copy pooled_classifier.py and set config.auto_map
-            custom_object_save(task_model, out, config=task_model.config)
-        task_model.config.save_pretrained(out)  # the task config: labels, pooling
-        if config.tuning.lora.merge:
-            merged = model.merge_and_unload()
-            merged.save_pretrained(out / "merged")
-            tokenizer.save_pretrained(out / "merged")
-    else:
-        model.save_pretrained(out)
+    method.save(model, tokenizer, out, config)
     tokenizer.save_pretrained(out)
     meta.save(out)
     config.to_yaml(out / "config.yaml")

@@ -27,8 +27,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from goldmine.config import TrainConfig, TrainingConfig
 from goldmine.data.fingerprint import fingerprint
+from goldmine.data.readers import read_file
 from goldmine.data.report import quality_report
 from goldmine.data.schema import DataKind
+from goldmine.data.splits import load_splits, read_options
 from goldmine.errors import ConfigError
 from goldmine.evaluation.baselines import fit_probe, linear_probe, majority_baseline
 from goldmine.evaluation.comparison import as_markdown, before_after
@@ -37,13 +39,12 @@ from goldmine.evaluation.plots import plot_training_curve
 from goldmine.inference.model import Model, RunMeta
 from goldmine.memory import peak_rss_mb
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
-from goldmine.tasks import TASKS
-from goldmine.tasks.token_classification import case_types_pay_off
+from goldmine.registry import STRATEGIES, TASKS
 from goldmine.training.artifacts import save_model, versions
 from goldmine.training.callbacks import phase, tensorboard_callback
-from goldmine.training.data import load_splits
 from goldmine.training.head_init import init_head_from_probe
-from goldmine.tuning import STRATEGIES
+from goldmine.training.weight_averaging import WeightAveraging
+from goldmine.tuning.base import TuningMethod
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -121,7 +122,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     """
     # ---- setup: data, tokenizer, task, model ----
     t = config.training
-    _check_checkpointing(t)
+    method = check_config(config)
+    if method.builds_model:
+        return build_without_training(config, method, callbacks)
     checkpoint = _last_checkpoint(config.output_dir) if resume else None  # fail before loading anything
     set_seed(t.seed)
     task_cls = TASKS.get(config.task)
@@ -130,7 +133,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         task_cls.check_kind(data)
     base = resolve_base_model(config.model.name)
     tokenizer = load_tokenizer(base)
-    case_features = _case_features(config, tokenizer, base)
+    case_features = _case_features(config, tokenizer, base, method, task_cls)
     task = task_cls(
         task_cls.labels_from(splits["train"]), tokenizer, config.model.max_length,
         document_context=config.data.document_context, context_length=config.data.context_length,
@@ -149,7 +152,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
             init_head_from_probe(model, probe)
             if t.linear_probe and len(splits["test"]):  # the baseline row is this very probe: score it now, once
                 probe_row = probe.score(model.base_model, splits["test"], encoded=encoded["test"])
-    model = STRATEGIES.get(config.tuning.strategy)(model, config)
+    model = method.apply(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
@@ -158,6 +161,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     metric = t.metric_for_best or task.default_metric
     weights = task.balanced_class_weights(splits["train"]) if t.class_weights == "balanced" else None
     extra_callbacks = [tensorboard_callback(config.output_dir / "logs"), *(callbacks or [])]
+    if t.ema_decay:
+        extra_callbacks.append(WeightAveraging(t.ema_decay, resume_from=checkpoint))
     if t.early_stopping_patience and t.eval_strategy != "none":
         extra_callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = Trainer(
@@ -195,7 +200,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         strategy=config.tuning.strategy, pooling=config.model.pooling, max_length=config.model.max_length,
         document_context=config.data.document_context, context_length=config.data.context_length,
         case_features=case_features, pair=splits["train"].kind is DataKind.PAIR,
-        adapter=config.tuning.strategy == "lora",
+        adapter=method.adapter,
         extra={"fingerprint": fingerprint(splits, {k: _file_of(v.path) for k, v in splits.items()}),
                "versions": versions(), "train_seconds": round(train_seconds, 2),
                "global_step": trainer.state.global_step, "trainable_parameters": trainable,
@@ -203,7 +208,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
                "train_examples_per_second": train_output.metrics.get("train_samples_per_second"),
                "peak_rss_mb": peak_rss_mb()},  # the training process's high-water mark, before evaluation
     )
-    save_model(trainer.model, tokenizer, meta, config, out)
+    save_model(trainer.model, tokenizer, meta, config, out, method)
     (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     plot_training_curve(trainer.state.log_history, out / "training_curve.png")
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
@@ -233,20 +238,74 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
                        report.warnings)
 
 
-def _case_features(config: TrainConfig, tokenizer, base: str) -> bool:
-    """`data.case_features` as set, or when unset: on for NER where case types pay off, except under LoRA (an
-    adapter loads over the unchanged base model, whose token-type table has no case rows)."""
+def build_without_training(config: TrainConfig, method: TuningMethod, callbacks: list | None = None) -> TrainResult:
+    """The recipe for a method that makes its model itself (zero-shot): labels from the method, examples from
+    `data.train` when given, then save and evaluate on test (`data.test`, or split off `data.train`) as `train`
+    does, the majority class as the baseline row when there are training labels."""
+    started = time.perf_counter()
+    set_seed(config.training.seed)
+    task_cls = TASKS.get(config.task)
+    if config.data.train is not None:
+        splits = load_splits(config.data)
+    else:
+        splits = {"train": None, "dev": None,
+                  "test": read_file(config.data.test, read_options(config.data)) if config.data.test else None}
+    for data in filter(None, splits.values()):
+        task_cls.check_kind(data)
+    base = resolve_base_model(config.model.name)
+    tokenizer = load_tokenizer(base)
+    task = task_cls(method.labels(config), tokenizer, config.model.max_length)
+    with phase(callbacks, "building the model"):
+        model = method.build(task, base, config, splits["train"])
+    seconds = time.perf_counter() - started
+    out = config.output_dir
+    meta = RunMeta(
+        task=task.name, label_names=task.label_names, base_model=config.model.name, strategy=method.name,
+        pooling="mean", max_length=config.model.max_length,
+        extra={"versions": versions(), "train_seconds": round(seconds, 2), "global_step": 0,
+               method.name: method.summary, "peak_rss_mb": peak_rss_mb()},
+    )
+    save_model(model, tokenizer, meta, config, out, method)
+    rows: dict[str, dict] = {}
+    test = splits["test"]
+    if test is not None and len(test):
+        with phase(callbacks, "test evaluation", total=1 + (splits["train"] is not None)) as advance:
+            if splits["train"] is not None:
+                rows["majority class"] = majority_baseline(task, splits["train"], test)
+                advance()
+            rows[method.name] = evaluate(Model.load(out, batch_size=config.training.eval_batch_size), test, out,
+                                         prefix="test_")
+            advance()
+    table = before_after(rows) if rows else {}
+    summary = {"before_after": table, "test": rows.get(method.name, {}), "best_dev": None, "train": {}}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    if table:
+        (out / "before_after.md").write_text(as_markdown(table, f"{task.name} ({method.name}) on {test.path}"))
+    return TrainResult(out, rows.get(method.name, {}), table, seconds, 0)
+
+
+def check_config(config: TrainConfig) -> TuningMethod:
+    """The checks a config needs beyond its own fields, run before anything is loaded: the tuning method's
+    (which needs the method's module) and checkpointing's. Returns the tuning method."""
+    method = STRATEGIES.get(config.tuning.strategy)()
+    method.check(config)
+    _check_checkpointing(config.training)
+    return method
+
+
+def _case_features(config: TrainConfig, tokenizer, base: str, method: TuningMethod, task_cls) -> bool:
+    """`data.case_features` as set, or when unset: on where the task reads case types and they pay off (NER),
+    except under an adapter method such as LoRA (an adapter loads over the unchanged base model, whose token-type
+    table has no case rows)."""
     if config.data.case_features is not None:
         return config.data.case_features
-    return config.task == "ner" and config.tuning.strategy != "lora" and case_types_pay_off(tokenizer, base)
+    return not method.adapter and task_cls.case_types_pay_off(tokenizer, base)
 
 
 def _head_init(t: TrainingConfig, task) -> str:
-    """'auto' is LP-FT for classification (measured on banking77: 0.9332 against 0.9212 from a random head; sst2
-    0.8773 against 0.8807, within one seed's noise) and a random head for NER, where it was not measured."""
-    if t.head_init != "auto":
-        return t.head_init
-    return "random" if task.name == "ner" else "probe"
+    """'auto' is the task's own choice (`Task.default_head_init`): LP-FT for classification, a random head for
+    NER."""
+    return task.default_head_init if t.head_init == "auto" else t.head_init
 
 
 def _ddp_backend(on_cpu: bool) -> str | None:

@@ -1,7 +1,9 @@
-"""Tuning strategies by name: `full`, `freeze`, `lora`. Each is one module with an `apply` function."""
+"""Tuning strategies by name: `full`, `freeze`, `lora` (declared in `goldmine.registry`, imported on first use).
 
-from goldmine.registry import Registry
+Each is one module holding a `TuningMethod` (`goldmine.tuning.base`): its config checks, how it prepares the
+model for training, and how its weights are saved to and loaded from a run directory.
+"""
 
-STRATEGIES: Registry = Registry("tuning strategy")
+from goldmine.registry import STRATEGIES
 
-from goldmine.tuning import freeze, full, lora  # noqa: E402,F401  (registration)
+__all__ = ["STRATEGIES"]

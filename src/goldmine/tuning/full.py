@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from goldmine.tuning import STRATEGIES
+from goldmine.registry import STRATEGIES
+from goldmine.tuning.base import TuningMethod
 
 
 @STRATEGIES.register("full")
-def apply_full(model: nn.Module, config) -> nn.Module:
-    model.requires_grad_(True)
-    return model
+class FullFineTuning(TuningMethod):
+    name = "full"
+
+    def apply(self, model: nn.Module, config) -> nn.Module:
+        model.requires_grad_(True)
+        return model

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from goldmine.serving.deps import PredictKey, ServicesDep
 from goldmine.serving.errors import InvalidRequest, PayloadTooLarge, error_responses
@@ -20,6 +20,9 @@ from goldmine.serving.settings import Limits
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 
 
+LabelName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+
+
 class PredictRequest(BaseModel):
     texts: list[str] = Field(min_length=1, description="Texts to label. Over the server's limits (maxItems, "
                              "maxLength: settings.limits) a call gets 413; text that is not Unicode (a lone "
@@ -28,6 +31,10 @@ class PredictRequest(BaseModel):
         None, description="Pair models only (trained on text_a, text_b): the second text of each pair, exactly "
         "one per text (as many items as `texts`), under the same limits. A model that reads single texts refuses "
         "it, and a pair model refuses a call without it (422).")
+    labels: list[LabelName] | None = Field(
+        None, min_length=2, max_length=100, json_schema_extra={"uniqueItems": True},
+        description="Zero-shot models only: choose among these 2 to 100 distinct label names instead of the "
+        "model's own labels; billed as any call. Any other model refuses it (422).")
 
 
 class PredictResponse(BaseModel):
@@ -109,7 +116,8 @@ async def predict(
     _check_limits(body, settings.limits.max_items_per_call, settings.limits.max_chars_per_text)
     items = list(zip(texts, body.texts_b, strict=True)) if body.texts_b is not None else texts
     ref = version or settings.default_alias
-    fingerprint = request_hash(name, ref, items) if idempotency_key else None
+    fingerprint = request_hash(name, ref, items if body.labels is None else [items, body.labels]) \
+        if idempotency_key else None
     if idempotency_key:
         replay = await asyncio.to_thread(services.meter.find, key.id, idempotency_key, fingerprint)
         if replay is not None:
@@ -122,7 +130,11 @@ async def predict(
     try:
         loaded = await services.pool.get(name, resolved_version, path)
         loaded.model.check_inputs(texts, body.texts_b)  # before queueing: a batch holds one kind of item
-        results = await loaded.batcher.submit(items)
+        if body.labels is None:
+            results = await loaded.batcher.submit(items)
+        else:  # its own labels: no forward pass to share with other calls
+            results = await loaded.batcher.run_alone(
+                lambda: loaded.model.predict_counted(texts, body.texts_b, body.labels))
         tokens = sum(count for _, count in results)
         request_id = request.state.request_id
         content = {"request_id": request_id, "model": name, "version": resolved_version,

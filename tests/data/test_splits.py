@@ -8,8 +8,8 @@ import pytest
 
 from goldmine.config import DataConfig
 from goldmine.data.schema import DataKind
+from goldmine.data.splits import load_splits, read_options
 from goldmine.errors import ConfigError, DataError
-from goldmine.training.data import load_splits, read_options
 
 
 def write_csv(path: Path, labels: list[str], prefix: str = "text") -> Path:

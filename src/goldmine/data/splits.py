@@ -1,4 +1,4 @@
-"""Load the splits a training run needs: given files, or one file split reproducibly."""
+"""Load the splits a run needs: given files, or one file split reproducibly (training, and export's parity sample)."""
 
 from __future__ import annotations
 
