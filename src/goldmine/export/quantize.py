@@ -11,11 +11,11 @@ onnxruntime fuses into its int8 GEMM kernels.
            labels (-0.69 points of accuracy), `mixed` on 99.4% (-0.11), at ~0.8x `full`'s speed; per-channel
            weights gained nothing once those layers were fp32 (99.1%, -0.46).
 
-    mixed-K as `mixed`, but only the first K down-projections (from the input side) stay fp32. The error a
-           quantised layer adds is carried and amplified by every layer after it, so the early layers matter
-           most: on the sst2 MiniLM (6 layers, dev accuracy 0.9094 in fp32, 1 thread), keeping layers 0-2 fp32
-           read 0.9048 at 265 texts/s against `mixed`'s 0.9060 at 218 and `full`'s 0.9002 at 311; layers 0-1
-           0.8979 at 280; layers 4-5 instead 0.8796.
+    mixed-K as `full` (per-channel weights), but the first K down-projections (from the input side) stay fp32.
+           The error a quantised layer adds is carried and amplified by every layer after it, so the early
+           layers matter most (an earlier sst2 MiniLM, 1 thread: fp32 0.9094; layers 0-2 kept fp32 0.9048 at
+           265 texts/s, `mixed` 0.9060 at 218, `full` 0.9002 at 311). With per-tensor weights instead, as
+           `mixed` has, the partial schemes lost more than `full` itself (sst2: mixed-1 -2.06 points, full -0.57).
 
 `goldmine export --quantize int8` (`--int8-scheme auto`) tries `full`, then `mixed-1`, `mixed-2`, ... up to
 `mixed`, and keeps the first the parity gate accepts: the fastest int8 graph within the allowed loss. parity.json
@@ -84,7 +84,7 @@ def scheme_settings(scheme: str) -> dict:
     if not scheme.startswith(PARTIAL):
         return dict(SCHEMES[scheme])
     k = int(scheme.removeprefix(PARTIAL))
-    return {**SCHEMES["mixed"], "kept_fp32": f"the first {k} FFN down-projections (the MatMul after each GELU)"}
+    return {**SCHEMES["full"], "kept_fp32": f"the first {k} FFN down-projections (the MatMul after each GELU)"}
 
 
 def kept_fp32(scheme: str, down_projections: list[str]) -> list[str]:
@@ -124,7 +124,7 @@ def quantize_int8(source: Path, target: Path, scheme: str = "full") -> dict:
     excluded = kept_fp32(scheme, ffn_down_projections(onnx.load(source).graph))
     try:
         with quiet_logs(""):  # onnxruntime's quantiser logs each tensor on the root logger
-            quantize_dynamic(source, target, per_channel=scheme == "full", weight_type=QuantType.QInt8,
+            quantize_dynamic(source, target, per_channel=scheme != "mixed", weight_type=QuantType.QInt8,
                              reduce_range=True, op_types_to_quantize=settings["ops"], nodes_to_exclude=excluded)
     except Exception as err:  # onnxruntime's quantiser raises plain RuntimeErrors/ValueErrors
         raise ModelError(f"int8 quantisation of {source} failed: {err}") from err
