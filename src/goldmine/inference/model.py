@@ -146,17 +146,22 @@ class Model:
         for idx, batch in length_sorted_batches(features, self.task.tokenizer, self.batch_size, tensors):
             yield idx, self.backend.embeddings(batch)
 
+    def features(self, texts: Sequence[str]) -> list[dict]:
+        """Single texts as network inputs (truncated to `max_length`), one dict per text."""
+        enc = self.task.tokenizer(list(texts), truncation=True, max_length=self.task.max_length)
+        return [{k: enc[k][i] for k in enc} for i in range(len(texts))]
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Sentence embeddings (N, H) as the classification head reads them (unit length for zero-shot models)."""
-        texts = list(texts)
-        enc = self.task.tokenizer(texts, truncation=True, max_length=self.task.max_length)
-        features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
-        out = np.zeros((len(texts), 0), dtype=np.float32)
+        return self.embed_features(self.features(texts))
+
+    def embed_features(self, features: Sequence[dict]) -> np.ndarray:
+        """`embed` for texts already encoded (`features`)."""
+        rows: list[np.ndarray | None] = [None] * len(features)
         for idx, vectors in self.iter_embeddings(features):
-            if out.shape[1] == 0:
-                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[idx] = vectors
-        return out
+            for i, vector in zip(idx, vectors, strict=True):
+                rows[i] = vector
+        return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
     def predict(self, texts: Sequence[str], texts_b: Sequence[str] | None = None,
                 labels: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -25,6 +25,9 @@ class TuningMethod(ABC):
     adapter: ClassVar[bool] = False  # the run directory holds an adapter that loads over the unchanged base model
     builds_model: ClassVar[bool] = False  # makes the finished model itself (`build`) instead of the Trainer recipe
 
+    def __init__(self) -> None:
+        self.summary: dict = {}  # what `build` made, recorded in the run's goldmine.json under the method's name
+
     def check(self, config: TrainConfig) -> None:
         """Raise `ConfigError` for settings this method cannot honour (before anything is loaded)."""
         return
@@ -36,15 +39,6 @@ class TuningMethod(ABC):
     def build(self, task, base: str, config: TrainConfig, train: LabeledData | None) -> nn.Module:
         """The finished model, for a method with `builds_model` (e.g. zero-shot from label descriptions)."""
         raise NotImplementedError(f"tuning strategy {self.name!r} trains with the Trainer recipe (apply)")
-
-    @property
-    def summary(self) -> dict:
-        """What `build` made, recorded in the run's metadata (`goldmine.json`, under the method's name)."""
-        return self.__dict__.get("_summary", {})
-
-    @summary.setter
-    def summary(self, value: dict) -> None:
-        self._summary = value
 
     def labels(self, config: TrainConfig) -> list[str] | None:
         """The label names when the method defines them (a label file), else None: they come from the data."""

@@ -40,6 +40,7 @@ from torch import nn
 
 from goldmine.data.schema import DataKind, LabeledData
 from goldmine.errors import ConfigError, DataError, DataIssue
+from goldmine.inference.batching import length_sorted_batches
 from goldmine.registry import STRATEGIES
 from goldmine.tuning.base import TuningMethod
 
@@ -65,6 +66,11 @@ class LabelSpec:
 
 def read_label_file(path: str | Path) -> list[LabelSpec]:
     """The labels of a label file, or a `ConfigError` naming the file and what is wrong."""
+    return read_label_document(path)[0]
+
+
+def read_label_document(path: str | Path) -> tuple[list[LabelSpec], tuple[str, ...]]:
+    """(the labels, the file's `templates` for every label: what per-request labels are embedded with)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: label file not found")
@@ -104,13 +110,7 @@ def read_label_file(path: str | Path) -> list[LabelSpec]:
         raise ConfigError(f"{path}: labels named more than once: {duplicates}")
     if not 2 <= len(specs) <= MAX_LABELS:
         raise ConfigError(f"{path}: a classifier needs 2 to {MAX_LABELS} labels, got {len(specs)}")
-    return specs
-
-
-def default_templates(path: str | Path) -> tuple[str, ...]:
-    """The label file's `templates` for every label (what per-request labels are embedded with)."""
-    document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return _templates(document.get("templates"), Path(path), "templates")
+    return specs, defaults
 
 
 def _templates(value, path: Path, where: str) -> tuple[str, ...]:
@@ -130,16 +130,14 @@ def _templates(value, path: Path, where: str) -> tuple[str, ...]:
 @torch.inference_mode()
 def embed(model: nn.Module, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
     """Unit-length embeddings (N, H) of `texts` through `model.embed`, the very path the saved model classifies
-    with; batches are cut from the texts sorted by length, so padding stays small."""
+    with, in length-sorted batches as inference cuts them."""
     was_training = model.training
     model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in chosen], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt")
-        out[chosen] = model.embed(**batch).float().numpy()
+    for idx, batch in length_sorted_batches(features, tokenizer, batch_size):
+        out[idx] = model.embed(**batch).float().numpy()
     model.train(was_training)
     return out
 
@@ -201,7 +199,7 @@ class ZeroShot(TuningMethod):
     def build(self, task, base: str, config, train: LabeledData | None) -> nn.Module:
         """The zero-shot classifier: prototypes x scale as head rows, minus the content-free similarity."""
         zs = config.tuning.zeroshot
-        specs = read_label_file(zs.labels)
+        specs, templates = read_label_document(zs.labels)
         if train is not None:
             if train.kind is not DataKind.TEXT:
                 raise ConfigError(f"tuning.strategy zeroshot: classifies single texts; {train.path} holds "
@@ -217,7 +215,7 @@ class ZeroShot(TuningMethod):
         with torch.no_grad():
             model.classifier.weight.copy_(torch.from_numpy(zs.scale * rows))
             model.classifier.bias.copy_(torch.from_numpy(bias))
-        self.summary = {"labels": [asdict(s) for s in specs], "templates": list(default_templates(zs.labels)),
+        self.summary = {"labels": [asdict(s) for s in specs], "templates": list(templates),
                         "scale": zs.scale, "calibrate": zs.calibrate, "examples": 0 if train is None else len(train)}
         return model
 
@@ -264,15 +262,16 @@ def classify_with_labels(model, texts: list[str], labels: list[str]) -> list[tup
     scale, calibrate = float(record.get("scale", 20.0)), bool(record.get("calibrate", True))
     specs = [LabelSpec(name, None, tuple(record.get("templates", ()))) for name in check_request_labels(labels)]
     texts_of_labels = label_texts(specs)
-    vectors = model.embed([t for _, t in texts_of_labels] + list(CONTENT_FREE) + list(texts))
+    vectors = model.embed([t for _, t in texts_of_labels] + list(CONTENT_FREE))
     n_label_texts = len(texts_of_labels)
     rows = prototype_rows(vectors[:n_label_texts], np.array([k for k, _ in texts_of_labels]), len(specs))
-    content_free = vectors[n_label_texts : n_label_texts + len(CONTENT_FREE)]
+    content_free = vectors[n_label_texts:]
     bias = calibration_bias(content_free, rows, scale) if calibrate else np.zeros(len(specs), dtype=np.float32)
-    logits = scale * vectors[n_label_texts + len(CONTENT_FREE) :] @ rows.T + bias  # (N, L)
+    features = model.features(texts)  # one tokenisation: the embeddings and the billed token counts
+    logits = scale * model.embed_features(features) @ rows.T + bias  # (N, L)
     probs = torch.from_numpy(logits).softmax(-1).numpy()
     names = [spec.name for spec in specs]
-    counts = [len(ids) for ids in model.task.tokenize(list(texts))["input_ids"]]
+    counts = [len(f["input_ids"]) for f in features]
     answers = []
     for p, count in zip(probs, counts, strict=True):
         best = int(p.argmax())
