@@ -99,8 +99,10 @@ class TrainingConfig(_Section):
     eval_batch_size: int = Field(64, gt=0, description="Examples per evaluation batch.")
     gradient_accumulation: int = Field(1, gt=0, description="Batches accumulated per optimizer step.")
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
-    ema_decay: float | None = Field(None, gt=0, lt=1, description="Evaluate, keep and save an exponential moving "
-                                    "average of the weights with this decay (None: the raw weights).")
+    ema_decay: float | Literal["auto"] | None = Field(
+        "auto", description="Evaluate, keep and save an exponential moving average of the weights with this decay "
+        "(null or false: the raw weights; 'auto': the task's measured default, 0.99 for single-label classification, none "
+        "for NER and multi-label).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of single-label cross-entropy.")
     class_weights: Literal["none", "balanced"] = Field("none", description="'balanced' weights classes by 1/freq.")
     eval_strategy: Literal["epoch", "steps", "none"] = Field("epoch", description="When to evaluate on dev.")
@@ -126,6 +128,18 @@ class TrainingConfig(_Section):
                 raise ValueError("head_learning_rate: removed (it never had an effect); set training.learning_rate")
             values = {k: v for k, v in values.items() if k != "head_learning_rate"}
         return values
+
+    @field_validator("ema_decay", mode="before")
+    @classmethod
+    def _decay_off(cls, value):
+        return None if value is False else value  # YAML reads `off` / `no` / `false` as false: no averaging
+
+    @field_validator("ema_decay")
+    @classmethod
+    def _decay_in_range(cls, value):
+        if isinstance(value, float) and not 0 < value < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) (or 'auto' or null), got {value}")
+        return value
 
     @field_validator("eval_strategy", mode="before")
     @classmethod

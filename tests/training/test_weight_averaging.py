@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 import goldmine
 from goldmine.config import load_config
+from goldmine.errors import ConfigError
 from goldmine.inference.model import Model
 from goldmine.training.weight_averaging import AVERAGE_FILE, WeightAveraging
 
@@ -62,6 +63,25 @@ def _average(steps: list[dict[str, torch.Tensor]], upto: int) -> dict[str, torch
     return average
 
 
+@pytest.mark.parametrize(("task", "setting", "expected"), [
+    ("classification", "auto", 0.99), ("ner", "auto", None), ("multilabel", "auto", None),
+    ("classification", False, None), ("classification", "off", None), ("classification", "null", None),
+    ("ner", 0.9, 0.9), ("classification", "0.95", 0.95),
+])
+def test_auto_is_the_tasks_measured_default(task, setting, expected):
+    from goldmine.registry import TASKS
+    from goldmine.training.trainer import _ema_decay
+
+    training = load_config(None, {"task": task, "training.ema_decay": setting}).training
+    assert _ema_decay(training, TASKS.get(task)) == expected
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, 1.5, -0.1])
+def test_a_decay_outside_0_1_is_refused(decay):
+    with pytest.raises(ConfigError, match="ema_decay must be in"):
+        load_config(None, {"training.ema_decay": decay})
+
+
 def _logged_losses(run_dir: Path) -> list[float]:
     return [e["loss"] for e in json.loads((run_dir / "log_history.json").read_text()) if "loss" in e]
 
@@ -76,7 +96,8 @@ def test_the_saved_model_is_the_average_and_the_raw_weights_train_as_without_it(
         torch.testing.assert_close(saved[name].detach(), value, rtol=0, atol=1e-6, msg=name)
     assert any(not torch.equal(expected[n], recorder.steps[-1][n]) for n in expected)  # it is not the raw model
 
-    plain = goldmine.train(_config(tiny_model_dir, demo_files.intents, tmp_path / "plain"))
+    plain = goldmine.train(_config(tiny_model_dir, demo_files.intents, tmp_path / "plain",
+                                   **{"training.ema_decay": False}))
     assert _logged_losses(averaged.output_dir) == pytest.approx(_logged_losses(plain.output_dir), abs=1e-6)
 
 
@@ -91,7 +112,8 @@ def test_evaluation_sees_the_average_and_training_goes_on_from_the_raw_weights(t
         for name, value in _average(recorder.steps, step).items():
             torch.testing.assert_close(recorder.evaluated[step][name], value, rtol=0, atol=1e-6, msg=name)
     plain = Recorder()
-    goldmine.train(_config(tiny_model_dir, demo_files.intents, tmp_path / "plain", **overrides), callbacks=[plain])
+    goldmine.train(_config(tiny_model_dir, demo_files.intents, tmp_path / "plain",
+                           **{**overrides, "training.ema_decay": False}), callbacks=[plain])
     for mine, theirs in zip(recorder.steps, plain.steps, strict=True):  # evaluating the average changed no step
         for name in mine:
             torch.testing.assert_close(mine[name], theirs[name], rtol=0, atol=1e-6, msg=name)

@@ -53,6 +53,7 @@ class Task(ABC):
     auto_class: ClassVar[str]  # the transformers Auto class that loads the saved model
     peft_task_type: ClassVar[str]  # peft's TaskType name for adapters on this task's model
     default_head_init: ClassVar[str] = "random"  # what `training.head_init: auto` means for this task
+    default_ema_decay: ClassVar[float | None] = None  # what `training.ema_decay: auto` means for this task
 
     def __init__(self, label_names: list[str], tokenizer, max_length: int = 128, **options):
         self.label_names = list(label_names)

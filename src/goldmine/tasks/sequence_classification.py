@@ -29,6 +29,9 @@ class SequenceClassification(Task):
     # LP-FT: measured on banking77, 0.9332 against 0.9212 from a random head; sst2 0.8773 against 0.8807, within
     # one seed's noise
     default_head_init = "probe"
+    # weight EMA: measured on sst2 (seed 42), the dev curve stops dipping and holds the transformers-guide
+    # Trainer's final accuracy from step 180 instead of step 340; final dev 0.8922 against 0.8956 without
+    default_ema_decay = 0.99
 
     def build_model(self, base: str, config_overrides: dict[str, Any]) -> nn.Module:
         config = AutoConfig.from_pretrained(
@@ -181,6 +184,7 @@ class MultiLabelClassification(SequenceClassification):
     name = "multilabel"
     multi_label = True
     threshold = 0.5
+    default_ema_decay = None  # weight EMA was measured on single-label sst2 only
 
     def label_vector(self, labels: tuple[str, ...]):
         vector = [0.0] * self.num_labels

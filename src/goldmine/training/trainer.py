@@ -161,8 +161,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     metric = t.metric_for_best or task.default_metric
     weights = task.balanced_class_weights(splits["train"]) if t.class_weights == "balanced" else None
     extra_callbacks = [tensorboard_callback(config.output_dir / "logs"), *(callbacks or [])]
-    if t.ema_decay:
-        extra_callbacks.append(WeightAveraging(t.ema_decay, resume_from=checkpoint))
+    if decay := _ema_decay(t, task):
+        extra_callbacks.append(WeightAveraging(decay, resume_from=checkpoint))
     if t.early_stopping_patience and t.eval_strategy != "none":
         extra_callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = Trainer(
@@ -306,6 +306,12 @@ def _head_init(t: TrainingConfig, task) -> str:
     """'auto' is the task's own choice (`Task.default_head_init`): LP-FT for classification, a random head for
     NER."""
     return task.default_head_init if t.head_init == "auto" else t.head_init
+
+
+def _ema_decay(t: TrainingConfig, task) -> float | None:
+    """'auto' is the task's measured choice (`Task.default_ema_decay`): 0.99 for single-label classification,
+    none where it was not measured."""
+    return task.default_ema_decay if t.ema_decay == "auto" else t.ema_decay
 
 
 def _ddp_backend(on_cpu: bool) -> str | None:
