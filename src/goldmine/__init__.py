@@ -3,6 +3,7 @@
     import goldmine
     result = goldmine.train("configs/intents.yaml")
     goldmine.Model.load(result.output_dir).predict(["where is my parcel?"])
+    goldmine.Index.build(result.output_dir, "faq.jsonl", name="faq").search(["my parcel is late"])
 """
 
 from goldmine.api import ensemble, evaluate, export, predict, train
@@ -11,7 +12,7 @@ from goldmine.errors import ConfigError, DataError, GoldmineError, ModelError
 from goldmine.version import __version__
 
 __all__ = [
-    "ConfigError", "DataError", "GoldmineError", "Model", "ModelError", "TrainConfig",
+    "ConfigError", "DataError", "GoldmineError", "Index", "Model", "ModelError", "TrainConfig",
     "__version__", "ensemble", "evaluate", "export", "load_config", "predict", "train",
 ]
 
@@ -22,4 +23,8 @@ def __getattr__(name: str):
         from goldmine.inference.model import Model
 
         return Model
+    if name == "Index":
+        from goldmine.retrieval.index import Index
+
+        return Index
     raise AttributeError(name)

@@ -19,8 +19,10 @@ from goldmine.registry import STRATEGIES
 
 app = typer.Typer(help="Fine-tune a small pretrained model on your labeled text, measure it, predict.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Check and split labeled data.", no_args_is_help=True)
+data_app = typer.Typer(help="Check, split, augment labeled data; suggest what to label next.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+index_app = typer.Typer(help="Search indexes: build, add, delete (goldmine.retrieval.index).", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 models_app = typer.Typer(help="The serving registry: register model versions, promote and roll back aliases.",
                          no_args_is_help=True)
 keys_app = typer.Typer(help="API keys for the serving API.", no_args_is_help=True)
@@ -135,6 +137,29 @@ def data_split(
         console.print(f"{name}: {len(part)} examples -> {path}")
 
 
+@data_app.command("suggest")
+def data_suggest(
+    model_dir: Annotated[Path, typer.Argument(help="Run directory of the classification model to improve.")],
+    file: Annotated[Path, typer.Argument(help="Unlabeled texts: .txt (one per line), .jsonl or .csv with 'text'.")],
+    out: Annotated[Path, typer.Option(help="JSONL to write: the chosen texts, most uncertain first, label empty.")],
+    top: Annotated[int, typer.Option(help="How many texts to suggest.")] = 100,
+    seed: int = 0,
+    runtime: RuntimeOpt = "auto",
+    threads: ThreadsOpt = None,
+) -> None:
+    """The unlabeled texts worth labeling next: the most uncertain text of each of TOP embedding clusters."""
+    from goldmine.data.suggest import read_texts, suggest, write_suggestions
+    from goldmine.inference.model import Model
+
+    try:
+        texts = read_texts(file)
+        chosen = suggest(Model.load(model_dir, runtime=runtime, threads=threads), texts, top, seed)
+    except GoldmineError as err:
+        _fail(err)
+    write_suggestions(chosen, out)
+    console.print(f"{len(chosen)} of {len(texts)} texts to label -> {out}")
+
+
 @data_app.command("augment")
 def data_augment(
     file: Annotated[Path, typer.Argument(help="Training file to augment (never augment dev or test data).")],
@@ -171,6 +196,12 @@ def train(
     labels: Annotated[Path | None, typer.Option(help="Zero-shot: the label file (YAML; names, descriptions, "
                                                      "templates). See goldmine.tuning.zeroshot.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
+    out_of_scope: Annotated[str | None, typer.Option(
+        "--out-of-scope", help="'None of these' by a score threshold fitted on dev: auto | max_probability | energy."
+    )] = None,
+    oos_label: Annotated[str | None, typer.Option(
+        "--oos-label", help="The label of out-of-scope examples (e.g. oos): a class if train has it, else the "
+        "dev/test ground truth for the threshold.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
@@ -189,7 +220,8 @@ def train(
         "task": task, "data.train": train_file, "data.dev": dev_file, "data.test": test_file, "model.name": model,
         "tuning.strategy": strategy, "tuning.zeroshot.labels": labels, "output_dir": output_dir,
         "training.epochs": epochs, "training.max_steps": max_steps, "training.learning_rate": lr,
-        "training.batch_size": batch_size, "training.seed": seed,
+        "training.batch_size": batch_size, "training.seed": seed, "out_of_scope.method": out_of_scope,
+        "out_of_scope.label": oos_label,
     }
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
     for item in set_ or []:
@@ -295,6 +327,79 @@ def predict(
         console.print(f"{len(lines)} predictions -> {output}")
     else:
         sys.stdout.write("\n".join(lines) + "\n")
+
+
+@index_app.command("build")
+def index_build(
+    model_dir: Annotated[Path, typer.Argument(help="Run directory of the encoder that embeds the corpus.")],
+    corpus: Annotated[Path, typer.Argument(help="JSONL (or CSV) entries; other fields are kept as payload.")],
+    name: Annotated[str, typer.Option(help="Index name (lowercase letters, digits, . _ -).")],
+    text_field: Annotated[str, typer.Option(help="The field that is embedded and searched.")] = "question",
+    id_field: Annotated[str, typer.Option(help="Entry ids (default: the line number).")] = "id",
+    out: Annotated[Path | None, typer.Option(help="Where to write it (default: MODEL_DIR/indexes/NAME).")] = None,
+) -> None:
+    """Embed a corpus and store it as a searchable index tied to this model."""
+    from goldmine.retrieval.index import Index
+
+    try:
+        index = Index.build(model_dir, corpus, name, out, text_field, id_field)
+    except GoldmineError as err:
+        _fail(err)
+    console.print(f"index {name!r} version {index.meta['version']}: {index.meta['count']} entries "
+                  f"({index.meta['backend']}) -> {index.directory}")
+
+
+@index_app.command("add")
+def index_add(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory.")],
+    corpus: Annotated[Path, typer.Argument(help="Entries to add (new ids), in the index's format.")],
+) -> None:
+    """Embed and add entries; the others keep their vectors."""
+    from goldmine.retrieval.index import Index, read_corpus
+
+    try:
+        index = Index.load(index_dir)
+        entries = read_corpus(corpus, index.meta["text_field"], index.meta["id_field"])
+        index.add(entries)
+    except GoldmineError as err:
+        _fail(err)
+    console.print(f"added {len(entries)}: version {index.meta['version']}, {index.meta['count']} entries")
+
+
+@index_app.command("delete")
+def index_delete(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory.")],
+    ids: Annotated[list[str], typer.Option("--id", help="Entry id to delete (repeatable).")],
+) -> None:
+    """Remove entries by id."""
+    from goldmine.retrieval.index import Index
+
+    try:
+        index = Index.load(index_dir)
+        index.delete(ids)
+    except GoldmineError as err:
+        _fail(err)
+    console.print(f"deleted {len(ids)}: version {index.meta['version']}, {index.meta['count']} entries")
+
+
+@app.command()
+def search(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory (goldmine index build).")],
+    query: Annotated[list[str], typer.Option("--query", "-q", help="Query text (repeatable).")],
+    k: Annotated[int, typer.Option("-k", help="Entries per query.")] = 5,
+    min_score: Annotated[float | None, typer.Option(help="Leave out entries below this cosine similarity.")] = None,
+) -> None:
+    """The entries nearest in meaning to each query, as JSONL (one line per query)."""
+    from dataclasses import asdict
+
+    from goldmine.retrieval.index import Index
+
+    try:
+        results = Index.load(index_dir).search(list(query), k, min_score=min_score)
+    except GoldmineError as err:
+        _fail(err)
+    for text, hits in zip(query, results, strict=True):
+        sys.stdout.write(json.dumps({"query": text, "hits": [asdict(h) for h in hits]}, ensure_ascii=False) + "\n")
 
 
 PARITY_EXIT = 3  # the export ran but the parity gate rejected it

@@ -82,10 +82,25 @@ class ZeroShotConfig(_Section):
                             "scores are comparable across labels.")
 
 
+class FewShotConfig(_Section):
+    """`tuning.strategy: fewshot`: contrastive tuning of the sentence encoder, then a logistic-regression head
+    (`goldmine.tuning.fewshot`)."""
+
+    steps: int | None = Field(None, gt=0, description="Contrastive steps (None: enough for each example to be "
+                              "seen about `passes` times, within 30 to 400 steps).")
+    passes: float = Field(20.0, gt=0, description="How often each example is seen when steps is None.")
+    batch_size: int = Field(32, ge=4, description="Texts per contrastive batch; every pair inside it is used.")
+    examples_per_label: int = Field(4, ge=2, description="Examples of each drawn label in a batch (its positives).")
+    learning_rate: float = Field(2e-5, gt=0, lt=1, description="Peak AdamW learning rate of the encoder.")
+    calibrate: bool = Field(True, description="Fit a temperature on out-of-fold head scores (single-label), so "
+                            "probabilities are not as sure as the examples the encoder was tuned on.")
+
+
 class TuningConfig(_Section):
-    strategy: str = Field("full", description="Tuning strategy: full | freeze | lora | zeroshot.")
+    strategy: str = Field("full", description="Tuning strategy: full | freeze | lora | fewshot | zeroshot.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     zeroshot: ZeroShotConfig = Field(default_factory=ZeroShotConfig)
+    fewshot: FewShotConfig = Field(default_factory=FewShotConfig)
 
 
 class TrainingConfig(_Section):
@@ -100,9 +115,9 @@ class TrainingConfig(_Section):
     gradient_accumulation: int = Field(1, gt=0, description="Batches accumulated per optimizer step.")
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
     ema_decay: float | Literal["auto"] | None = Field(
-        "auto", description="Evaluate, keep and save an exponential moving average of the weights with this decay "
-        "(null or false: the raw weights; 'auto': the task's measured default, 0.99 for single-label classification, none "
-        "for NER and multi-label).")
+        "auto", description="Evaluate, keep and save an exponential moving average of the weights with this "
+        "decay (null or false: the raw weights; 'auto': the task's measured default, 0.99 for single-label "
+        "classification, none for NER and multi-label).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of single-label cross-entropy.")
     class_weights: Literal["none", "balanced"] = Field("none", description="'balanced' weights classes by 1/freq.")
     eval_strategy: Literal["epoch", "steps", "none"] = Field("epoch", description="When to evaluate on dev.")
@@ -147,6 +162,24 @@ class TrainingConfig(_Section):
         return "none" if value is False or value == "no" else value  # YAML reads a bare `no` as false
 
 
+class OutOfScopeConfig(_Section):
+    """"None of these" for single-label classification (`goldmine.inference.out_of_scope`)."""
+
+    method: Literal["none", "auto", "max_probability", "energy"] = Field(
+        "none", description="Score threshold fitted on dev: max_probability, energy, auto (the one with the "
+        "higher dev AUROC), or none (only an explicit out-of-scope class, if `label` is one).")
+    label: str | None = Field(None, description="The label out-of-scope examples carry (e.g. 'oos'): a class "
+                              "when train has it; else dev/test examples with it are the out-of-scope ground truth.")
+    target_precision: float = Field(0.95, gt=0, le=1, description="The threshold answers as many dev texts as "
+                                    "it can while P(the answer is right | it was given) stays at least this.")
+    fallback_label: str | None = Field(None, description="The label an out-of-scope answer carries (default: "
+                                       "`label`, else 'out_of_scope').")
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none" or self.label is not None
+
+
 class TrainConfig(_Section):
     """Everything one training run needs. Saved as `config.yaml` in the output directory."""
 
@@ -156,6 +189,7 @@ class TrainConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    out_of_scope: OutOfScopeConfig = Field(default_factory=OutOfScopeConfig)
 
     @model_validator(mode="after")
     def _check_names(self) -> TrainConfig:
@@ -169,6 +203,8 @@ class TrainConfig(_Section):
                 raise ConfigError(f"{field}: {err}") from None
         if self.data.case_features and self.task != "ner":
             raise ValueError("data.case_features is for task ner")
+        if self.out_of_scope.enabled and self.task != "classification":
+            raise ValueError(f"out_of_scope: is for single-label classification, not {self.task}")
         if abs(sum(self.data.split) - 1) > 1e-6 or min(self.data.split) < 0:
             raise ValueError("data.split must be three non-negative shares summing to 1")
         return self

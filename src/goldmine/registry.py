@@ -71,4 +71,5 @@ STRATEGIES: Registry = Registry("tuning strategy", {
     "freeze": "goldmine.tuning.freeze",
     "lora": "goldmine.tuning.lora",
     "zeroshot": "goldmine.tuning.zeroshot",
+    "fewshot": "goldmine.tuning.fewshot",
 })

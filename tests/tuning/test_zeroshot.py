@@ -16,8 +16,9 @@ from goldmine.cli import app
 from goldmine.config import load_config
 from goldmine.errors import ConfigError, DataError
 from goldmine.inference.model import Model
+from goldmine.modeling.sentence_embeddings import embed, unit
 from goldmine.training.trainer import check_config
-from goldmine.tuning.zeroshot import CONTENT_FREE, LabelSpec, embed, read_label_file, unit
+from goldmine.tuning.zeroshot import CONTENT_FREE, LabelSpec, read_label_file
 
 DESCRIPTIONS = {
     "refund_request": "i want my money back for this order",
@@ -130,7 +131,7 @@ def test_examples_join_their_label_texts_in_the_prototype(tmp_path, tiny_model_d
         np.testing.assert_allclose(weight, expected, atol=1e-5)
     assert model.meta.extra["zeroshot"]["examples"] == len(rows)
     metrics = __import__("json").loads((config.output_dir / "metrics.json").read_text())
-    assert list(metrics["before_after"]) == ["majority class", "zeroshot"]
+    assert list(metrics["before_after"]) == ["majority class", "pretrained + linear probe", "zeroshot"]
 
 
 def test_an_example_label_missing_from_the_label_file_is_reported_at_its_line(tmp_path, tiny_model_dir):

@@ -27,8 +27,10 @@ def read_options(config: DataConfig, multi_label: bool | None = None) -> ReadOpt
     )
 
 
-def load_splits(config: DataConfig, multi_label: bool | None = None) -> dict[str, LabeledData]:
-    """train/dev/test. Missing dev or test are split off train (stratified, seeded) and say so in the path."""
+def load_splits(config: DataConfig, multi_label: bool | None = None,
+                out_of_scope_label: str | None = None) -> dict[str, LabeledData]:
+    """train/dev/test. Missing dev or test are split off train (stratified, seeded) and say so in the path.
+    `out_of_scope_label` may label dev and test examples though train has no such class."""
     if config.train is None:
         raise ConfigError("data.train: no training file given (--train FILE or data.train in the config)")
     options = read_options(config, multi_label)
@@ -45,7 +47,7 @@ def load_splits(config: DataConfig, multi_label: bool | None = None) -> dict[str
         train = part_train
         dev = dev or _named(part_dev, "dev")
         test = test or _named(part_test, "test")
-    check_splits(train, {"dev": dev, "test": test})
+    check_splits(train, {"dev": dev, "test": test}, also_allowed={out_of_scope_label} - {None})
     if config.augment.factor:  # after the split and the leakage check: dev and test stay real
         real = len(train)
         train = augment(train, config.augment.factor, config.augment.ops, config.augment.seed)

@@ -8,13 +8,14 @@ from goldmine.data.schema import DataKind, LabeledData
 from goldmine.errors import DataError, DataIssue
 
 
-def check_splits(train: LabeledData, others: dict[str, LabeledData]) -> None:
-    """Raise one DataError listing every record in `others` whose label (or entity type) train lacks."""
+def check_splits(train: LabeledData, others: dict[str, LabeledData], also_allowed: set[str] | None = None) -> None:
+    """Raise one DataError listing every record in `others` whose label (or entity type) train lacks (labels in
+    `also_allowed`, such as an out-of-scope marker, excepted)."""
     issues: list[DataIssue] = []
     if len(train) == 0:
         raise DataError([DataIssue(train.path, 0, "training data is empty")])
-    known = set(train.label_names())
-    shown = sorted(known)
+    shown = sorted(train.label_names())
+    known = set(shown) | (also_allowed or set())
     for name, data in others.items():
         if data.kind is not train.kind:
             reason = f"{name} holds {data.kind.value} data but train holds {train.kind.value}"

@@ -14,6 +14,7 @@ import numpy as np
 from goldmine.data.schema import LabeledData
 from goldmine.evaluation.metrics import CalibrationBins
 from goldmine.evaluation.plots import plot_confusion_matrix, plot_reliability
+from goldmine.inference import out_of_scope
 from goldmine.inference.model import Model
 from goldmine.memory import peak_rss_mb
 
@@ -25,6 +26,10 @@ def evaluate(model: Model, data: LabeledData, out_dir: Path | None = None, prefi
     task (`goldmine.tasks.base.Task`): the metrics are those of what the model serves."""
     task = model.task
     task.check_kind(data)
+    rule = task.out_of_scope
+    out_part = None
+    if rule is not None and not rule.explicit:  # out-of-scope examples carry a label the model has no class for
+        data, out_part = out_of_scope.separate(data, rule.label)
     encoded = task.encode(data)  # raises DataError naming lines with labels the model never saw
     bins = CalibrationBins()
     decided: list[np.ndarray] = [np.empty(0)] * len(data)
@@ -38,6 +43,8 @@ def evaluate(model: Model, data: LabeledData, out_dir: Path | None = None, prefi
         bins.update(np.concatenate(confidences), np.concatenate(correct))
     metrics = task.metrics(data, encoded, decided)
     metrics["calibration"] = bins.result()
+    if rule is not None:
+        metrics["out_of_scope"] = out_of_scope.evaluate_out_of_scope(model, data, out_part)
     metrics["n_examples"] = len(data)
     metrics["truncated"] = encoded.truncated
     metrics["data"] = data.path

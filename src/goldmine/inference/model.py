@@ -19,6 +19,7 @@ import torch
 
 from goldmine.errors import InputError, ModelError
 from goldmine.inference.batching import length_sorted_batches
+from goldmine.inference.out_of_scope import OutOfScopeRule
 from goldmine.inference.runtime import AUTO, Backend, OnnxBackend, TorchBackend, onnx_path, resolve_runtime
 from goldmine.modeling.backbone import load_tokenizer
 from goldmine.registry import STRATEGIES, TASKS
@@ -43,6 +44,7 @@ class RunMeta:
     case_features: bool = False  # NER: token types carry each word's capitalisation (see tasks.token_classification)
     adapter: bool = False  # the weights are a peft adapter over `base_model`
     members: list[str] = field(default_factory=list)  # an ensemble: member run directories (relative to this one)
+    out_of_scope: dict | None = None  # the "none of these" rule (goldmine.inference.out_of_scope), if any
     extra: dict[str, Any] = field(default_factory=dict)  # fingerprint, versions, timing
 
     def save(self, directory: Path) -> None:
@@ -111,6 +113,7 @@ class Model:
             meta.label_names, tokenizer, meta.max_length, document_context=meta.document_context,
             context_length=meta.context_length, case_features=meta.case_features,
         )
+        task.out_of_scope = OutOfScopeRule.from_dict(meta.out_of_scope)
         if chosen == "torch":
             return cls(load_weights(directory, meta, task), task, meta, batch_size)
         backend = OnnxBackend(onnx_path(directory, chosen), chosen, threads)

@@ -30,6 +30,9 @@ from goldmine.serving.errors import Conflict, NotFound
 from goldmine.serving.private import private_dir, private_tree
 
 SKIPPED_DIRS = {"checkpoints", "logs", "__pycache__"}
+# search indexes built over a model (goldmine.retrieval.index) are served with it but are not part of its version:
+# adding entries to an index does not make a new model
+UNHASHED_DIRS = SKIPPED_DIRS | {"indexes"}
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 VERSION_CHARS = 16  # hex digits of sha256 kept as the version: 64 bits, no collision in any real registry
 
@@ -70,7 +73,7 @@ def _files(directory: Path, members: list[Path]) -> list[Path]:
     out = []
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory)
-        if not path.is_file() or SKIPPED_DIRS.intersection(rel.parts[:-1]):
+        if not path.is_file() or UNHASHED_DIRS.intersection(rel.parts[:-1]):
             continue
         if any(path.resolve().is_relative_to(m) for m in members):
             continue  # an ensemble member inside the directory: hashed as a member
@@ -124,7 +127,26 @@ def _store(registry_dir: Path, model_dir: Path, version: str) -> Path:
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    else:
+        _refresh_indexes(model_dir, target)
     return target.resolve()
+
+
+def _refresh_indexes(model_dir: Path, target: Path) -> None:
+    """Registering a model version again brings its indexes up to date (each replaced whole, by renames)."""
+    source = model_dir / "indexes"
+    if not source.is_dir():
+        return
+    (target / "indexes").mkdir(exist_ok=True)
+    for index in sorted(p for p in source.iterdir() if p.is_dir()):
+        staging = Path(tempfile.mkdtemp(prefix=f".{index.name}-", dir=target / "indexes"))
+        shutil.copytree(index, staging / "new")
+        private_tree(staging / "new")
+        current = target / "indexes" / index.name
+        if current.is_dir():
+            current.rename(staging / "old")
+        (staging / "new").rename(current)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def ensure_tenant(session: Session, tenant: str, plan: str | None = None) -> Tenant:

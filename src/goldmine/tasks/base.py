@@ -30,9 +30,12 @@ if TYPE_CHECKING:
 
 
 class Predictor(Protocol):
-    """What a task needs of a loaded model to answer texts: batched probabilities (`goldmine.Model`)."""
+    """What a task needs of a loaded model to answer texts: batched probabilities, or logits where an out-of-scope
+    rule reads them (`goldmine.Model`)."""
 
     def iter_probabilities(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def iter_logits(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Task(ABC):
     peft_task_type: ClassVar[str]  # peft's TaskType name for adapters on this task's model
     default_head_init: ClassVar[str] = "random"  # what `training.head_init: auto` means for this task
     default_ema_decay: ClassVar[float | None] = None  # what `training.ema_decay: auto` means for this task
+    out_of_scope = None  # a loaded model's "none of these" rule (goldmine.inference.out_of_scope), if it has one
 
     def __init__(self, label_names: list[str], tokenizer, max_length: int = 128, **options):
         self.label_names = list(label_names)

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel, DataCollatorWithPadding
 from goldmine.data.schema import DataKind, LabeledData
 from goldmine.errors import ConfigError, DataError, DataIssue
 from goldmine.evaluation.metrics import classification_metrics, multilabel_metrics
+from goldmine.inference import out_of_scope
 from goldmine.modeling.pooled_classifier import PooledEncoderForSequenceClassification, load_encoder, mean_pool
 from goldmine.registry import TASKS
 from goldmine.tasks.base import Encoded, Predictor, Task
@@ -130,9 +131,18 @@ class SequenceClassification(Task):
         enc = self.tokenize(texts, texts_b)
         features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
         results: list[tuple[dict[str, Any], int]] = [({}, 0)] * len(texts)
-        for idx, probs in model.iter_probabilities(features):
-            for i, p in zip(idx, probs, strict=True):
-                results[i] = (self.describe(p), len(features[i]["input_ids"]))
+        rule = self.out_of_scope
+        if rule is None:
+            for idx, probs in model.iter_probabilities(features):
+                for i, p in zip(idx, probs, strict=True):
+                    results[i] = (self.describe(p), len(features[i]["input_ids"]))
+            return results
+        for idx, logits in model.iter_logits(features):  # the out-of-scope scores read logits
+            probs = self.probabilities(torch.from_numpy(logits)).numpy()
+            flagged = rule.decide(logits, self.label_names)
+            for row, (i, p) in enumerate(zip(idx, probs, strict=True)):
+                answer = out_of_scope.apply(self.describe(p), bool(flagged[row]), rule)
+                results[i] = (answer, len(features[i]["input_ids"]))
         return results
 
     def describe(self, probs: np.ndarray) -> dict[str, Any]:

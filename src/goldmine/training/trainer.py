@@ -36,6 +36,7 @@ from goldmine.evaluation.baselines import fit_probe, linear_probe, majority_base
 from goldmine.evaluation.comparison import as_markdown, before_after
 from goldmine.evaluation.evaluate import evaluate
 from goldmine.evaluation.plots import plot_training_curve
+from goldmine.inference import out_of_scope
 from goldmine.inference.model import Model, RunMeta
 from goldmine.memory import peak_rss_mb
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
@@ -128,9 +129,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     checkpoint = _last_checkpoint(config.output_dir) if resume else None  # fail before loading anything
     set_seed(t.seed)
     task_cls = TASKS.get(config.task)
-    splits = load_splits(config.data, multi_label=task_cls.multi_label or None)
+    splits = load_splits(config.data, multi_label=task_cls.multi_label or None,
+                         out_of_scope_label=config.out_of_scope.label)
     for data in splits.values():
         task_cls.check_kind(data)
+    full_test, held_out = splits["test"], _separate_out_of_scope(splits, config)
     base = resolve_base_model(config.model.name)
     tokenizer = load_tokenizer(base)
     case_features = _case_features(config, tokenizer, base, method, task_cls)
@@ -212,6 +215,10 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     plot_training_curve(trainer.state.log_history, out / "training_curve.png")
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    if config.out_of_scope.enabled:
+        with phase(callbacks, "out-of-scope threshold"):
+            out_of_scope.fit_and_store(out, splits["dev"], held_out.get("dev"), config.out_of_scope,
+                                       t.eval_batch_size)
 
     # ---- evaluate: before vs after, on the same test data, through the serving path ----
     test = splits["test"]
@@ -225,7 +232,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
                     task, base, config.model.pooling, splits["train"], test)
                 advance()
             served = Model.load(out, batch_size=t.eval_batch_size)
-            rows["fine-tuned"] = evaluate(served, test, out, prefix="test_")
+            rows["fine-tuned"] = evaluate(served, full_test, out, prefix="test_")
             advance()
     table = before_after(rows) if rows else {}
     train_summary = dict(train_output.metrics)
@@ -239,22 +246,27 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
 
 
 def build_without_training(config: TrainConfig, method: TuningMethod, callbacks: list | None = None) -> TrainResult:
-    """The recipe for a method that makes its model itself (zero-shot): labels from the method, examples from
-    `data.train` when given, then save and evaluate on test (`data.test`, or split off `data.train`) as `train`
-    does, the majority class as the baseline row when there are training labels."""
+    """The recipe for a method that makes its model itself (zero-shot, few-shot): labels from the method or
+    from `data.train`, then save and evaluate on test (`data.test`, or split off `data.train`) as `train` does,
+    with the majority class and the pretrained encoder's linear probe as the "before" rows when there are training
+    labels."""
     started = time.perf_counter()
     set_seed(config.training.seed)
     task_cls = TASKS.get(config.task)
     if config.data.train is not None:
-        splits = load_splits(config.data)
+        splits = load_splits(config.data, multi_label=task_cls.multi_label or None,
+                             out_of_scope_label=config.out_of_scope.label)
     else:
-        splits = {"train": None, "dev": None,
-                  "test": read_file(config.data.test, read_options(config.data)) if config.data.test else None}
+        read = {name: read_file(path, read_options(config.data)) if path else None
+                for name, path in (("dev", config.data.dev), ("test", config.data.test))}
+        splits = {"train": None, **read}
     for data in filter(None, splits.values()):
         task_cls.check_kind(data)
+    full_test, held_out = splits["test"], _separate_out_of_scope(splits, config)
     base = resolve_base_model(config.model.name)
     tokenizer = load_tokenizer(base)
-    task = task_cls(method.labels(config), tokenizer, config.model.max_length)
+    labels = method.labels(config) or task_cls.labels_from(splits["train"])
+    task = task_cls(labels, tokenizer, config.model.max_length)
     with phase(callbacks, "building the model"):
         model = method.build(task, base, config, splits["train"])
     seconds = time.perf_counter() - started
@@ -266,15 +278,23 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
                method.name: method.summary, "peak_rss_mb": peak_rss_mb()},
     )
     save_model(model, tokenizer, meta, config, out, method)
+    if config.out_of_scope.enabled:
+        with phase(callbacks, "out-of-scope threshold"):
+            out_of_scope.fit_and_store(out, splits["dev"], held_out.get("dev"), config.out_of_scope,
+                                       config.training.eval_batch_size)
     rows: dict[str, dict] = {}
     test = splits["test"]
     if test is not None and len(test):
-        with phase(callbacks, "test evaluation", total=1 + (splits["train"] is not None)) as advance:
+        probe = splits["train"] is not None and config.training.linear_probe
+        with phase(callbacks, "test evaluation", total=1 + (splits["train"] is not None) + probe) as advance:
             if splits["train"] is not None:
                 rows["majority class"] = majority_baseline(task, splits["train"], test)
                 advance()
-            rows[method.name] = evaluate(Model.load(out, batch_size=config.training.eval_batch_size), test, out,
-                                         prefix="test_")
+            if probe:  # before: the pretrained encoder with a head fitted on the same examples
+                rows["pretrained + linear probe"] = linear_probe(task, base, "mean", splits["train"], test)
+                advance()
+            rows[method.name] = evaluate(Model.load(out, batch_size=config.training.eval_batch_size), full_test,
+                                         out, prefix="test_")
             advance()
     table = before_after(rows) if rows else {}
     summary = {"before_after": table, "test": rows.get(method.name, {}), "best_dev": None, "train": {}}
@@ -282,6 +302,19 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
     if table:
         (out / "before_after.md").write_text(as_markdown(table, f"{task.name} ({method.name}) on {test.path}"))
     return TrainResult(out, rows.get(method.name, {}), table, seconds, 0)
+
+
+def _separate_out_of_scope(splits: dict, config: TrainConfig) -> dict:
+    """Take dev and test examples labeled `out_of_scope.label` out of `splits` when train has no such class (the
+    model cannot encode a label it lacks); returns them by split name. Evaluation gets the whole test split and
+    separates them itself."""
+    label, train = config.out_of_scope.label, splits["train"]
+    if label is None or (train is not None and label in train.label_names()):
+        return {}
+    held_out = {}
+    for name in ("dev", "test"):
+        splits[name], held_out[name] = out_of_scope.separate(splits[name], label)
+    return held_out
 
 
 def check_config(config: TrainConfig) -> TuningMethod:

@@ -40,7 +40,7 @@ from torch import nn
 
 from goldmine.data.schema import DataKind, LabeledData
 from goldmine.errors import ConfigError, DataError, DataIssue
-from goldmine.inference.batching import length_sorted_batches
+from goldmine.modeling.sentence_embeddings import embed, unit
 from goldmine.registry import STRATEGIES
 from goldmine.tuning.base import TuningMethod
 
@@ -125,25 +125,6 @@ def _templates(value, path: Path, where: str) -> tuple[str, ...]:
             raise ConfigError(f"{path}: {where}: {template!r} may only use {{label}} and {{description}} "
                               f"({err})") from None
     return tuple(value)
-
-
-@torch.inference_mode()
-def embed(model: nn.Module, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
-    """Unit-length embeddings (N, H) of `texts` through `model.embed`, the very path the saved model classifies
-    with, in length-sorted batches as inference cuts them."""
-    was_training = model.training
-    model.eval()
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
-    features = [{k: enc[k][i] for k in enc} for i in range(len(texts))]
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    for idx, batch in length_sorted_batches(features, tokenizer, batch_size):
-        out[idx] = model.embed(**batch).float().numpy()
-    model.train(was_training)
-    return out
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
 def label_texts(specs: list[LabelSpec], examples: LabeledData | None = None) -> list[tuple[int, str]]:

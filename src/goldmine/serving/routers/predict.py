@@ -42,7 +42,9 @@ class PredictResponse(BaseModel):
     model: str
     version: str = Field(description="The model version that answered (also in the X-Model-Version header).")
     predictions: list[dict[str, Any]] = Field(
-        description="Per text: {label, score, scores} (classification) or {entities: [...]} (NER).")
+        description="Per text: {label, score, scores} (classification) or {entities: [...]} (NER). A model with an "
+        "out-of-scope rule adds out_of_scope (true: none of its labels fits; label is then the fallback label and "
+        "closest_label the label it would have given).")
 
 
 def document_limits(schema: dict, limits: Limits) -> None:
@@ -86,7 +88,7 @@ def _resolve(services, name: str, ref: str, tenant: str) -> tuple[str, str]:
         return row.version, row.path
 
 
-async def _resolve_cached(services, name: str, ref: str, tenant: str) -> tuple[str, str]:
+async def resolve_version(services, name: str, ref: str, tenant: str) -> tuple[str, str]:
     """(version, path) of `ref`, from the database at most every `alias_cache_seconds` per (model, ref, tenant)."""
     return await services.versions.load((name, ref, tenant),
                                         lambda: asyncio.to_thread(_resolve, services, name, ref, tenant))
@@ -124,7 +126,7 @@ async def predict(
             return _replayed(replay)
     rate = await services.limiter.check_rate(key.id, key.rate or settings.default_rate)
     headers = rate.headers() if rate else {}
-    resolved_version, path = await _resolve_cached(services, name, ref, key.tenant)
+    resolved_version, path = await resolve_version(services, name, ref, key.tenant)
     request.state.metrics_model = name  # a known model: safe as a metrics label (arbitrary path names are not)
     await services.limiter.reserve_quota(key.id, key.monthly_quota, len(texts))
     try:

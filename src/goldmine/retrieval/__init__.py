@@ -1,0 +1,1 @@
+"""Retrieval: search a corpus by meaning with a goldmine encoder (`goldmine.retrieval.index`)."""

@@ -1,0 +1,212 @@
+"""Few-shot classification: the SetFit recipe (contrastive tuning of the sentence encoder, then a light head),
+with every pair of a batch used instead of a list of pairs.
+
+SetFit (Tunstall et al., 2022) makes pairs of the labeled examples (same label: cosine target 1, different: 0),
+tunes the encoder so cosine similarities match, then fits a logistic regression on the tuned embeddings. The
+`setfit` package materialises the pair list and encodes both texts of every pair: with 200 labels the list
+holds ~128M pairs and sampling it alone takes hours (setfit issues #249, #545). Here a batch is a set of texts
+drawn *class-balanced* (labels drawn uniformly, `examples_per_label` of each, so a large class cannot crowd the
+others out), each text is encoded once, and the loss runs over all B(B-1)/2 pairs inside it, positives and
+negatives averaged separately so that both count equally whatever their numbers. The cost is set by the number
+of steps, never by the number of possible pairs. Multi-label: a pair's target is the Jaccard overlap of the two
+label sets.
+
+The head is the task's probe classifier (logistic regression; one-vs-rest for multi-label) fitted on the tuned,
+unit-length embeddings. The encoder has then seen those very examples, so the head's scores on them are surer
+than on new text (setfit #479: uncalibrated probabilities); `calibrate` fits one temperature on out-of-fold
+scores (the head refitted without each fold) and divides the head by it.
+
+The result is an ordinary goldmine run: a `PooledEncoderForSequenceClassification` with normalised mean pooling
+and the fitted head, which `eval`, `export` (ONNX + parity gate), `predict` and `serve` take unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from goldmine.data.schema import DataKind, LabeledData
+from goldmine.errors import ConfigError, DataError, DataIssue
+from goldmine.modeling.sentence_embeddings import embed
+from goldmine.registry import STRATEGIES
+from goldmine.tuning.base import TuningMethod
+
+MIN_STEPS, MAX_STEPS = 30, 400
+
+
+def label_sets(task, data: LabeledData) -> list[frozenset[int]]:
+    return [frozenset(task.label2id[label] for label in ex.labels) for ex in data.examples]
+
+
+def check_examples_per_label(data: LabeledData, label_names: list[str]) -> None:
+    """Each label needs two examples (a positive pair); a lone one is reported at its line."""
+    holders: dict[str, list] = {name: [] for name in label_names}
+    for ex in data.examples:
+        for label in ex.labels:
+            holders[label].append(ex)
+    lone = [DataIssue.at(examples[0].source, f"label {name!r} has only this example; few-shot needs at least 2 "
+                                            "per label (a pair of the same label)")
+            for name, examples in holders.items() if len(examples) == 1]
+    if lone:
+        raise DataError(lone, header=f"{data.path}: labels with a single example")
+
+
+def class_balanced_batches(sets: list[frozenset[int]], num_labels: int, batch_size: int, per_label: int,
+                           steps: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """`steps` batches of example indices: labels drawn uniformly without replacement, then up to `per_label`
+    distinct examples of each (more when there are too few labels to fill the batch)."""
+    holders = [np.array([i for i, s in enumerate(sets) if k in s]) for k in range(num_labels)]
+    present = np.array([k for k in range(num_labels) if len(holders[k])])
+    drawn_labels = min(len(present), max(2, batch_size // per_label))
+    each = max(per_label, batch_size // drawn_labels)
+    for _ in range(steps):
+        chosen: set[int] = set()
+        for k in rng.choice(present, size=drawn_labels, replace=False):
+            members = holders[k]
+            chosen.update(rng.choice(members, size=min(each, len(members)), replace=False).tolist())
+        yield np.array(sorted(chosen))
+
+
+def pair_targets(sets: list[frozenset[int]]) -> np.ndarray:
+    """(N, N) cosine targets: the Jaccard overlap of two examples' label sets (1 or 0 for single labels)."""
+    n = len(sets)
+    targets = np.zeros((n, n), dtype=np.float32)
+    for i in range(n):
+        for j in range(i, n):
+            targets[i, j] = targets[j, i] = len(sets[i] & sets[j]) / len(sets[i] | sets[j])
+    return targets
+
+
+def pair_loss(embeddings: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Squared error between the cosine similarity of every pair of the batch and its target, positives and
+    negatives averaged separately (unit-length `embeddings` (B, H), `targets` (B, B))."""
+    similarity = embeddings @ embeddings.T
+    off_diagonal = ~torch.eye(len(embeddings), dtype=torch.bool)
+    error = (similarity - targets) ** 2
+    parts = [error[mask].mean() for mask in (off_diagonal & (targets > 0), off_diagonal & (targets == 0))
+             if mask.any()]
+    return torch.stack(parts).sum()
+
+
+def auto_steps(examples: int, batch_size: int, passes: float) -> int:
+    return int(min(MAX_STEPS, max(MIN_STEPS, math.ceil(passes * examples / batch_size))))
+
+
+def tune_encoder(model: nn.Module, tokenizer, texts: list[str], sets: list[frozenset[int]], num_labels: int,
+                 fs, max_length: int, seed: int) -> dict:
+    """Contrastive steps on the encoder of `model` (the head is left alone); returns what was done."""
+    from transformers import get_linear_schedule_with_warmup
+
+    steps = fs.steps or auto_steps(len(texts), fs.batch_size, fs.passes)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    features = [{k: encoded[k][i] for k in encoded} for i in range(len(texts))]
+    targets = torch.from_numpy(pair_targets(sets))
+    parameters = [p for name, p in model.named_parameters() if name.startswith(model.base_model_prefix + ".")]
+    decay = [p for p in parameters if p.ndim > 1]
+    no_decay = [p for p in parameters if p.ndim <= 1]  # biases and LayerNorm weights, as the Trainer does
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=fs.learning_rate, fused=True)
+    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * steps), steps)
+    rng = np.random.default_rng(seed)
+    model.train()
+    losses, pairs = [], 0
+    for idx in class_balanced_batches(sets, num_labels, fs.batch_size, fs.examples_per_label, steps, rng):
+        batch = tokenizer.pad([features[i] for i in idx], return_tensors="pt")
+        loss = pair_loss(model.embed(**batch), targets[idx][:, idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        pairs += len(idx) * (len(idx) - 1) // 2
+    model.eval()
+    return {"steps": steps, "pairs_scored": pairs, "loss_first": round(losses[0], 5),
+            "loss_last": round(float(np.mean(losses[-5:])), 5)}
+
+
+def fit_head(task, vectors: np.ndarray, sets: list[frozenset[int]]):
+    """The task's probe classifier fitted on `vectors`: single-label indices, or a label indicator matrix."""
+    from goldmine.evaluation.baselines import LinearProbe
+
+    if task.multi_label:
+        targets = np.zeros((len(sets), task.num_labels), dtype=int)
+        for i, s in enumerate(sets):
+            targets[i, list(s)] = 1
+    else:
+        targets = np.array([next(iter(s)) for s in sets])
+    classifier = task.probe_classifier()
+    classifier.fit(vectors, targets)
+    return LinearProbe(task, "mean", classifier).head_weights()
+
+
+def out_of_fold_temperature(task, vectors: np.ndarray, sets: list[frozenset[int]], seed: int) -> float:
+    """The temperature that minimises the log loss of head scores each made by a head fitted without that
+    example's fold (single-label; 1.0 when a fold split is impossible)."""
+    from scipy.optimize import minimize_scalar
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.array([next(iter(s)) for s in sets])
+    counts = np.bincount(labels)
+    folds = min(5, int(counts[counts > 0].min()))
+    if folds < 2:
+        return 1.0
+    logits = np.zeros((len(labels), task.num_labels))
+    for fit_idx, held_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(vectors, labels):
+        weight, bias = fit_head(task, vectors[fit_idx], [sets[i] for i in fit_idx])
+        logits[held_idx] = vectors[held_idx] @ weight.T + bias
+
+    def log_loss(log_t: float) -> float:
+        scaled = logits / math.exp(log_t)
+        scaled -= scaled.max(axis=1, keepdims=True)
+        return float(-(scaled[np.arange(len(labels)), labels] - np.log(np.exp(scaled).sum(axis=1))).mean())
+
+    return math.exp(minimize_scalar(log_loss, bounds=(-3.0, 3.0), method="bounded").x)
+
+
+@STRATEGIES.register("fewshot")
+class FewShot(TuningMethod):
+    """Tunes the encoder contrastively on class-balanced batches, then fits a logistic-regression head."""
+
+    name = "fewshot"
+    builds_model = True
+
+    def check(self, config) -> None:
+        if config.task not in ("classification", "multilabel"):
+            raise ConfigError(f"tuning.strategy fewshot: is for classification and multilabel, not {config.task}")
+        if config.data.train is None:
+            raise ConfigError("tuning.strategy fewshot: learns from labeled examples (--train FILE)")
+
+    def apply(self, model: nn.Module, config) -> nn.Module:
+        raise ConfigError("tuning.strategy fewshot: builds its model itself (see build)")
+
+    def build(self, task, base: str, config, train: LabeledData | None) -> nn.Module:
+        if train.kind is not DataKind.TEXT:
+            raise ConfigError(f"tuning.strategy fewshot: classifies single texts; {train.path} holds "
+                              f"{train.kind.value} data (pairs: use the full strategy)")
+        check_examples_per_label(train, task.label_names)
+        fs = config.tuning.fewshot
+        model = task.build_model(base, {"goldmine_pooling": "mean", "goldmine_normalize": True,
+                                        "classifier_dropout": 0.0})
+        texts, sets = [ex.text for ex in train.examples], label_sets(task, train)
+        started = time.perf_counter()
+        tuned = tune_encoder(model, task.tokenizer, texts, sets, task.num_labels, fs, task.max_length,
+                             config.training.seed)
+        tuned["contrastive_seconds"] = round(time.perf_counter() - started, 2)
+        vectors = embed(model, task.tokenizer, texts, task.max_length)
+        weight, bias = fit_head(task, vectors, sets)
+        temperature = 1.0
+        if fs.calibrate and not task.multi_label:
+            temperature = out_of_fold_temperature(task, vectors, sets, config.training.seed)
+        with torch.no_grad():
+            model.classifier.weight.copy_(torch.as_tensor(weight / temperature, dtype=torch.float32))
+            model.classifier.bias.copy_(torch.as_tensor(bias / temperature, dtype=torch.float32))
+        self.summary = {**tuned, "examples": len(texts), "batch_size": fs.batch_size,
+                        "examples_per_label": fs.examples_per_label, "learning_rate": fs.learning_rate,
+                        "temperature": round(temperature, 4)}
+        return model
