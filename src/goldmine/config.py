@@ -94,6 +94,9 @@ class FewShotConfig(_Section):
     learning_rate: float = Field(2e-5, gt=0, lt=1, description="Peak AdamW learning rate of the encoder.")
     calibrate: bool = Field(True, description="Fit a temperature on out-of-fold head scores (single-label), so "
                             "probabilities are not as sure as the examples the encoder was tuned on.")
+    labels: Path | None = Field(None, description="Optional label file (the zero-shot format: names, "
+                                "descriptions, templates): its prototypes join the head with a weight fitted on "
+                                "out-of-fold scores (single-label).")
 
 
 class TuningConfig(_Section):

@@ -200,3 +200,35 @@ def test_a_config_few_shot_cannot_honour_is_refused_before_anything_loads(tmp_pa
         config.data.train = None
     with pytest.raises(ConfigError, match=message):
         check_config(config)
+
+
+def test_a_label_file_joins_the_head_as_a_fitted_prior(tmp_path, tiny_model_dir, demo_files):
+    train = few(demo_files.intents, tmp_path, 6)
+    names = sorted({ex.labels[0] for ex in read_file(train).examples})
+    labels = tmp_path / "labels.yaml"
+    labels.write_text("labels:\n" + "".join(f"  {n}: \"a message about {n.replace('_', ' ')}\"\n" for n in names))
+    config = config_for(tmp_path, tiny_model_dir, train, demo_files.intents, **{"tuning.fewshot.labels": str(labels)})
+    goldmine.train(config)
+    record = json.loads((config.output_dir / "goldmine.json").read_text())["extra"]["fewshot"]
+    assert 0.0 <= record["label_prior_weight"] <= 2.0 and record["label_file"] == str(labels)
+    network = Model.load(config.output_dir, runtime="torch").network
+    task = TASKS.get("classification")(names, load_tokenizer(str(config.output_dir)))
+    from goldmine.tuning.fewshot import FewShot
+
+    data = read_file(train)
+    vectors = embed(network, task.tokenizer, [ex.text for ex in data.examples], 128)
+    weight, _ = fit_head(task, vectors, label_sets(task, data))
+    prior_rows, _ = FewShot._prior(network, task, config.tuning.fewshot, data)
+    expected = weight / record["temperature"] + record["label_prior_weight"] * prior_rows
+    np.testing.assert_allclose(network.classifier.weight.detach().numpy(), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_a_label_file_missing_a_label_is_refused(tmp_path, tiny_model_dir, demo_files):
+    train = few(demo_files.intents, tmp_path, 6)
+    labels = tmp_path / "labels.yaml"
+    first = sorted({ex.labels[0] for ex in read_file(train).examples})[:2]
+    labels.write_text("labels: [" + ", ".join(first) + "]\n")
+    config = config_for(tmp_path, tiny_model_dir, train, demo_files.intents, **{"tuning.fewshot.labels": str(labels)})
+    with pytest.raises(DataError, match="label file"):
+        goldmine.train(config)
+    assert not (config.output_dir / "goldmine.json").exists()

@@ -145,28 +145,51 @@ def fit_head(task, vectors: np.ndarray, sets: list[frozenset[int]]):
     return LinearProbe(task, "mean", classifier).head_weights()
 
 
-def out_of_fold_temperature(task, vectors: np.ndarray, sets: list[frozenset[int]], seed: int) -> float:
-    """The temperature that minimises the log loss of head scores each made by a head fitted without that
-    example's fold (single-label; 1.0 when a fold split is impossible)."""
-    from scipy.optimize import minimize_scalar
+def out_of_fold_logits(task, vectors: np.ndarray, sets: list[frozenset[int]], seed: int) -> np.ndarray | None:
+    """(N, C) head logits of each example from a head fitted without its fold (single-label; None when a fold
+    split is impossible: a label with fewer than 2 examples)."""
     from sklearn.model_selection import StratifiedKFold
 
     labels = np.array([next(iter(s)) for s in sets])
     counts = np.bincount(labels)
     folds = min(5, int(counts[counts > 0].min()))
     if folds < 2:
-        return 1.0
+        return None
     logits = np.zeros((len(labels), task.num_labels))
     for fit_idx, held_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(vectors, labels):
         weight, bias = fit_head(task, vectors[fit_idx], [sets[i] for i in fit_idx])
         logits[held_idx] = vectors[held_idx] @ weight.T + bias
+    return logits
 
-    def log_loss(log_t: float) -> float:
-        scaled = logits / math.exp(log_t)
-        scaled -= scaled.max(axis=1, keepdims=True)
-        return float(-(scaled[np.arange(len(labels)), labels] - np.log(np.exp(scaled).sum(axis=1))).mean())
 
-    return math.exp(minimize_scalar(log_loss, bounds=(-3.0, 3.0), method="bounded").x)
+def _log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return float(-(shifted[np.arange(len(labels)), labels] - np.log(np.exp(shifted).sum(axis=1))).mean())
+
+
+def fit_temperature_and_prior(head_logits: np.ndarray, prior_logits: np.ndarray | None, labels: np.ndarray
+                              ) -> tuple[float, float]:
+    """(temperature, prior weight) minimising the log loss of head_logits / T + w x prior_logits on out-of-fold
+    scores; w is 0 without a prior. Both bounded (T in [e^-3, e^3], w in [0, 2])."""
+    from scipy.optimize import minimize
+
+    if prior_logits is None:
+        from scipy.optimize import minimize_scalar
+
+        found = minimize_scalar(lambda t: _log_loss(head_logits / math.exp(t), labels), bounds=(-3.0, 3.0),
+                                method="bounded")
+        return math.exp(found.x), 0.0
+    found = minimize(lambda p: _log_loss(head_logits / math.exp(p[0]) + p[1] * prior_logits, labels),
+                     x0=np.array([0.0, 0.5]), bounds=[(-3.0, 3.0), (0.0, 2.0)], method="L-BFGS-B")
+    return math.exp(found.x[0]), float(found.x[1])
+
+
+def out_of_fold_temperature(task, vectors: np.ndarray, sets: list[frozenset[int]], seed: int) -> float:
+    """The temperature that minimises the log loss of out-of-fold head scores (1.0 when folds are impossible)."""
+    logits = out_of_fold_logits(task, vectors, sets, seed)
+    if logits is None:
+        return 1.0
+    return fit_temperature_and_prior(logits, None, np.array([next(iter(s)) for s in sets]))[0]
 
 
 @STRATEGIES.register("fewshot")
@@ -200,13 +223,50 @@ class FewShot(TuningMethod):
         tuned["contrastive_seconds"] = round(time.perf_counter() - started, 2)
         vectors = embed(model, task.tokenizer, texts, task.max_length)
         weight, bias = fit_head(task, vectors, sets)
-        temperature = 1.0
-        if fs.calibrate and not task.multi_label:
-            temperature = out_of_fold_temperature(task, vectors, sets, config.training.seed)
+        temperature, prior_weight = 1.0, 0.0
+        prior = self._prior(model, task, fs, train) if fs.labels is not None and not task.multi_label else None
+        if (fs.calibrate or prior is not None) and not task.multi_label:
+            oof = out_of_fold_logits(task, vectors, sets, config.training.seed)
+            if oof is not None:
+                labels = np.array([next(iter(s)) for s in sets])
+                prior_logits = None if prior is None else vectors @ prior[0].T + prior[1]
+                temperature, prior_weight = fit_temperature_and_prior(oof, prior_logits, labels)
+                if not fs.calibrate:  # the prior's weight is fitted with a temperature, which is then left out
+                    temperature = 1.0
+        weight, bias = weight / temperature, bias / temperature
+        if prior is not None:  # both heads read the same unit-length embedding: their sum is one linear head
+            weight, bias = weight + prior_weight * prior[0], bias + prior_weight * prior[1]
         with torch.no_grad():
-            model.classifier.weight.copy_(torch.as_tensor(weight / temperature, dtype=torch.float32))
-            model.classifier.bias.copy_(torch.as_tensor(bias / temperature, dtype=torch.float32))
+            model.classifier.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            model.classifier.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
         self.summary = {**tuned, "examples": len(texts), "batch_size": fs.batch_size,
                         "examples_per_label": fs.examples_per_label, "learning_rate": fs.learning_rate,
-                        "temperature": round(temperature, 4)}
+                        "temperature": round(temperature, 4), "label_prior_weight": round(prior_weight, 4),
+                        "label_file": str(fs.labels) if fs.labels else None}
         return model
+
+    @staticmethod
+    def _prior(model: nn.Module, task, fs, train: LabeledData) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (C, H), bias (C,)) of the zero-shot head from the label file's texts, embedded by the tuned
+        encoder, in the task's label order (`goldmine.tuning.zeroshot`: scale x cosine, content-free
+        calibration)."""
+        from goldmine.tuning.zeroshot import (
+            CONTENT_FREE,
+            ZERO_SHOT_SCALE,
+            calibration_bias,
+            check_examples,
+            prototype_rows,
+            read_label_file,
+        )
+
+        specs = read_label_file(fs.labels)
+        check_examples(train, specs, fs.labels)
+        by_name = {spec.name: spec for spec in specs}
+        if missing := [name for name in task.label_names if name not in by_name]:
+            raise ConfigError(f"{fs.labels}: no entry for labels {missing} of {train.path}")
+        ordered = [by_name[name] for name in task.label_names]
+        texts = [(k, text) for k, spec in enumerate(ordered) for text in spec.texts()]
+        vectors = embed(model, task.tokenizer, [t for _, t in texts] + list(CONTENT_FREE), task.max_length)
+        rows = prototype_rows(vectors[: len(texts)], np.array([k for k, _ in texts]), len(ordered))
+        bias = calibration_bias(vectors[len(texts):], rows, ZERO_SHOT_SCALE)
+        return ZERO_SHOT_SCALE * rows, bias

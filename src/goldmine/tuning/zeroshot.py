@@ -45,6 +45,7 @@ from goldmine.registry import STRATEGIES
 from goldmine.tuning.base import TuningMethod
 
 CONTENT_FREE = ("", "N/A", "[MASK]")
+ZERO_SHOT_SCALE = 20.0  # the bundled encoder's training scale (MultipleNegativesRankingLoss): ZeroShotConfig.scale
 MAX_LABELS = 1000
 
 

@@ -32,8 +32,8 @@ InputText = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
 
 class EmbeddingsRequest(BaseModel):
     model: str = Field(min_length=1, max_length=200, description="A served model: 'name' or 'name@alias-or-version'.")
-    input: InputText | list[InputText] = Field(description="A text or a list of texts, not blank (token-id arrays "
-                                               "are not accepted).")
+    input: InputText | Annotated[list[InputText], Field(min_length=1)] = Field(
+        description="A text or a list of texts, not blank (token-id arrays are not accepted).")
     encoding_format: Literal["float", "base64"] = Field("float", description="float: lists of numbers; base64: "
                                                         "little-endian float32 bytes.")
     dimensions: int | None = Field(None, gt=0, description="Must equal the model's embedding size if given "
