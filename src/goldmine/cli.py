@@ -269,6 +269,11 @@ def eval_(
     for key, value in headline(metrics).items():
         console.print(f"{key:>16}: {value:.4f}")
     console.print(f"{'ECE':>16}: {metrics['calibration']['ece']:.4f}   ({metrics['n_examples']} examples)")
+    if oos := metrics.get("out_of_scope"):  # a model with a "none of these" rule
+        for key in ("in_scope_accuracy", "oos_recall", "oos_precision", "auroc"):
+            if oos[key] is not None:
+                console.print(f"{key:>16}: {oos[key]:.4f}")
+        console.print(f"{'oos examples':>16}: {oos['oos_examples']}")
     console.print(f"{'runtime':>16}: {_describe_runtime(metrics['runtime'])}")
     console.print(f"{'peak memory':>16}: {metrics['peak_rss_mb']:.0f} MiB resident")
     if out:

@@ -144,3 +144,23 @@ def test_a_model_without_a_rule_answers_as_before(tiny_run):
 def test_out_of_scope_is_for_single_label_classification(tmp_path):
     with pytest.raises(ConfigError, match="out_of_scope: is for single-label classification, not ner"):
         load_config(None, {"task": "ner", "out_of_scope.method": "energy"})
+
+
+def test_the_rule_holds_on_onnx_and_in_the_cli(tmp_path, tiny_model_dir, demo_files):
+    from typer.testing import CliRunner
+
+    from goldmine.cli import app
+    from goldmine.export import export_model
+
+    dev = with_out_of_scope(demo_files.intents, tmp_path / "dev.csv", copies=2, every=3)
+    config, _ = train_tiny(tmp_path, tiny_model_dir, demo_files.intents, dev, **{
+        "out_of_scope.method": "energy", "out_of_scope.label": "oos", "out_of_scope.target_precision": 0.9})
+    export_model(config.output_dir, quantize=None, data=dev, threads=1, force=True)
+    texts = OUTSIDE + ["i want a refund for my order", "where is my parcel"]
+    on_torch = Model.load(config.output_dir, runtime="torch").predict(texts)
+    on_onnx = Model.load(config.output_dir, runtime="onnx").predict(texts)
+    assert [a["out_of_scope"] for a in on_onnx] == [a["out_of_scope"] for a in on_torch]
+    assert [a["label"] for a in on_onnx] == [a["label"] for a in on_torch]
+    result = CliRunner().invoke(app, ["eval", str(config.output_dir), str(dev), "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    assert "oos_recall" in result.output and "oos examples: 12" in result.output

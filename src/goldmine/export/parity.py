@@ -27,6 +27,7 @@ from rich.table import Table
 from goldmine.data.readers import ReadOptions, read_file
 from goldmine.data.schema import DataKind, LabeledData
 from goldmine.errors import GoldmineError, ModelError
+from goldmine.inference import out_of_scope
 from goldmine.inference.model import Model
 from goldmine.inference.runtime import OnnxBackend
 
@@ -53,6 +54,9 @@ def parity_sample(model_dir: Path, model: Model, data: str | Path | None = None,
         labeled = read_file(data, _read_options(model_dir, multi_label))
     else:
         labeled = _run_split(model_dir, multi_label)
+    rule = model.task.out_of_scope
+    if rule is not None and not rule.explicit:  # examples labeled with no class of the model: not scorable
+        labeled = out_of_scope.separate(labeled, rule.label)[0]
     if size is None or len(labeled) <= size:
         return labeled
     if labeled.kind is DataKind.TOKENS:
@@ -81,7 +85,8 @@ def _run_split(model_dir: Path, multi_label: bool | None) -> LabeledData:
     if not (model_dir / "config.yaml").is_file():
         raise ModelError(f"{model_dir} has no config.yaml naming its data; {hint}")
     try:
-        splits = load_splits(load_config(model_dir / "config.yaml").data, multi_label)
+        config = load_config(model_dir / "config.yaml")
+        splits = load_splits(config.data, multi_label, out_of_scope_label=config.out_of_scope.label)
     except GoldmineError as err:
         reason = " ".join(str(err).split())  # one line: DataError lists its issues on lines of their own
         raise ModelError(f"cannot read the data {model_dir}/config.yaml names ({reason}); {hint}") from err
