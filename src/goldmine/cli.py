@@ -193,8 +193,9 @@ def train(
     test_file: Annotated[Path | None, typer.Option("--test", help="Test file.")] = None,
     model: Annotated[str | None, typer.Option(help="'bundled', a model directory or a hub name.")] = None,
     strategy: Annotated[str | None, typer.Option(help=" | ".join(STRATEGIES.names()))] = None,
-    labels: Annotated[Path | None, typer.Option(help="Zero-shot: the label file (YAML; names, descriptions, "
-                                                     "templates). See goldmine.tuning.zeroshot.")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="Zero- and few-shot: the label file (YAML; names, descriptions, templates). See goldmine.tuning.zeroshot."
+    )] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     out_of_scope: Annotated[str | None, typer.Option(
         "--out-of-scope", help="'None of these' by a score threshold fitted on dev: auto | max_probability | energy."
@@ -218,7 +219,8 @@ def train(
 
     overrides = {
         "task": task, "data.train": train_file, "data.dev": dev_file, "data.test": test_file, "model.name": model,
-        "tuning.strategy": strategy, "tuning.zeroshot.labels": labels, "output_dir": output_dir,
+        "tuning.strategy": strategy, "tuning.zeroshot.labels": labels, "tuning.fewshot.labels": labels,
+        "output_dir": output_dir,
         "training.epochs": epochs, "training.max_steps": max_steps, "training.learning_rate": lr,
         "training.batch_size": batch_size, "training.seed": seed, "out_of_scope.method": out_of_scope,
         "out_of_scope.label": oos_label,
