@@ -395,14 +395,24 @@ def search(
     query: Annotated[list[str], typer.Option("--query", "-q", help="Query text (repeatable).")],
     k: Annotated[int, typer.Option("-k", help="Entries per query.")] = 5,
     min_score: Annotated[float | None, typer.Option(help="Leave out entries below this cosine similarity.")] = None,
+    rerank: Annotated[Path | None, typer.Option(
+        help="A pair classification run (cross-encoder) that re-orders the best --candidates entries.")] = None,
+    candidates: Annotated[int, typer.Option(help="Entries the re-ranker reads per query.")] = 20,
 ) -> None:
     """The entries nearest in meaning to each query, as JSONL (one line per query)."""
     from dataclasses import asdict
 
+    from goldmine.inference.model import Model
     from goldmine.retrieval.index import Index
 
     try:
-        results = Index.load(index_dir).search(list(query), k, min_score=min_score)
+        index = Index.load(index_dir)
+        if rerank is not None:
+            if min_score is not None:
+                _fail(GoldmineError("--min-score filters cosine scores; with --rerank the order is the re-ranker's"))
+            results = index.search_and_rerank(list(query), Model.load(rerank), k, candidates)
+        else:
+            results = index.search(list(query), k, min_score=min_score)
     except GoldmineError as err:
         _fail(err)
     for text, hits in zip(query, results, strict=True):

@@ -133,3 +133,17 @@ def test_the_cli_builds_updates_and_searches(run, tmp_path):
     assert line["hits"][0]["id"] == "track" and len(line["hits"]) == 2
     bad = runner.invoke(app, ["index", "build", str(run), str(tmp_path / "missing.jsonl"), "--name", "x"])
     assert bad.exit_code != 0 and "file not found" in bad.output
+
+
+def test_a_cross_encoder_reorders_the_candidates(run, tmp_path, tiny_run):
+    index = Index.build(run, corpus(tmp_path), name="faq")
+    reranker = Model.load(tiny_run("pair"), runtime="torch")
+    [hits] = index.search_and_rerank(["where is my parcel"], reranker, k=2, candidates=3)
+    assert len(hits) == 2
+    expected = {r["id"]: reranker.predict(["where is my parcel"], [r["question"]])[0]["scores"]["same"] for r in FAQ}
+    assert [h.id for h in hits] == sorted(expected, key=lambda i: -expected[i])[:2]
+    assert [h.rerank_score for h in hits] == pytest.approx([expected[h.id] for h in hits], abs=1e-5)
+    with pytest.raises(InputError, match="trained on text pairs"):
+        index.search_and_rerank(["x"], Model.load(run, runtime="torch"))
+    with pytest.raises(InputError, match="match_label 'nope'"):
+        index.search_and_rerank(["x"], reranker, match_label="nope")

@@ -53,8 +53,9 @@ class Entry:
 class Hit:
     id: str
     text: str
-    score: float
+    score: float  # cosine similarity of the query and the entry
     payload: dict[str, Any]
+    rerank_score: float | None = None  # the cross-encoder's probability that the pair matches, when re-ranked
 
 
 def model_digest(model_dir: str | Path) -> str:
@@ -213,6 +214,28 @@ class Index:
         return [[Hit(self.entries[r].id, self.entries[r].text, round(float(s), 6), self.entries[r].payload)
                  for r, s in zip(row, score, strict=True) if r >= 0 and (min_score is None or s >= min_score)]
                 for row, score in zip(rows, scores, strict=True)]
+
+    def search_and_rerank(self, queries: list[str], reranker, k: int = 5, candidates: int = 20,
+                          match_label: str | None = None, model=None) -> list[list[Hit]]:
+        """`search` for `candidates` entries per query, re-ordered by a cross-encoder (a goldmine pair
+        classification model: `reranker`, loaded) by its probability of `match_label` for (query, entry text),
+        the best `k` kept. A cross-encoder reads both texts together, so it ranks more precisely than cosine
+        similarity, at a forward pass per candidate. `match_label` defaults to the last of the model's labels (as
+        "1" of 0/1 or "same" of different/same sort)."""
+        if not reranker.meta.pair:
+            raise InputError("a re-ranker is a model trained on text pairs (a cross-encoder); this one reads "
+                             "single texts")
+        label = match_label if match_label is not None else reranker.labels[-1]
+        if label not in reranker.labels:
+            raise InputError(f"match_label {label!r} is not one of the re-ranker's labels {reranker.labels}")
+        found = self.search(queries, max(k, candidates), model=model)
+        ranked = []
+        for query, hits in zip(queries, found, strict=True):
+            answers = reranker.predict([query] * len(hits), [h.text for h in hits]) if hits else []
+            scored = [Hit(h.id, h.text, h.score, h.payload, round(float(a["scores"][label]), 6))
+                      for h, a in zip(hits, answers, strict=True)]
+            ranked.append(sorted(scored, key=lambda h: -h.rerank_score)[:k])
+        return ranked
 
     def add(self, entries: list[Entry], model=None) -> None:
         """Embed and append `entries` (ids must be new); the others keep their vectors."""
