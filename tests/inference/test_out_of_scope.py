@@ -164,3 +164,14 @@ def test_the_rule_holds_on_onnx_and_in_the_cli(tmp_path, tiny_model_dir, demo_fi
     result = CliRunner().invoke(app, ["eval", str(config.output_dir), str(dev), "--runtime", "torch"])
     assert result.exit_code == 0, result.output
     assert "oos_recall" in result.output and "oos examples: 12" in result.output
+
+
+def test_with_an_explicit_class_its_examples_are_what_auto_separates():
+    rng = np.random.default_rng(1)
+    names = ["oos", "a", "b"]
+    labels = rng.integers(0, 3, 300)
+    logits = rng.normal(size=(300, 3)) + 4 * np.eye(3)[labels]
+    logits[labels == 0] -= 3.0  # oos texts: lower logits everywhere (energy sees it), the same argmax
+    _, report = fit_rule(logits, labels, np.zeros((0, 3)), names, "auto", 0.95, "oos", None)
+    assert {s["auroc_of"] for s in report["scores"].values()} == {"out-of-scope vs in-scope"}
+    assert report["scores"]["energy"]["auroc"] > 0.9

@@ -117,13 +117,15 @@ def fit_rule(logits_in: np.ndarray, labels_in: np.ndarray, logits_out: np.ndarra
         for name in SCORES if method == "auto" else (method,):
             s_in, s_out = in_scope_scores(logits_in, name), in_scope_scores(logits_out, name) if len(logits_out) \
                 else np.zeros(0)
-            separation = auroc(s_in[labels_in != oos_class], s_out) if len(s_out) else auroc(s_in[right],
-                                                                                               s_in[~right])
+            # out-of-scope ground truth: the separated examples, and those of the explicit class
+            truly_out = np.r_[s_in[labels_in == oos_class], s_out]
+            separation = auroc(s_in[labels_in != oos_class], truly_out) if len(truly_out) \
+                else auroc(s_in[right], s_in[~right])
             threshold = precision_threshold(np.r_[s_in[kept_in], s_out[kept_out]],
                                             np.r_[right[kept_in], np.zeros(kept_out.sum(), dtype=bool)],
                                             target_precision)
             report["scores"][name] = {"auroc": separation, "threshold": threshold,
-                                      "auroc_of": "out-of-scope vs in-scope" if len(s_out) else "wrong vs right"}
+                                      "auroc_of": "out-of-scope vs in-scope" if len(truly_out) else "wrong vs right"}
         chosen = max(report["scores"], key=lambda n: report["scores"][n]["auroc"] or 0.0)
         rule.method, rule.threshold = chosen, report["scores"][chosen]["threshold"]
         report["chosen"] = chosen
