@@ -124,7 +124,7 @@ def goldmine_method(strategy: str, train: Path | None, dev: Path, out: Path, ove
     return metrics["accuracy"], wall, {"ece": metrics["calibration"]["ece"], **record}
 
 
-def setfit_method(train_rows: list[dict], dev_rows: list[dict], arguments: dict) -> tuple[float, float]:
+def setfit_method(train_rows: list[dict], dev_rows: list[dict], arguments: dict, work: Path) -> tuple[float, float]:
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
@@ -133,7 +133,9 @@ def setfit_method(train_rows: list[dict], dev_rows: list[dict], arguments: dict)
     started = time.perf_counter()
     model = SetFitModel.from_pretrained(resolve_base_model("bundled"))
     data = Dataset.from_dict({"text": [r["text"] for r in train_rows], "label": [str(r["label"]) for r in train_rows]})
-    trainer = Trainer(model=model, args=TrainingArguments(**arguments), train_dataset=data)
+    # setfit checkpoints into ./checkpoints unless told otherwise: keep them in the run's scratch folder
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(work / "setfit-checkpoints"), **arguments),
+                      train_dataset=data)
     trainer.train()
     wall = time.perf_counter() - started
     predicted = model.predict([r["text"] for r in dev_rows], batch_size=64)
@@ -188,7 +190,7 @@ def measure(name: str, size: int, seed: int, methods: list[str], train_rows: lis
         elif method == "setfit":
             pairs = setfit_default_pairs(sampled)
             arguments = {"seed": seed} if pairs <= SETFIT_MAX_PAIRS else {"seed": seed, "num_iterations": 20}
-            accuracy, wall = setfit_method(sampled, dev_rows, arguments)
+            accuracy, wall = setfit_method(sampled, dev_rows, arguments, work)
             runs[method] = {"accuracy": accuracy, "wall_s": wall, "setfit_arguments": arguments,
                             "default_pairs": pairs}
         elif method == "setfit_same_budget":
@@ -197,7 +199,7 @@ def measure(name: str, size: int, seed: int, methods: list[str], train_rows: lis
             encodings = goldmine_record["steps"] * goldmine_record["batch_size"]
             iterations = max(1, round(encodings / (4 * len(sampled))))
             arguments = {"seed": seed, "num_iterations": iterations}
-            accuracy, wall = setfit_method(sampled, dev_rows, arguments)
+            accuracy, wall = setfit_method(sampled, dev_rows, arguments, work)
             runs[method] = {"accuracy": accuracy, "wall_s": wall, "setfit_arguments": arguments}
         print(f"[{name} {size}/label seed {seed}] {method}: {runs[method]['accuracy']:.4f} in "
               f"{runs[method]['wall_s']:.1f} s", file=sys.stderr, flush=True)
