@@ -11,8 +11,8 @@ payload and returned with it) and stores the index next to the model, in `<model
     faiss.index     the FAISS structure, for corpora past FAISS_FROM entries
 
 Search is a dot product of unit vectors (cosine similarity): exact with numpy for small corpora, FAISS (an IVF
-index: approximate, with exact add and remove) from `FAISS_FROM` entries on (bench/retrieval.py measures where
-exact search stops being fast enough; until it has run, FAISS_FROM is a placeholder). Queries must be embedded by
+index: approximate, with exact add and remove) from `FAISS_FROM` entries on, where exact search of one query passes
+10 ms on this machine (bench/results/retrieval.md). Queries must be embedded by
 the same model: an index is tied to the digest of its model's files, and a search or update through any other
 model is refused.
 """
@@ -33,7 +33,7 @@ from goldmine.errors import DataError, DataIssue, GoldmineError, InputError
 
 INDEX_FILE, ENTRIES_FILE, VECTORS_FILE, FAISS_FILE = "index.json", "entries.jsonl", "vectors.npy", "faiss.index"
 INDEXES_DIR = "indexes"  # inside a run directory; the serving registry leaves it out of the model's version
-FAISS_FROM = 200_000  # entries: a placeholder until bench/retrieval.py has measured where exact search gets slow
+FAISS_FROM = 200_000  # entries: where exact search of one query passes 10 ms (bench/results/retrieval.md)
 MAX_QUERY_CHARS = 10_000
 MAX_K = 1000
 MODEL_FILES = ("config.json", "tokenizer.json", "vocab.txt", "goldmine.json")
