@@ -111,6 +111,10 @@ def test_bad_corpora_are_reported_by_line(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(DataError, match="the corpus is empty"):
         read_corpus(tmp_path / "empty.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"question": "ok"}\n{"question": "caf\xe9"}\n')
+    with pytest.raises(DataError) as err:
+        read_corpus(tmp_path / "latin1.jsonl")
+    assert [(i.line, i.reason) for i in err.value.issues] == [(2, "undecodable bytes (not UTF-8)")]
 
 
 def test_bad_queries_are_refused(run, tmp_path):

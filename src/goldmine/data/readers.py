@@ -65,6 +65,16 @@ def read_file(path: str | Path, options: ReadOptions | None = None, fmt: str = "
     return reader(path, options)
 
 
+def decoded_text(path: Path, header: str) -> str:
+    """A whole file as text (a UTF-8 byte-order mark dropped), or a `DataError` naming the first line that is not
+    UTF-8: for readers that need the file at once (CSV with a header, corpora, unlabeled texts)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise DataError([DataIssue(str(path), line, "undecodable bytes (not UTF-8)")], header=header) from None
+
+
 def _decoded_lines(path: Path, issues: list[DataIssue]) -> list[str]:
     """The file's lines as text (newlines kept). A line that is not UTF-8 is reported, never guessed at."""
     raw = path.read_bytes()

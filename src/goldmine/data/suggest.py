@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from goldmine.data.readers import decoded_text
 from goldmine.errors import DataError, DataIssue, InputError
 
 MAX_TEXTS = 1_000_000
@@ -53,12 +54,7 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[UnlabeledTex
         raise DataError([DataIssue(str(path), 0, "file not found")], header="cannot read texts")
     issues: list[DataIssue] = []
     texts: list[UnlabeledText] = []
-    try:
-        content = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DataError([DataIssue(str(path), line, "undecodable bytes (not UTF-8)")], header="cannot read texts") \
-            from None
+    content = decoded_text(path, "cannot read texts")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         rows = csv.DictReader(content.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")

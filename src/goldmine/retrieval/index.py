@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from goldmine.data.readers import decoded_text
 from goldmine.errors import DataError, DataIssue, GoldmineError, InputError
 
 INDEX_FILE, ENTRIES_FILE, VECTORS_FILE, FAISS_FILE = "index.json", "entries.jsonl", "vectors.npy", "faiss.index"
@@ -81,7 +82,7 @@ def read_corpus(path: str | Path, text_field: str = "question", id_field: str = 
         raise DataError([DataIssue(str(path), 0, "file not found")], header="cannot read the corpus")
     issues: list[DataIssue] = []
     records: list[tuple[int, dict]] = []
-    content = path.read_text(encoding="utf-8-sig", errors="strict")
+    content = decoded_text(path, "cannot read the corpus")
     if path.suffix.lower() in (".csv", ".tsv"):
         reader = csv.DictReader(content.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         records = [(number, dict(row)) for number, row in enumerate(reader, start=2)]
