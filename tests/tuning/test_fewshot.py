@@ -28,8 +28,9 @@ from goldmine.tuning.fewshot import (
     auto_steps,
     class_balanced_batches,
     fit_head,
+    fit_temperature_and_prior,
     label_sets,
-    out_of_fold_temperature,
+    out_of_fold_logits,
     pair_loss,
     pair_targets,
 )
@@ -108,7 +109,8 @@ def test_the_temperature_softens_a_head_that_is_surer_than_it_is_right():
                           "probe_classifier": staticmethod(lambda: __import__("sklearn.linear_model").linear_model
                                                            .LogisticRegression(C=100.0, max_iter=2000))})()
     sets = [frozenset({int(k)}) for k in labels]
-    assert out_of_fold_temperature(task, vectors, sets, seed=0) > 1.5
+    temperature, _ = fit_temperature_and_prior(out_of_fold_logits(task, vectors, sets, seed=0), None, labels)
+    assert temperature > 1.5
 
 
 # --- runs ---------------------------------------------------------------------------------------------------------

@@ -184,14 +184,6 @@ def fit_temperature_and_prior(head_logits: np.ndarray, prior_logits: np.ndarray 
     return math.exp(found.x[0]), float(found.x[1])
 
 
-def out_of_fold_temperature(task, vectors: np.ndarray, sets: list[frozenset[int]], seed: int) -> float:
-    """The temperature that minimises the log loss of out-of-fold head scores (1.0 when folds are impossible)."""
-    logits = out_of_fold_logits(task, vectors, sets, seed)
-    if logits is None:
-        return 1.0
-    return fit_temperature_and_prior(logits, None, np.array([next(iter(s)) for s in sets]))[0]
-
-
 @STRATEGIES.register("fewshot")
 class FewShot(TuningMethod):
     """Tunes the encoder contrastively on class-balanced batches, then fits a logistic-regression head."""
