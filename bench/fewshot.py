@@ -357,8 +357,7 @@ def main() -> None:
     methods = args.methods.split(",")
     if unknown := [m for m in methods if m not in METHODS]:
         parser.error(f"unknown methods {unknown}")
-    path = RESULTS / "fewshot.json"
-    results = json.loads(path.read_text()) if path.is_file() and not args.limit_dev else {}
+    results: dict = {}  # this run's cells; `write` lays them over the file as it is then
     origin = provenance()
     from goldmine.modeling.backbone import resolve_base_model
 
@@ -404,7 +403,22 @@ def main() -> None:
         print((RESULTS / "fewshot.md").read_text())
 
 
-def write(results: dict, origin: dict) -> None:
+def merged(measured: dict) -> dict:
+    """The results file as it is now with this run's cells laid over it: two runs of different sections or methods
+    at once (each on its own core) keep each other's cells."""
+    path = RESULTS / "fewshot.json"
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    for name, entry in measured.items():
+        if name in DATASETS:
+            for size, cell in entry.items():
+                current.setdefault(name, {}).setdefault(size, {}).update(cell)
+        else:
+            current[name] = entry
+    return current
+
+
+def write(measured: dict, origin: dict) -> None:
+    results = merged(measured)
     ordered = {**origin, "machine": machine_info(),
                **{k: v for k, v in results.items() if k not in origin and k != "machine"}}
     RESULTS.mkdir(parents=True, exist_ok=True)
