@@ -28,9 +28,9 @@ Methods, all on the bundled all-MiniLM-L6-v2:
                name with spaces), no examples: the same for every seed.
 
 clinc150: full fine-tuning with `out_of_scope.method: auto`, with and without the oos training examples (see
-`clinc150`). medical_question_pairs: the cross-encoder's pair accuracy before/after, and retrieval of each question's
-paraphrase with the bundled encoder (see `medical_question_pairs`). active_learning: banking77 from 2 per intent,
-+200 texts per round, random vs `data suggest`.
+`clinc150`). medical_question_pairs: the cross-encoder's pair accuracy before/after, and retrieval of each
+question's paraphrase before/after bi-encoder fine-tuning (see `medical_question_pairs`). active_learning: banking77
+from 2 per intent, +200 texts per round, random vs `data suggest`.
 
 Result keys: bench/results/fewshot.json {data set: {size: {method: {"mean", "std", "wall_s", "runs": [...]}}},
 "clinc150": {...}, "active_learning": {"random": [...], "suggested": [...]}}; a subset run replaces only the cells
@@ -288,50 +288,37 @@ def active_learning(work: Path, seeds: int, rounds: int = 5, per_round: int = 20
 
 
 # ---------------------------------------------------------------- medical_question_pairs: pairs and retrieval
-def retrieval_scores(model_dir: Path, rows: list[dict], work: Path) -> dict:
-    """Each dev question (text_a) searches every dev second question (text_b) through a goldmine index of
-    `model_dir`; its paraphrase (the label-1 text_b) is the one relevant entry. MRR@10, recall@1 and @5."""
-    from goldmine.retrieval.index import Entry, Index
-
-    entries = [Entry(str(i), r["text_b"]) for i, r in enumerate(rows)]
-    relevant = {r["text_a"]: str(i) for i, r in enumerate(rows) if int(r["label"]) == 1}
-    index = Index.build(model_dir, entries, name="mqp", out=work / f"index-{model_dir.name}")
-    queries = sorted(relevant)
-    ranks = []
-    for query, hits in zip(queries, index.search(queries, k=10), strict=True):
-        found = [h.id for h in hits]
-        ranks.append(found.index(relevant[query]) + 1 if relevant[query] in found else None)
-    return {"mrr10": statistics.fmean(1 / r if r else 0.0 for r in ranks),
-            "recall1": statistics.fmean(r == 1 for r in ranks), "recall5": statistics.fmean(bool(r and r <= 5)
-                                                                                          for r in ranks),
-            "queries": len(queries), "entries": len(entries)}
-
-
 def medical_question_pairs(work: Path) -> dict:
     """Pair accuracy of the cross-encoder (goldmine full fine-tuning on the pairs, defaults) against the frozen
-    bundled encoder with a logistic-regression probe; retrieval with the bundled encoder as it comes (a
-    zero-shot run directory: the encoder untouched). Bi-encoder fine-tuning (`task: retrieval`) is not built yet:
-    `mrr10_after` stays null until it is."""
+    bundled encoder with a logistic-regression probe; retrieval (each dev question's paraphrase among every dev
+    second question: MRR@10, recall@1/5) before (the bundled encoder) and after bi-encoder fine-tuning
+    (`task: retrieval`, defaults: the data's labeled near misses as hard negatives), both rows from the run's own
+    before-vs-after table. Dev is split off train (10%) in both runs, so the dev file is only measured on."""
     import goldmine
     from goldmine.config import load_config
 
     train, dev = DATA / "medical_question_pairs" / "train.jsonl", DATA / "medical_question_pairs" / "dev.jsonl"
-    out = work / "mqp-pairs"
     started = time.perf_counter()
-    result = goldmine.train(load_config(None, {"task": "classification", "output_dir": str(out),
-                                               "data.train": str(train), "data.test": str(dev)}))
-    table = result.before_after
-    labels = work / "labels.yaml"
-    labels.write_text("labels: [a, b]\n")
-    encoder = work / "bundled-encoder"
-    goldmine.train(load_config(None, {"task": "classification", "tuning.strategy": "zeroshot",
-                                      "tuning.zeroshot.labels": str(labels), "output_dir": str(encoder)}))
-    before = retrieval_scores(encoder, read_jsonl(dev), work)
-    print(f"[medical_question_pairs] pairs {table}; retrieval before {before}", file=sys.stderr, flush=True)
-    return {"pair_accuracy": result.test_metrics["accuracy"],
-            "pair_accuracy_before": table.get("pretrained + linear probe", {}).get("accuracy"),
-            "before_after": table, "pair_wall_s": time.perf_counter() - started,
-            "mrr10_before": before["mrr10"], "mrr10_after": None, "retrieval_before": before}
+    pairs = goldmine.train(load_config(None, {"task": "classification", "output_dir": str(work / "mqp-pairs"),
+                                              "data.train": str(train), "data.test": str(dev),
+                                              "data.split": [0.9, 0.1, 0.0]}))
+    pair_wall = time.perf_counter() - started
+    started = time.perf_counter()
+    retrieval = goldmine.train(load_config(None, {"task": "retrieval", "output_dir": str(work / "mqp-retrieval"),
+                                                  "data.train": str(train), "data.test": str(dev),
+                                                  "data.split": [0.9, 0.1, 0.0]}))
+    retrieval_wall = time.perf_counter() - started
+    record = json.loads((work / "mqp-retrieval" / "goldmine.json").read_text())["extra"]
+    before, after = retrieval.before_after["pretrained encoder"], retrieval.before_after["fine-tuned"]
+    print(f"[medical_question_pairs] pairs {pairs.before_after}; retrieval {retrieval.before_after}", file=sys.stderr,
+          flush=True)
+    return {"pair_accuracy": pairs.test_metrics["accuracy"],
+            "pair_accuracy_before": pairs.before_after.get("pretrained + linear probe", {}).get("accuracy"),
+            "before_after": pairs.before_after, "pair_wall_s": pair_wall,
+            "mrr10_before": before["mrr10"], "mrr10_after": after["mrr10"],
+            "retrieval_before": before, "retrieval_after": after, "retrieval_wall_s": retrieval_wall,
+            "retrieval_steps": retrieval.global_step, "hard_negatives": record["retrieval"]["hard_negatives"],
+            "queries": retrieval.test_metrics["queries"], "entries": retrieval.test_metrics["corpus"]}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -458,13 +445,19 @@ def markdown(results: dict) -> str:
         lines.append("")
     if "medical_question_pairs" in results:
         q = results["medical_question_pairs"]
-        r = q["retrieval_before"]
+        b, a = q["retrieval_before"], q["retrieval_after"]
         lines += ["## medical_question_pairs (dev; target pair accuracy ≥ 0.80)", "",
                   f"- pair accuracy: {q['pair_accuracy_before']:.4f} (frozen encoder + probe) -> "
                   f"**{q['pair_accuracy']:.4f}** (cross-encoder, goldmine full fine-tuning, {q['pair_wall_s']:.0f} s)",
-                  f"- retrieval (each question's paraphrase among {r['entries']} second questions): bundled encoder "
-                  f"MRR@10 {r['mrr10']:.4f}, recall@1 {r['recall1']:.4f}, recall@5 {r['recall5']:.4f}; after "
-                  "bi-encoder fine-tuning: not built yet", ""]
+                  f"- retrieval (each of {q['queries']} questions' paraphrase among {q['entries']} second "
+                  "questions):",
+                  "", "| encoder | MRR@10 | recall@1 | recall@5 | pair accuracy (cosine ≥ threshold fitted on dev) |",
+                  "|---|---:|---:|---:|---:|",
+                  f"| bundled (before) | {b['mrr10']:.4f} | {b['recall1']:.4f} | {b['recall5']:.4f} | "
+                  f"{b.get('pair_accuracy', float('nan')):.4f} |",
+                  f"| fine-tuned, `task: retrieval` ({q['retrieval_steps']} steps, {q['retrieval_wall_s']:.0f} s) | "
+                  f"{a['mrr10']:.4f} | {a['recall1']:.4f} | {a['recall5']:.4f} | "
+                  f"{a.get('pair_accuracy', float('nan')):.4f} |", ""]
     if "active_learning" in results:
         a = results["active_learning"]
         lines += [f"## banking77: labeling curve ({a['start_per_label']} per intent, then +{a['per_round']} per "

@@ -90,6 +90,12 @@ def tiny_run(tmp_path_factory, demo_files, tiny_model_dir):
     return get
 
 
+@pytest.fixture(scope="session")
+def demo_pairs(tmp_path_factory, demo_files) -> Path:
+    """`pair_file` of the demo intents: same/different-intent message pairs."""
+    return pair_file(demo_files.intents, tmp_path_factory.mktemp("pairs") / "pairs.jsonl")
+
+
 def pair_file(intents: Path, target: Path) -> Path:
     """Pairs of demo messages labelled `same` / `different` intent: a small text-pair classification file."""
     import json

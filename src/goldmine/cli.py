@@ -187,7 +187,7 @@ def data_augment(
 def train(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Argument(help="YAML config (optional: flags alone work too).")] = None,
-    task: Annotated[str | None, typer.Option(help="classification | multilabel | ner")] = None,
+    task: Annotated[str | None, typer.Option(help="classification | multilabel | ner | retrieval")] = None,
     train_file: Annotated[Path | None, typer.Option("--train", help="Training file.")] = None,
     dev_file: Annotated[Path | None, typer.Option("--dev", help="Dev file.")] = None,
     test_file: Annotated[Path | None, typer.Option("--test", help="Test file.")] = None,
@@ -270,7 +270,11 @@ def eval_(
         _fail(err)
     for key, value in headline(metrics).items():
         console.print(f"{key:>16}: {value:.4f}")
-    console.print(f"{'ECE':>16}: {metrics['calibration']['ece']:.4f}   ({metrics['n_examples']} examples)")
+    if "calibration" in metrics:
+        console.print(f"{'ECE':>16}: {metrics['calibration']['ece']:.4f}   ({metrics['n_examples']} examples)")
+    else:  # retrieval: the pairs searched as queries over a corpus
+        console.print(f"{'searched':>16}: {metrics['queries']} queries over {metrics['corpus']} entries "
+                      f"({metrics['n_examples']} pairs)")
     if oos := metrics.get("out_of_scope"):  # a model with a "none of these" rule
         for key in ("in_scope_accuracy", "oos_recall", "oos_precision", "auroc"):
             if oos[key] is not None:

@@ -92,11 +92,25 @@ class FewShotConfig(_Section):
     batch_size: int = Field(32, ge=4, description="Texts per contrastive batch; every pair inside it is used.")
     examples_per_label: int = Field(4, ge=2, description="Examples of each drawn label in a batch (its positives).")
     learning_rate: float = Field(2e-5, gt=0, lt=1, description="Peak AdamW learning rate of the encoder.")
+    head_c: float = Field(10.0, gt=0, description="Inverse L2 strength of the logistic-regression head "
+                          "(scikit-learn's C). Unit-length embeddings have small features: the library's C=1 "
+                          "shrinks the head so hard that an uneven sample collapses onto its larger classes.")
     calibrate: bool = Field(True, description="Fit a temperature on out-of-fold head scores (single-label), so "
                             "probabilities are not as sure as the examples the encoder was tuned on.")
     labels: Path | None = Field(None, description="Optional label file (the zero-shot format: names, "
                                 "descriptions, templates): its prototypes join the head with a weight fitted on "
                                 "out-of-fold scores (single-label).")
+
+
+class RetrievalConfig(_Section):
+    """`task: retrieval` (a bi-encoder fine-tuned on matching pairs; goldmine.training.retrieval)."""
+
+    positive_label: str | None = Field(None, description="The label of matching pairs (default: the only label, or "
+                                       "the one that reads as a match: 1, true, same, duplicate, ...).")
+    mine_negatives: bool = Field(True, description="Give each match without a labeled near miss the most similar "
+                                 "non-matching second text the pretrained encoder finds, as its hard negative.")
+    scale: float = Field(20.0, gt=0, le=1000, description="Inverse temperature of the in-batch ranking loss "
+                         "(cosine similarities x scale are the logits).")
 
 
 class TuningConfig(_Section):
@@ -186,13 +200,14 @@ class OutOfScopeConfig(_Section):
 class TrainConfig(_Section):
     """Everything one training run needs. Saved as `config.yaml` in the output directory."""
 
-    task: str = Field("classification", description="Task: classification | multilabel | ner.")
+    task: str = Field("classification", description="Task: classification | multilabel | ner | retrieval.")
     output_dir: Path = Field(Path("runs/model"), description="Where the model, metrics and logs are written.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     out_of_scope: OutOfScopeConfig = Field(default_factory=OutOfScopeConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
 
     @model_validator(mode="after")
     def _check_names(self) -> TrainConfig:
@@ -208,6 +223,9 @@ class TrainConfig(_Section):
             raise ValueError("data.case_features is for task ner")
         if self.out_of_scope.enabled and self.task != "classification":
             raise ValueError(f"out_of_scope: is for single-label classification, not {self.task}")
+        if self.task == "retrieval" and self.tuning.strategy != "full":
+            raise ValueError(f"tuning.strategy {self.tuning.strategy}: task retrieval fine-tunes the whole encoder "
+                             "(strategy full)")
         if abs(sum(self.data.split) - 1) > 1e-6 or min(self.data.split) < 0:
             raise ValueError("data.split must be three non-negative shares summing to 1")
         return self

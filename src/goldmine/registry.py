@@ -64,6 +64,7 @@ TASKS: Registry = Registry("task", {
     "classification": "goldmine.tasks.sequence_classification",
     "multilabel": "goldmine.tasks.sequence_classification",
     "ner": "goldmine.tasks.token_classification",
+    "retrieval": "goldmine.tasks.retrieval",
 })
 
 STRATEGIES: Registry = Registry("tuning strategy", {

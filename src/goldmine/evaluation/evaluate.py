@@ -26,6 +26,12 @@ def evaluate(model: Model, data: LabeledData, out_dir: Path | None = None, prefi
     task (`goldmine.tasks.base.Task`): the metrics are those of what the model serves."""
     task = model.task
     task.check_kind(data)
+    if task.evaluates_itself:  # scored as a whole (retrieval: every query searches the whole corpus)
+        metrics = {**task.evaluate_data(model, data), "n_examples": len(data), "data": data.path,
+                   "peak_rss_mb": peak_rss_mb()}
+        if out_dir is not None:
+            write_evaluation(metrics, Path(out_dir), prefix)
+        return metrics
     rule = task.out_of_scope
     out_part = None
     if rule is not None and not rule.explicit:  # out-of-scope examples carry a label the model has no class for
@@ -57,7 +63,8 @@ def evaluate(model: Model, data: LabeledData, out_dir: Path | None = None, prefi
 def write_evaluation(metrics: dict, out_dir: Path, prefix: str = "") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{prefix}metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_reliability(metrics["calibration"], out_dir / f"{prefix}reliability.png")
+    if "calibration" in metrics:
+        plot_reliability(metrics["calibration"], out_dir / f"{prefix}reliability.png")
     if "confusion_matrix" in metrics:
         names = list(metrics["per_class"])
         plot_confusion_matrix(metrics["confusion_matrix"], names, out_dir / f"{prefix}confusion_matrix.png")
@@ -67,5 +74,7 @@ def headline(metrics: dict) -> dict[str, float]:
     """The few numbers a before-vs-after table shows for a task's metrics dict."""
     if "f1" in metrics and "per_type" in metrics:  # entity metrics
         return {k: metrics[k] for k in ("f1", "precision", "recall", "token_accuracy")}
+    if "mrr10" in metrics:  # retrieval
+        return {k: metrics[k] for k in ("mrr10", "recall1", "recall5", "pair_accuracy") if k in metrics}
     keys = ("accuracy", "macro_f1", "micro_f1")
     return {k: metrics[k] for k in keys if k in metrics}

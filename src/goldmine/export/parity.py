@@ -110,6 +110,15 @@ class _Tap(Model):
                 self.kept[i] = row[: len(features[i]["input_ids"])] if row.ndim == 2 else row  # (T, C) unpadded
             yield idx, logits
 
+    def iter_embeddings(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """A task scored as a whole (retrieval) embeds texts instead: keep each text's vector under its token ids
+        (`Task.evaluates_itself`)."""
+        for idx, vectors in super().iter_embeddings(features):
+            if self.task.evaluates_itself:
+                for i, row in zip(idx, vectors, strict=True):
+                    self.kept[tuple(features[int(i)]["input_ids"])] = row
+            yield idx, vectors
+
 
 def measure(model: Model, sample: LabeledData) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
     """The task metric of `model` on `sample` (as `goldmine eval` computes it) and the logits behind it."""
@@ -131,7 +140,8 @@ def compare(task, features: Sequence[dict], reference: dict[int, np.ndarray],
     (texts, or labeled words), by the task's rule (`Task.agreement`)."""
     max_diff, agree, total = 0.0, 0, 0
     for i, feature in enumerate(features):
-        ref, got = reference[i], other[i]
+        key = tuple(feature["input_ids"]) if task.evaluates_itself else i  # see _Tap.iter_embeddings
+        ref, got = reference[key], other[key]
         max_diff = max(max_diff, float(np.abs(ref - got).max()))
         same, units = task.agreement(ref, got, feature)
         agree += same

@@ -188,10 +188,13 @@ class Model:
         return self.task.predict(self, texts, list(texts_b) if texts_b is not None else None)
 
     def check_inputs(self, texts: Sequence[str], texts_b: Sequence[str] | None) -> None:
-        """A pair model needs a second text for every text; any other model takes none."""
-        if self.meta.pair and texts_b is None:
+        """A pair model needs a second text for every text; any other model takes none (a retrieval model takes
+        either: `Task.pairs_optional`)."""
+        if self.task.pairs_optional:
+            pass
+        elif self.meta.pair and texts_b is None:
             raise InputError("this model was trained on text pairs: give a second text for each text (texts_b)")
-        if not self.meta.pair and texts_b is not None:
+        elif not self.meta.pair and texts_b is not None:
             raise InputError("this model reads single texts: texts_b is only for models trained on text pairs")
         if texts_b is not None and len(texts_b) != len(texts):
             raise InputError(f"{len(texts)} texts but {len(texts_b)} second texts (texts_b): give one per text")

@@ -297,9 +297,9 @@ def _load_model(model_dir):
     from goldmine.inference.model import Model
 
     model = Model.load(model_dir)
-    if model.meta.task not in ("classification", "multilabel") or model.meta.pair or model.meta.members:
-        raise IndexUnusable(f"{model_dir}: an index needs a single-text classification encoder (its sentence "
-                          f"embeddings); this is a {model.meta.task} model")
+    if model.meta.task not in ("classification", "multilabel", "retrieval") or model.meta.pair or model.meta.members:
+        raise IndexUnusable(f"{model_dir}: an index needs a sentence encoder (a retrieval model, or a single-text "
+                            f"classification model's embeddings); this is a {model.meta.task} model")
     model.directory = Path(model_dir)
     return model
 

@@ -58,6 +58,9 @@ class Task(ABC):
     default_head_init: ClassVar[str] = "random"  # what `training.head_init: auto` means for this task
     default_ema_decay: ClassVar[float | None] = None  # what `training.ema_decay: auto` means for this task
     out_of_scope = None  # a loaded model's "none of these" rule (goldmine.inference.out_of_scope), if it has one
+    trains_itself: ClassVar[bool] = False  # True: its own recipe (`train_run`), not the classification Trainer's
+    pairs_optional: ClassVar[bool] = False  # True: a model of it answers single texts and pairs alike
+    evaluates_itself: ClassVar[bool] = False  # True: `evaluate_data` scores a whole file at once (retrieval)
 
     def __init__(self, label_names: list[str], tokenizer, max_length: int = 128, **options):
         self.label_names = list(label_names)
@@ -163,6 +166,10 @@ class Task(ABC):
                      for x in (reference, other)]
         same = (decisions[0] == decisions[1]).reshape(len(decisions[0]), -1).all(axis=1)
         return int(same.sum()), len(same)
+
+    def evaluate_data(self, model, data: LabeledData) -> dict:
+        """The metrics of a task whose examples are scored together, not unit by unit (`evaluates_itself`)."""
+        raise NotImplementedError(f"task {self.name} is evaluated unit by unit")
 
     @abstractmethod
     def majority_metrics(self, train: LabeledData, test: LabeledData) -> dict:

@@ -34,13 +34,18 @@ class SequenceClassification(Task):
     # Trainer's final accuracy from step 180 instead of step 340; final dev 0.8922 against 0.8956 without
     default_ema_decay = 0.99
 
+    @property
+    def problem_type(self) -> str:
+        """What transformers' config calls the head's problem."""
+        return "multi_label_classification" if self.multi_label else "single_label_classification"
+
     def build_model(self, base: str, config_overrides: dict[str, Any]) -> nn.Module:
         config = AutoConfig.from_pretrained(
             base,
             num_labels=self.num_labels,
             id2label=dict(enumerate(self.label_names)),
             label2id=self.label2id,
-            problem_type="multi_label_classification" if self.multi_label else "single_label_classification",
+            problem_type=self.problem_type,
         )
         # Set after loading: from_pretrained drops keyword arguments that are not attributes of the config class
         # (`goldmine_pooling` always; `classifier_dropout` for encoders such as DistilBERT).

@@ -64,11 +64,14 @@ class TrainResult:
     main_process: bool = True  # False on the other processes of a distributed run: they write and measure nothing
 
 
-def _training_arguments(config: TrainConfig, metric: str) -> TrainingArguments:
+def training_arguments(config: TrainConfig, metric: str | None, arguments_class: type = TrainingArguments,
+                       **overrides) -> TrainingArguments:
+    """The Trainer's arguments from `training.*` (`arguments_class`: a subclass such as sentence-transformers',
+    `overrides`: what a recipe sets differently)."""
     t = config.training
     evaluate_during = t.eval_strategy != "none"
     on_cpu = not torch.cuda.is_available()
-    return TrainingArguments(
+    settings = dict(
         output_dir=str(config.output_dir / CHECKPOINTS),
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.scheduler,
@@ -110,6 +113,7 @@ def _training_arguments(config: TrainConfig, metric: str) -> TrainingArguments:
         # 21 ms against 125 ms for the per-parameter loop (foreach: 127 ms), ~20% of an sst2 training step
         optim="adamw_torch_fused",
     )
+    return arguments_class(**(settings | overrides))
 
 
 def train(config: TrainConfig, resume: bool = False, callbacks: list | None = None) -> TrainResult:
@@ -124,6 +128,10 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     # ---- setup: data, tokenizer, task, model ----
     t = config.training
     method = check_config(config)
+    if TASKS.get(config.task).trains_itself:  # a task with a recipe of its own (retrieval)
+        from goldmine.training.retrieval import train_retrieval
+
+        return train_retrieval(config, resume, callbacks)
     if method.builds_model:
         return build_without_training(config, method, callbacks)
     checkpoint = _last_checkpoint(config.output_dir) if resume else None  # fail before loading anything
@@ -170,7 +178,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         extra_callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = Trainer(
         model=model,
-        args=_training_arguments(config, metric),
+        args=training_arguments(config, metric),
         train_dataset=_as_dataset(encoded["train"].features),
         eval_dataset=_as_dataset(encoded["dev"].features) if "dev" in encoded else None,
         data_collator=task.collator(),

@@ -130,8 +130,9 @@ def tune_encoder(model: nn.Module, tokenizer, texts: list[str], sets: list[froze
             "loss_last": round(float(np.mean(losses[-5:])), 5)}
 
 
-def fit_head(task, vectors: np.ndarray, sets: list[frozenset[int]]):
-    """The task's probe classifier fitted on `vectors`: single-label indices, or a label indicator matrix."""
+def fit_head(task, vectors: np.ndarray, sets: list[frozenset[int]], c: float = 10.0):
+    """The task's probe classifier with inverse L2 strength `c`, fitted on `vectors`: single-label indices, or a
+    label indicator matrix."""
     from goldmine.evaluation.baselines import LinearProbe
 
     if task.multi_label:
@@ -141,11 +142,13 @@ def fit_head(task, vectors: np.ndarray, sets: list[frozenset[int]]):
     else:
         targets = np.array([next(iter(s)) for s in sets])
     classifier = task.probe_classifier()
+    classifier.set_params(**{"estimator__C" if "estimator__C" in classifier.get_params() else "C": c})
     classifier.fit(vectors, targets)
     return LinearProbe(task, "mean", classifier).head_weights()
 
 
-def out_of_fold_logits(task, vectors: np.ndarray, sets: list[frozenset[int]], seed: int) -> np.ndarray | None:
+def out_of_fold_logits(task, vectors: np.ndarray, sets: list[frozenset[int]], seed: int, c: float = 10.0
+                       ) -> np.ndarray | None:
     """(N, C) head logits of each example from a head fitted without its fold (single-label; None when a fold
     split is impossible: a label with fewer than 2 examples)."""
     from sklearn.model_selection import StratifiedKFold
@@ -157,7 +160,7 @@ def out_of_fold_logits(task, vectors: np.ndarray, sets: list[frozenset[int]], se
         return None
     logits = np.zeros((len(labels), task.num_labels))
     for fit_idx, held_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(vectors, labels):
-        weight, bias = fit_head(task, vectors[fit_idx], [sets[i] for i in fit_idx])
+        weight, bias = fit_head(task, vectors[fit_idx], [sets[i] for i in fit_idx], c)
         logits[held_idx] = vectors[held_idx] @ weight.T + bias
     return logits
 
@@ -214,11 +217,11 @@ class FewShot(TuningMethod):
                              config.training.seed)
         tuned["contrastive_seconds"] = round(time.perf_counter() - started, 2)
         vectors = embed(model, task.tokenizer, texts, task.max_length)
-        weight, bias = fit_head(task, vectors, sets)
+        weight, bias = fit_head(task, vectors, sets, fs.head_c)
         temperature, prior_weight = 1.0, 0.0
         prior = self._prior(model, task, fs, train) if fs.labels is not None and not task.multi_label else None
         if (fs.calibrate or prior is not None) and not task.multi_label:
-            oof = out_of_fold_logits(task, vectors, sets, config.training.seed)
+            oof = out_of_fold_logits(task, vectors, sets, config.training.seed, fs.head_c)
             if oof is not None:
                 labels = np.array([next(iter(s)) for s in sets])
                 prior_logits = None if prior is None else vectors @ prior[0].T + prior[1]
@@ -233,6 +236,7 @@ class FewShot(TuningMethod):
             model.classifier.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
         self.summary = {**tuned, "examples": len(texts), "batch_size": fs.batch_size,
                         "examples_per_label": fs.examples_per_label, "learning_rate": fs.learning_rate,
+                        "head_c": fs.head_c,
                         "temperature": round(temperature, 4), "label_prior_weight": round(prior_weight, 4),
                         "label_file": str(fs.labels) if fs.labels else None}
         return model

@@ -63,7 +63,7 @@ def _texts(body: EmbeddingsRequest, max_items: int, max_chars: int) -> list[str]
 def embed_counted(model, texts: list[str]) -> tuple[np.ndarray, list[int]]:
     """Unit-length embeddings (N, H) of `texts` and each text's input tokens, from one tokenisation."""
     meta = model.meta
-    if meta.task not in ("classification", "multilabel") or meta.members:
+    if meta.task not in ("classification", "multilabel", "retrieval") or meta.members:
         raise InvalidRequest(f"embeddings come from a single classification encoder; this model is "
                              f"{'an ensemble' if meta.members else 'a ' + meta.task + ' model'}")
     if meta.pair:
