@@ -76,3 +76,34 @@ def test_registering_again_brings_the_updated_index(client, keys, db, settings, 
     assert r.status_code == 200, r.text
     assert r.json()["index_version"] == 2 and r.json()["results"][0]["hits"][0]["id"] == "hours"
     assert json.loads((faq_model / "indexes" / "faq" / "index.json").read_text())["count"] == 3
+
+
+def test_a_cross_encoder_reranks_the_candidates_and_its_tokens_are_billed(client, keys, db, settings, tiny_run):
+    register(db, settings.registry_dir, "matcher", tiny_run("pair"), "acme")
+    plain = client.post("/v1/models/helpdesk/indexes/faq/search", json={"queries": ["where is my parcel"], "k": 2},
+                        headers=auth(keys["acme"]))
+    r = client.post("/v1/models/helpdesk/indexes/faq/search",
+                    json={"queries": ["where is my parcel"], "k": 2, "rerank": {"model": "matcher", "candidates": 2}},
+                    headers=auth(keys["acme"]))
+    assert r.status_code == 200, r.text
+    hits = r.json()["results"][0]["hits"]
+    assert {h["id"] for h in hits} == {"track", "refund"}
+    scores = [h["rerank_score"] for h in hits]
+    assert all(0 <= s <= 1 for s in scores) and scores == sorted(scores, reverse=True)
+    with db.session() as s:
+        first, second = sorted(s.query(UsageRecord), key=lambda u: u.id)
+    assert plain.status_code == 200 and second.input_tokens > first.input_tokens  # + the pairs it read
+
+
+@pytest.mark.parametrize(("rerank", "status"), [
+    ({"model": "helpdesk"}, 422),      # a single-text model is no cross-encoder
+    ({"model": "nobody"}, 404),
+    ({"model": "matcher", "match_label": "maybe"}, 422),
+])
+def test_a_bad_reranker_is_refused_and_not_billed(client, keys, db, settings, tiny_run, rerank, status):
+    register(db, settings.registry_dir, "matcher", tiny_run("pair"), "acme")
+    r = client.post("/v1/models/helpdesk/indexes/faq/search", json={"queries": ["x"], "rerank": rerank},
+                    headers=auth(keys["acme"]))
+    assert r.status_code == status, r.text
+    with db.session() as s:
+        assert s.query(UsageRecord).count() == 0

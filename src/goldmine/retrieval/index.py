@@ -187,10 +187,12 @@ class Index:
                               f"{self.meta['model_digest']}, this one {digest}): its vectors and this model's "
                               "queries are not comparable; rebuild the index with this model")
 
-    def search(self, queries: list[str], k: int = 5, model=None, min_score: float | None = None
-               ) -> list[list[Hit]]:
+    def search(self, queries: list[str], k: int = 5, model=None, min_score: float | None = None,
+               features: list[dict] | None = None) -> list[list[Hit]]:
         """The `k` nearest entries of each query (cosine similarity, best first), those below `min_score` left
-        out. `model`: the loaded model (default: the one the index was built with, checked by digest)."""
+        out. `model`: the loaded model (default: the one the index was built with, checked by digest);
+        `features`: the queries already tokenised by it (`Model.features`), so a caller that counts their tokens
+        does not tokenise twice."""
         if not 1 <= k <= MAX_K:
             raise InputError(f"k: give 1 to {MAX_K}, got {k}")
         if not queries:
@@ -205,7 +207,7 @@ class Index:
             model = _load_model(self.meta["model_dir"])
         elif getattr(model, "directory", None) is not None:
             self.check_model(model.directory)
-        q = _unit(model.embed(queries))
+        q = _unit(model.embed_features(features) if features is not None else model.embed(queries))
         k = min(k, len(self.entries))
         if self.meta.get("backend") == "faiss":
             scores, rows = self._faiss_index().search(q, k)
@@ -218,22 +220,27 @@ class Index:
                 for row, score in zip(rows, scores, strict=True)]
 
     def search_and_rerank(self, queries: list[str], reranker, k: int = 5, candidates: int = 20,
-                          match_label: str | None = None, model=None) -> list[list[Hit]]:
+                          match_label: str | None = None, model=None, min_score: float | None = None,
+                          features: list[dict] | None = None, tokens: list[int] | None = None) -> list[list[Hit]]:
         """`search` for `candidates` entries per query, re-ordered by a cross-encoder (a goldmine pair
         classification model: `reranker`, loaded) by its probability of `match_label` for (query, entry text),
         the best `k` kept. A cross-encoder reads both texts together, so it ranks more precisely than cosine
         similarity, at a forward pass per candidate. `match_label` defaults to the last of the model's labels (as
-        "1" of 0/1 or "same" of different/same sort)."""
+        "1" of 0/1 or "same" of different/same sort). `min_score` and `features` as `search`; `tokens`, when
+        given, is extended with the input tokens of each pair the cross-encoder read."""
         if not reranker.meta.pair:
             raise InputError("a re-ranker is a model trained on text pairs (a cross-encoder); this one reads "
                              "single texts")
         label = match_label if match_label is not None else reranker.labels[-1]
         if label not in reranker.labels:
             raise InputError(f"match_label {label!r} is not one of the re-ranker's labels {reranker.labels}")
-        found = self.search(queries, max(k, candidates), model=model)
+        found = self.search(queries, max(k, candidates), model=model, min_score=min_score, features=features)
         ranked = []
         for query, hits in zip(queries, found, strict=True):
-            answers = reranker.predict([query] * len(hits), [h.text for h in hits]) if hits else []
+            counted = reranker.predict_counted([query] * len(hits), [h.text for h in hits]) if hits else []
+            answers = [answer for answer, _ in counted]
+            if tokens is not None:  # what the cross-encoder read, per pair (a server bills it)
+                tokens.extend(n for _, n in counted)
             scored = [Hit(h.id, h.text, h.score, h.payload, round(float(a["scores"][label]), 6))
                       for h, a in zip(hits, answers, strict=True)]
             ranked.append(sorted(scored, key=lambda h: -h.rerank_score)[:k])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
+from goldmine.errors import InputError
 from goldmine.serving.deps import PredictKey, ServicesDep
 from goldmine.serving.errors import InvalidRequest, NotFound, PayloadTooLarge, error_responses
 from goldmine.serving.masking import describe_inputs
@@ -24,10 +26,20 @@ from goldmine.serving.metering import Usage
 from goldmine.serving.routers.predict import resolve_version
 
 router = APIRouter(prefix="/v1/models", tags=["search"])
-_LOADED: dict[tuple[str, str, int], object] = {}  # (version path, index, index version) -> Index
+_LOADED: OrderedDict[tuple[str, str, int], object] = OrderedDict()  # (version path, index, version) -> Index
+LOADED_INDEXES = 16  # the most recently used indexes kept in memory
 
 
 QueryText = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+
+
+class Rerank(BaseModel):
+    model: str = Field(description="A registered pair classification model of the same tenant (a cross-encoder).")
+    version: str | None = Field(None, max_length=64, description="Its alias or version id (default: the default "
+                                "alias).")
+    candidates: int = Field(20, ge=1, le=100, description="Nearest entries per query the cross-encoder re-orders.")
+    match_label: str | None = Field(None, description="The label that means the pair matches (default: the last "
+                                    "of the model's labels).")
 
 
 class SearchRequest(BaseModel):
@@ -36,6 +48,7 @@ class SearchRequest(BaseModel):
     k: int = Field(5, ge=1, le=100, description="Entries per query, best first.")
     min_score: float | None = Field(None, ge=-1, le=1, description="Leave out entries below this cosine "
                                     "similarity (an out-of-scope threshold for FAQ search).")
+    rerank: Rerank | None = Field(None, description="Re-order the nearest candidates with a cross-encoder.")
 
 
 def _index(path: str, name: str):
@@ -54,6 +67,9 @@ def _index(path: str, name: str):
         index = Index.load(directory)
         index.check_model(path)
         _LOADED[key] = index
+        while len(_LOADED) > LOADED_INDEXES:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
     return _LOADED[key]
 
 
@@ -83,13 +99,31 @@ async def search(name: str, index: str, body: SearchRequest, request: Request, k
     resolved, path = await resolve_version(services, name, version or settings.default_alias, key.tenant)
     request.state.metrics_model = name
     searched = _index(path, index)
+    reranker = None
+    if body.rerank is not None:
+        ranker_version, ranker_path = await resolve_version(services, body.rerank.model,
+                                                            body.rerank.version or settings.default_alias, key.tenant)
     await services.limiter.reserve_quota(key.id, key.monthly_quota, len(body.queries))
     try:
         loaded = await services.pool.get(name, resolved, path)
+        if body.rerank is not None:
+            reranker = (await services.pool.get(body.rerank.model, ranker_version, ranker_path)).model
 
         def run():
-            counts = [len(f["input_ids"]) for f in loaded.model.features(body.queries)]
-            return searched.search(body.queries, body.k, model=loaded.model, min_score=body.min_score), counts
+            features = loaded.model.features(body.queries)
+            counts = [len(f["input_ids"]) for f in features]
+            if reranker is None:
+                return searched.search(body.queries, body.k, model=loaded.model, min_score=body.min_score,
+                                       features=features), counts
+            pair_tokens: list[int] = []
+            try:
+                ranked = searched.search_and_rerank(body.queries, reranker, body.k, body.rerank.candidates,
+                                                    body.rerank.match_label, model=loaded.model,
+                                                    min_score=body.min_score, features=features,
+                                                    tokens=pair_tokens)
+            except InputError as err:
+                raise InvalidRequest(str(err)) from None
+            return ranked, counts + pair_tokens  # the cross-encoder's reading of each pair is billed too
 
         results, counts = await loaded.batcher.run_alone(run)
         tokens = sum(counts)
