@@ -391,18 +391,18 @@ def main() -> None:
                 dev = write_jsonl(dev_rows, work / "dev.jsonl")
             for size in [int(s) for s in args.sizes.split(",")] if args.sizes else sizes:
                 per_method: dict[str, list[dict]] = defaultdict(list)
-                for seed in range(args.seeds):
+                for seed in range(args.seeds):  # written after every seed: a long run keeps what it measured
                     for method, run in measure(name, size, seed, methods, train_rows, dev_rows, dev, work).items():
                         per_method[method].append({"seed": seed, **run})
-                cell = results.setdefault(name, {}).setdefault(str(size), {})
-                for method, runs in per_method.items():
-                    cell[method] = summarise(runs) | {"git_commit": origin["git_commit"],
-                                                      "date": machine_info()["date"]}
+                    cell = results.setdefault(name, {}).setdefault(str(size), {})
+                    for method, runs in per_method.items():
+                        cell[method] = summarise(runs) | {"git_commit": origin["git_commit"],
+                                                          "date": machine_info()["date"]}
+                    if not args.limit_dev:
+                        write(results, origin)
                 line = ", ".join(f"{m} {cell[m]['mean']:.4f} ± {cell[m]['std']:.4f} ({cell[m]['wall_s']:.0f} s)"
                                  for m in per_method)
                 print(f"[{name} {size}/label] {line}", file=sys.stderr, flush=True)
-                if not args.limit_dev:
-                    write(results, origin)
     if args.limit_dev:
         print(json.dumps(results, indent=2))
     else:
