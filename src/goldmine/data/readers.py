@@ -299,11 +299,11 @@ def read_tsv(path: Path, options: ReadOptions) -> LabeledData:
     return _read_delimited(path, options, "\t")
 
 
-@READERS.register("jsonl")
-def read_jsonl(path: Path, options: ReadOptions) -> LabeledData:
-    issues: list[DataIssue] = []
-    rows: list[tuple[int, dict]] = []
-    for number, line in enumerate(_decoded_lines(path, issues), start=1):
+def jsonl_records(path: Path, issues: list[DataIssue], lines: list[str] | None = None) -> list[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSONL file (or of its `lines`, already decoded); a line
+    that is not UTF-8, not JSON or not an object is added to `issues` at its line. Every JSONL reader uses this."""
+    records = []
+    for number, line in enumerate(_decoded_lines(path, issues) if lines is None else lines, start=1):
         if not line.strip():
             continue
         try:
@@ -314,7 +314,14 @@ def read_jsonl(path: Path, options: ReadOptions) -> LabeledData:
         if not isinstance(record, dict):
             issues.append(DataIssue(str(path), number, f"expected a JSON object, got {type(record).__name__}"))
             continue
-        rows.append((number, record))
+        records.append((number, record))
+    return records
+
+
+@READERS.register("jsonl")
+def read_jsonl(path: Path, options: ReadOptions) -> LabeledData:
+    issues: list[DataIssue] = []
+    rows = jsonl_records(path, issues)
     if rows and is_chat_record(rows[0][1]):
         data = _build_chat_data(path, rows, issues)
     else:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from goldmine.data.readers import decoded_text
+from goldmine.data.readers import decoded_text, jsonl_records
 from goldmine.errors import DataError, DataIssue, InputError
 
 MAX_TEXTS = 1_000_000
@@ -63,21 +63,15 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[UnlabeledTex
                             header="cannot read texts")
         for number, row in enumerate(rows, start=2):
             _take(texts, issues, path, number, row.get(text_column))
+    elif suffix == ".jsonl":
+        for number, record in jsonl_records(path, issues, content.splitlines()):
+            if text_column not in record:
+                issues.append(DataIssue(str(path), number, f"no {text_column!r} field"))
+                continue
+            _take(texts, issues, path, number, record[text_column])
     else:
         for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            if suffix == ".jsonl":
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    issues.append(DataIssue(str(path), number, f"not valid JSON ({err.msg})"))
-                    continue
-                if not isinstance(record, dict) or text_column not in record:
-                    issues.append(DataIssue(str(path), number, f"no {text_column!r} field"))
-                    continue
-                _take(texts, issues, path, number, record[text_column])
-            else:
+            if line.strip():
                 _take(texts, issues, path, number, line)
     if issues:
         raise DataError(issues, header=f"{path}: unreadable texts")

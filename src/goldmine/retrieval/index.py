@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from goldmine.data.readers import decoded_text
+from goldmine.data.readers import decoded_text, jsonl_records
 from goldmine.errors import DataError, DataIssue, GoldmineError, InputError
 
 INDEX_FILE, ENTRIES_FILE, VECTORS_FILE, FAISS_FILE = "index.json", "entries.jsonl", "vectors.npy", "faiss.index"
@@ -87,18 +87,7 @@ def read_corpus(path: str | Path, text_field: str = "question", id_field: str = 
         reader = csv.DictReader(content.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         records = [(number, dict(row)) for number, row in enumerate(reader, start=2)]
     else:
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                issues.append(DataIssue(str(path), number, f"not valid JSON ({err.msg})"))
-                continue
-            if not isinstance(record, dict):
-                issues.append(DataIssue(str(path), number, "expected a JSON object"))
-                continue
-            records.append((number, record))
+        records = jsonl_records(path, issues, content.splitlines())
     entries, first_line = [], {}
     for number, record in records:
         text = record.get(text_field)
