@@ -47,3 +47,18 @@ def save_model(model, tokenizer, meta: RunMeta, config: TrainConfig, out: Path, 
     names = meta.label_names
     labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
     (out / "labels.json").write_text(json.dumps(labels, indent=2))
+
+
+def write_summary(out: Path, rows: dict[str, dict], after: str, title: str, best_dev: float | None = None,
+                  metric_for_best: str | None = None, train: dict | None = None) -> dict[str, dict[str, float]]:
+    """The run's `metrics.json` (the before-vs-after table, the `after` row's full test metrics, the best dev
+    metric, the training summary) and `before_after.md`; returns the table. Every training recipe ends with it."""
+    from goldmine.evaluation.comparison import as_markdown, before_after
+
+    table = before_after(rows) if rows else {}
+    summary = {"before_after": table, "test": rows.get(after, {}), "best_dev": best_dev,
+               "metric_for_best": metric_for_best, "train": train or {}}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    if table:
+        (out / "before_after.md").write_text(as_markdown(table, title))
+    return table

@@ -37,7 +37,6 @@ from goldmine.data.fingerprint import fingerprint
 from goldmine.data.report import quality_report
 from goldmine.data.schema import LabeledData
 from goldmine.data.splits import load_splits
-from goldmine.evaluation.comparison import as_markdown, before_after
 from goldmine.evaluation.evaluate import evaluate
 from goldmine.evaluation.plots import plot_training_curve
 from goldmine.inference.model import Model, RunMeta
@@ -54,7 +53,7 @@ from goldmine.tasks.retrieval import (
     search_metrics,
     unit_vectors,
 )
-from goldmine.training.artifacts import save_model, versions
+from goldmine.training.artifacts import save_model, versions, write_summary
 from goldmine.training.callbacks import phase, tensorboard_callback
 
 if TYPE_CHECKING:
@@ -246,12 +245,8 @@ def train_retrieval(config: TrainConfig, resume: bool = False, callbacks: list |
         with phase(callbacks, "test evaluation"):
             rows["fine-tuned"] = evaluate(Model.load(out, batch_size=t.eval_batch_size), splits["test"], out,
                                           prefix="test_")
-    table = before_after(rows) if rows else {}
-    summary = {"before_after": table, "test": rows.get("fine-tuned", {}), "best_dev": trainer.state.best_metric,
-               "metric_for_best": metric, "train": dict(output.metrics)}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
-    if table:
-        (out / "before_after.md").write_text(as_markdown(table, f"retrieval on {splits['test'].path}"))
+    table = write_summary(out, rows, "fine-tuned", f"retrieval on {splits['test'].path}", trainer.state.best_metric,
+                          metric, dict(output.metrics))
     return TrainResult(out, rows.get("fine-tuned", {}), table, train_seconds, trainer.state.global_step,
                        report.warnings)
 

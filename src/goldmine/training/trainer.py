@@ -33,7 +33,6 @@ from goldmine.data.schema import DataKind
 from goldmine.data.splits import load_splits, read_options
 from goldmine.errors import ConfigError
 from goldmine.evaluation.baselines import fit_probe, linear_probe, majority_baseline
-from goldmine.evaluation.comparison import as_markdown, before_after
 from goldmine.evaluation.evaluate import evaluate
 from goldmine.evaluation.plots import plot_training_curve
 from goldmine.inference import out_of_scope
@@ -41,7 +40,7 @@ from goldmine.inference.model import Model, RunMeta
 from goldmine.memory import peak_rss_mb
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
 from goldmine.registry import STRATEGIES, TASKS
-from goldmine.training.artifacts import save_model, versions
+from goldmine.training.artifacts import save_model, versions, write_summary
 from goldmine.training.callbacks import phase, tensorboard_callback
 from goldmine.training.head_init import init_head_from_probe
 from goldmine.training.weight_averaging import WeightAveraging
@@ -242,13 +241,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
             served = Model.load(out, batch_size=t.eval_batch_size)
             rows["fine-tuned"] = evaluate(served, full_test, out, prefix="test_")
             advance()
-    table = before_after(rows) if rows else {}
-    train_summary = dict(train_output.metrics)
-    summary = {"before_after": table, "test": rows.get("fine-tuned", {}), "best_dev": trainer.state.best_metric,
-               "metric_for_best": metric, "train": train_summary}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
-    if table:
-        (out / "before_after.md").write_text(as_markdown(table, f"{task.name} on {test.path}"))
+    table = write_summary(out, rows, "fine-tuned", f"{task.name} on {test.path}", trainer.state.best_metric, metric,
+                          dict(train_output.metrics))
     return TrainResult(out, rows.get("fine-tuned", {}), table, train_seconds, trainer.state.global_step,
                        report.warnings)
 
@@ -304,11 +298,8 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
             rows[method.name] = evaluate(Model.load(out, batch_size=config.training.eval_batch_size), full_test,
                                          out, prefix="test_")
             advance()
-    table = before_after(rows) if rows else {}
-    summary = {"before_after": table, "test": rows.get(method.name, {}), "best_dev": None, "train": {}}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
-    if table:
-        (out / "before_after.md").write_text(as_markdown(table, f"{task.name} ({method.name}) on {test.path}"))
+    title = f"{task.name} ({method.name}) on {test.path}" if test is not None else ""
+    table = write_summary(out, rows, method.name, title)
     return TrainResult(out, rows.get(method.name, {}), table, seconds, 0)
 
 
