@@ -87,7 +87,7 @@ class FewShotConfig(_Section):
     (`goldmine.tuning.fewshot`)."""
 
     steps: int | None = Field(None, gt=0, description="Contrastive steps (None: enough for each example to be "
-                              "seen about `passes` times, within 30 to 400 steps).")
+                              "seen about `passes` times, within 30 to 100 steps).")
     passes: float = Field(20.0, gt=0, description="How often each example is seen when steps is None.")
     batch_size: int = Field(32, ge=4, description="Texts per contrastive batch; every pair inside it is used.")
     examples_per_label: int = Field(4, ge=2, description="Examples of each drawn label in a batch (its positives).")

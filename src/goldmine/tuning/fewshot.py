@@ -36,7 +36,11 @@ from goldmine.modeling.sentence_embeddings import embed
 from goldmine.registry import STRATEGIES
 from goldmine.tuning.base import TuningMethod
 
-MIN_STEPS, MAX_STEPS = 30, 400
+# Auto steps stay within these. The cap was measured on banking77 (10 per intent, 770 examples, 1,000 held-out
+# *train* texts, seed 0): 100 steps 0.857, 200 0.850, 400 0.836, and the untuned encoder with the same head 0.847;
+# past ~100 steps the contrastive phase pulls the many classes' few examples too tight. sst2 (2 labels, 8-32 per
+# label) never reaches it.
+MIN_STEPS, MAX_STEPS = 30, 100
 
 
 def label_sets(task, data: LabeledData) -> list[frozenset[int]]:
