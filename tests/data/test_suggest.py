@@ -30,7 +30,8 @@ def test_every_bad_line_is_reported_at_its_place(tmp_path):
     with pytest.raises(DataError) as err:
         read_texts(path)
     assert [(i.line, i.reason.split(" (")[0]) for i in err.value.issues] == [
-        (2, "invalid JSON: Expecting value"), (3, "no 'text' field"), (4, "empty text"), (5, "text must be a string, got int")]
+        (2, "invalid JSON: Expecting value"), (3, "no 'text' field"), (4, "empty text"),
+        (5, "text must be a string, got int")]
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(DataError, match="no texts in the file"):
         read_texts(tmp_path / "empty.txt")

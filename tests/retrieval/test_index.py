@@ -107,7 +107,8 @@ def test_bad_corpora_are_reported_by_line(tmp_path):
     with pytest.raises(DataError) as err:
         read_corpus(path)
     assert [(i.line, i.reason.split(" (")[0]) for i in err.value.issues] == [
-        (2, "id 'a' already used on line 1"), (3, "no text in field 'question'"), (4, "invalid JSON: Expecting property name enclosed in double quotes")]
+        (2, "id 'a' already used on line 1"), (3, "no text in field 'question'"),
+        (4, "invalid JSON: Expecting property name enclosed in double quotes")]
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(DataError, match="the corpus is empty"):
         read_corpus(tmp_path / "empty.jsonl")
