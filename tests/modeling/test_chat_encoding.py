@@ -20,7 +20,8 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    words = "system user assistant you are kind hi hello how can i help where is my parcel it ships today".split()
+    words = ["system", "user", "assistant", "you", "are", "kind", "hi", "hello", "how", "can", "i", "help", "where",
+             "is", "my", "parcel", "it", "ships", "today"]
     vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", *words])}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
