@@ -59,6 +59,35 @@ def tiny_model_dir(tmp_path_factory, demo_files) -> Path:
     return directory
 
 
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|> {% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
+CHAT_WORDS = ["system", "user", "assistant", "you", "are", "kind", "hi", "hello", "how", "can", "i", "help", "where",
+              "is", "my", "parcel", "it", "ships", "today", "positive", "negative", "great", "awful", "film"]
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide Llama with a word-level tokenizer and a ChatML-like chat template. Random weights."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", *CHAT_WORDS])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
+                                        eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>"])
+    tokenizer.chat_template = CHATML
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=0, eos_token_id=3, bos_token_id=2, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, demo_files, tiny_model_dir):
     """`tiny_run(task)`: a run directory from a 2-step `goldmine.train` on the tiny model, trained once per session."""

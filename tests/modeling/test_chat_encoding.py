@@ -7,27 +7,15 @@ import json
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer
 
 from goldmine.data.readers import read_file
 from goldmine.errors import DataError
 from goldmine.modeling.chat_encoding import IGNORE, ChatCollator, assistant_token_loss, encode_chats
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|> {% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
-
-
 @pytest.fixture(scope="module")
-def tokenizer():
-    words = ["system", "user", "assistant", "you", "are", "kind", "hi", "hello", "how", "can", "i", "help", "where",
-             "is", "my", "parcel", "it", "ships", "today"]
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", *words])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<|im_end|>")
-    fast.chat_template = CHATML
-    return fast
+def tokenizer(tiny_decoder_dir):
+    return AutoTokenizer.from_pretrained(tiny_decoder_dir)
 
 
 def chats(tmp_path, rows):
