@@ -13,6 +13,7 @@ from goldmine.data.readers import read_file
 from goldmine.errors import DataError
 from goldmine.modeling.chat_encoding import IGNORE, ChatCollator, assistant_token_loss, encode_chats
 
+
 @pytest.fixture(scope="module")
 def tokenizer(tiny_decoder_dir):
     return AutoTokenizer.from_pretrained(tiny_decoder_dir)
