@@ -122,7 +122,8 @@ class CausalLM(Task):
         prompts = [self.prompt_ids([{"role": "user", "content": text}]) for text in texts]
         replies = self.generate(model.network, prompts)
         return [({"text": self.tokenizer.decode(reply, skip_special_tokens=True).strip(),
-                  "completion_tokens": len(reply)}, len(prompt)) for prompt, reply in zip(prompts, replies, strict=True)]
+                  "completion_tokens": len(reply)}, len(prompt))
+                for prompt, reply in zip(prompts, replies, strict=True)]
 
     # ---- evaluation ----
     def evaluate_data(self, model, data: LabeledData, max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
