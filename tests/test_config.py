@@ -185,7 +185,8 @@ def test_unknown_tuning_strategy_suggests_the_closest():
 def test_unknown_task_suggests_the_closest(tmp_path):
     path = write(tmp_path, "task: nre\n")
     assert config_error(path) == (
-        f"{path}: task: unknown task 'nre'; choose one of ['classification', 'multilabel', 'ner', 'retrieval'] "
+        f"{path}: task: unknown task 'nre'; choose one of ['causal_lm', 'classification', 'multilabel', 'ner', "
+        "'retrieval'] "
         "(did you mean 'ner'?)"
     )
 

@@ -26,7 +26,8 @@ def test_every_declared_strategy_resolves_to_a_tuning_method_of_that_name(name):
 
 
 def test_unknown_names_list_the_choices_and_suggest_the_closest():
-    with pytest.raises(ConfigError, match=r"unknown task 'nerr'; choose one of \['classification', 'multilabel', "
+    with pytest.raises(ConfigError, match=r"unknown task 'nerr'; choose one of \['causal_lm', 'classification', "
+                                          r"'multilabel', "
                                           r"'ner', 'retrieval'\] \(did you mean 'ner'\?\)"):
         TASKS.check("nerr")
 

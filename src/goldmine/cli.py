@@ -187,7 +187,8 @@ def data_augment(
 def train(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Argument(help="YAML config (optional: flags alone work too).")] = None,
-    task: Annotated[str | None, typer.Option(help="classification | multilabel | ner | retrieval")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="classification | multilabel | ner | retrieval | causal_lm")] = None,
     train_file: Annotated[Path | None, typer.Option("--train", help="Training file.")] = None,
     dev_file: Annotated[Path | None, typer.Option("--dev", help="Dev file.")] = None,
     test_file: Annotated[Path | None, typer.Option("--test", help="Test file.")] = None,

@@ -200,7 +200,8 @@ class OutOfScopeConfig(_Section):
 class TrainConfig(_Section):
     """Everything one training run needs. Saved as `config.yaml` in the output directory."""
 
-    task: str = Field("classification", description="Task: classification | multilabel | ner | retrieval.")
+    task: str = Field("classification",
+                      description="Task: classification | multilabel | ner | retrieval | causal_lm.")
     output_dir: Path = Field(Path("runs/model"), description="Where the model, metrics and logs are written.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -65,6 +65,7 @@ TASKS: Registry = Registry("task", {
     "multilabel": "goldmine.tasks.sequence_classification",
     "ner": "goldmine.tasks.token_classification",
     "retrieval": "goldmine.tasks.retrieval",
+    "causal_lm": "goldmine.tasks.causal_lm",
 })
 
 STRATEGIES: Registry = Registry("tuning strategy", {

@@ -74,6 +74,8 @@ def headline(metrics: dict) -> dict[str, float]:
     """The few numbers a before-vs-after table shows for a task's metrics dict."""
     if "f1" in metrics and "per_type" in metrics:  # entity metrics
         return {k: metrics[k] for k in ("f1", "precision", "recall", "token_accuracy")}
+    if "rouge_l" in metrics:  # causal LM
+        return {k: metrics[k] for k in ("loss", "perplexity", "rouge_l", "exact_match")}
     if "mrr10" in metrics:  # retrieval
         return {k: metrics[k] for k in ("mrr10", "recall1", "recall5", "pair_accuracy") if k in metrics}
     keys = ("accuracy", "macro_f1", "micro_f1")

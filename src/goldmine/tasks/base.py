@@ -73,6 +73,18 @@ class Task(ABC):
     def num_labels(self) -> int:
         return len(self.label_names)
 
+    # LoRA: the modules adapted when `tuning.lora.target_modules` is left at its default (None: that default, the
+    # encoders' names), and whether the head outside the base model trains in full beside the adapter
+    lora_target_modules: ClassVar[list[str] | None] = None
+    lora_trains_head: ClassVar[bool] = True
+
+    @classmethod
+    def resolve_base(cls, name: str) -> str:
+        """A config's `model.name` as `from_pretrained` takes it (encoders: `goldmine.modeling.backbone`)."""
+        from goldmine.modeling.backbone import resolve_base_model
+
+        return resolve_base_model(name)
+
     @classmethod
     def check_kind(cls, data: LabeledData) -> None:
         if data.kind not in cls.kinds:

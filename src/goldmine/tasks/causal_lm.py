@@ -10,8 +10,9 @@ conversation's last assistant turn is the reference, everything before it the pr
                        the expected answer is a label ("positive", an intent name)
     examples           the first few prompts with their reference and generated reply, side by side
 
-Work in progress (issue 14): the task is not yet in the task registry; the training recipe, LoRA target modules
-for decoders, the serving routes and the fast runtime build on it.
+`model.name: bundled` means the bundled SmolLM2-135M-Instruct here (`goldmine.modeling.decoder`). LoRA adapts the
+attention and MLP projections and leaves the (tied) output layer alone. The serving routes and a fast decoding
+runtime are issue 14's next parts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from goldmine.modeling.chat_encoding import (
     messages_of,
     render_ids,
 )
+from goldmine.registry import TASKS
 from goldmine.tasks.base import Encoded, Task
 
 MAX_NEW_TOKENS = 128  # default reply length limit of evaluation and predict
@@ -42,6 +44,7 @@ def normalised(text: str) -> str:
     return " ".join(text.strip().casefold().split())
 
 
+@TASKS.register("causal_lm")
 class CausalLM(Task):
     """A decoder that writes the assistant's reply to a conversation."""
 
@@ -50,6 +53,15 @@ class CausalLM(Task):
     auto_class = "AutoModelForCausalLM"
     peft_task_type = "CAUSAL_LM"
     evaluates_itself = True
+    lora_target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora_trains_head = False  # the output layer is tied to the input embeddings: a full copy would train 28M weights
+
+    @classmethod
+    def resolve_base(cls, name: str) -> str:
+        from goldmine.modeling.backbone import BUNDLED
+        from goldmine.modeling.decoder import BUNDLED_DECODER, resolve_decoder
+
+        return resolve_decoder(BUNDLED_DECODER if name == BUNDLED else name)
 
     @classmethod
     def labels_from(cls, data: LabeledData) -> list[str]:

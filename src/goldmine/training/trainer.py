@@ -38,7 +38,7 @@ from goldmine.evaluation.plots import plot_training_curve
 from goldmine.inference import out_of_scope
 from goldmine.inference.model import Model, RunMeta
 from goldmine.memory import peak_rss_mb
-from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
+from goldmine.modeling.backbone import load_tokenizer
 from goldmine.registry import STRATEGIES, TASKS
 from goldmine.training.artifacts import save_model, versions, write_summary
 from goldmine.training.callbacks import phase, tensorboard_callback
@@ -141,7 +141,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     for data in splits.values():
         task_cls.check_kind(data)
     full_test, held_out = splits["test"], _separate_out_of_scope(splits, config)
-    base = resolve_base_model(config.model.name)
+    base = task_cls.resolve_base(config.model.name)
     tokenizer = load_tokenizer(base)
     case_features = _case_features(config, tokenizer, base, method, task_cls)
     task = task_cls(
@@ -232,9 +232,13 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     rows: dict[str, dict] = {}
     if len(test):
         with phase(callbacks, "test evaluation", total=2 + bool(t.linear_probe)) as advance:
-            rows["majority class"] = majority_baseline(task, splits["train"], test)
+            if task.evaluates_itself:  # before: the pretrained model, measured as the fine-tuned one is
+                pretrained = Model(task.build_model(base, {}), task, meta, batch_size=t.eval_batch_size)
+                rows["pretrained"] = evaluate(pretrained, full_test)
+            else:
+                rows["majority class"] = majority_baseline(task, splits["train"], test)
             advance()
-            if t.linear_probe:
+            if t.linear_probe and not task.evaluates_itself:
                 rows["pretrained + linear probe"] = probe_row or linear_probe(
                     task, base, config.model.pooling, splits["train"], test)
                 advance()
@@ -265,7 +269,7 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
     for data in filter(None, splits.values()):
         task_cls.check_kind(data)
     full_test, held_out = splits["test"], _separate_out_of_scope(splits, config)
-    base = resolve_base_model(config.model.name)
+    base = task_cls.resolve_base(config.model.name)
     tokenizer = load_tokenizer(base)
     labels = method.labels(config) or task_cls.labels_from(splits["train"])
     task = task_cls(labels, tokenizer, config.model.max_length)

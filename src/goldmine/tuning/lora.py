@@ -31,13 +31,15 @@ class LoRA(TuningMethod):
         from peft import LoraConfig, TaskType, get_peft_model
 
         lora = config.tuning.lora
-        head_modules = sorted({name.rsplit(".", 1)[0] for name in head_parameter_names(model)})
+        task = TASKS.get(config.task)
+        head_modules = sorted({name.rsplit(".", 1)[0] for name in head_parameter_names(model)}) \
+            if task.lora_trains_head else None
         peft_config = LoraConfig(
-            task_type=TaskType[TASKS.get(config.task).peft_task_type],
+            task_type=TaskType[task.peft_task_type],
             r=lora.r,
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
+            target_modules=target_modules(config),
             modules_to_save=head_modules,
         )
         return get_peft_model(model, peft_config)
@@ -59,11 +61,22 @@ class LoRA(TuningMethod):
 
     def load(self, directory: Path, base_model: str, model_class) -> nn.Module:
         """Base model + adapter, merged: inference then runs the plain network at full speed."""
+        import json
+
         from peft import PeftModel
         from transformers import AutoConfig
 
-        from goldmine.modeling.backbone import resolve_base_model
-
         config = AutoConfig.from_pretrained(directory)
-        base = model_class.from_pretrained(resolve_base_model(base_model), config=config)
+        task = TASKS.get(json.loads((directory / "goldmine.json").read_text())["task"])
+        base = model_class.from_pretrained(task.resolve_base(base_model), config=config)
         return PeftModel.from_pretrained(base, directory).merge_and_unload()
+
+
+def target_modules(config) -> list[str]:
+    """`tuning.lora.target_modules`, or the task's own default when it is left at the encoders' default."""
+    from goldmine.config import LoraConfig as LoraSettings
+
+    chosen = config.tuning.lora.target_modules
+    default = LoraSettings.model_fields["target_modules"].default
+    task_default = TASKS.get(config.task).lora_target_modules
+    return task_default if chosen == default and task_default else chosen
