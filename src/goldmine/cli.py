@@ -273,9 +273,15 @@ def eval_(
         console.print(f"{key:>16}: {value:.4f}")
     if "calibration" in metrics:
         console.print(f"{'ECE':>16}: {metrics['calibration']['ece']:.4f}   ({metrics['n_examples']} examples)")
-    else:  # retrieval: the pairs searched as queries over a corpus
+    elif "queries" in metrics:  # retrieval: the pairs searched as queries over a corpus
         console.print(f"{'searched':>16}: {metrics['queries']} queries over {metrics['corpus']} entries "
                       f"({metrics['n_examples']} pairs)")
+    else:  # causal LM: replies written to conversations
+        console.print(f"{'replies':>16}: {metrics['n_examples']} conversations, {metrics['assistant_tokens']} "
+                      "reference tokens")
+        for example in metrics["examples"]:
+            console.print(f"  {escape(example['prompt'][:60])!s} -> {escape(example['generated'][:60])!s} "
+                          f"(reference: {escape(example['reference'][:60])})")
     if oos := metrics.get("out_of_scope"):  # a model with a "none of these" rule
         for key in ("in_scope_accuracy", "oos_recall", "oos_precision", "auroc"):
             if oos[key] is not None:

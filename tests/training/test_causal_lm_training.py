@@ -67,3 +67,16 @@ def test_bad_chat_input_is_refused_before_training(tiny_decoder_dir, chats, tmp_
     with pytest.raises(ConfigError, match="class weights"):
         train(tiny_decoder_dir, chats, tmp_path / "r3", **{"training.class_weights": "balanced"})
     assert not (tmp_path / "r3" / "goldmine.json").exists()
+
+
+def test_eval_cli_shows_replies_beside_their_references(tiny_decoder_dir, chats, tmp_path):
+    from typer.testing import CliRunner
+
+    from goldmine.cli import app
+
+    train(tiny_decoder_dir, chats, tmp_path / "run", **{"training.max_steps": 5})
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "run"), str(chats), "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    assert "rouge_l" in result.output and "reference: positive" in result.output
+    written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert written["n_examples"] == len(REVIEWS) * 6 and len(written["examples"]) == 5
