@@ -348,6 +348,8 @@ def main() -> None:
     parser.add_argument("--sizes", help="comma-separated examples per label (default: the data set's protocol)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: " + ", ".join(METHODS))
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="start at this seed: add seeds to cells an "
+                        "earlier run measured (the file keeps both runs' seeds)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--limit-dev", type=int, help="the first N dev examples only (a smoke run, not written)")
     args = parser.parse_args()
@@ -391,7 +393,7 @@ def main() -> None:
                 dev = write_jsonl(dev_rows, work / "dev.jsonl")
             for size in [int(s) for s in args.sizes.split(",")] if args.sizes else sizes:
                 per_method: dict[str, list[dict]] = defaultdict(list)
-                for seed in range(args.seeds):  # written after every seed: a long run keeps what it measured
+                for seed in range(args.first_seed, args.seeds):  # written after every seed: a long run keeps it
                     for method, run in measure(name, size, seed, methods, train_rows, dev_rows, dev, work).items():
                         per_method[method].append({"seed": seed, **run})
                     cell = results.setdefault(name, {}).setdefault(str(size), {})
@@ -417,7 +419,16 @@ def merged(measured: dict) -> dict:
     for name, entry in measured.items():
         if name in DATASETS:
             for size, cell in entry.items():
-                current.setdefault(name, {}).setdefault(size, {}).update(cell)
+                known = current.setdefault(name, {}).setdefault(size, {})
+                for method, summary in cell.items():
+                    # seeds measured by an earlier run (--first-seed) are kept; a seed measured again is replaced
+                    seeds = {r["seed"] for r in summary["runs"]}
+                    runs = [r for r in known.get(method, {}).get("runs", []) if r["seed"] not in seeds]
+                    runs = sorted(runs + summary["runs"], key=lambda r: r["seed"])
+                    commits = sorted({summary["git_commit"], *known.get(method, {}).get("git_commits", []),
+                                      *([known[method]["git_commit"]] if method in known else [])})
+                    known[method] = summarise(runs) | {"git_commit": summary["git_commit"], "git_commits": commits,
+                                                       "date": summary["date"]}
         else:
             current[name] = entry
     return current
