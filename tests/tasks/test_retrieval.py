@@ -16,20 +16,20 @@ from goldmine.config import load_config
 from goldmine.data.readers import read_file
 from goldmine.errors import ConfigError, DataError
 from goldmine.inference.model import Model
+from goldmine.modeling.sentence_embeddings import unit
 from goldmine.retrieval.index import Index
 from goldmine.tasks.retrieval import (
     SearchProblem,
     match_threshold,
     positive_label,
     ranking_metrics,
-    unit_vectors,
 )
 from goldmine.training.retrieval import sentence_encoder, training_rows
 
 
 def test_ranking_metrics_count_the_rank_of_the_first_relevant_entry():
     corpus = np.eye(4, dtype=np.float32)
-    queries = unit_vectors(np.array([[1, 0.5, 0, 0],     # entry 0 first, entry 1 second
+    queries = unit(np.array([[1, 0.5, 0, 0],     # entry 0 first, entry 1 second
                                      [0.9, 1, 0, 0],     # entry 1 first
                                      [1, 0, 0.5, 0]], dtype=np.float32))  # entry 0 first, entry 2 second
     metrics = ranking_metrics(queries, corpus, [{0}, {0}, {2, 3}])
@@ -116,7 +116,7 @@ def test_predict_scores_pairs_and_embeds_single_texts(retrieval_run):
     model = Model.load(out)
     threshold = model.meta.extra["retrieval"]["match_threshold"]
     [pair] = model.predict(["where is my parcel"], ["my parcel has not arrived"])
-    vectors = unit_vectors(model.embed(["where is my parcel", "my parcel has not arrived"]))
+    vectors = unit(model.embed(["where is my parcel", "my parcel has not arrived"]))
     assert pair["similarity"] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-5)
     assert pair["match"] == (pair["similarity"] >= threshold)
     [single] = model.predict(["where is my parcel"])
@@ -134,7 +134,7 @@ def test_eval_measures_the_search_through_the_saved_model(retrieval_run, demo_pa
     written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     problem = SearchProblem.from_pairs(read_file(pairs), "same")
     model = Model.load(out)
-    expected = ranking_metrics(unit_vectors(model.embed(problem.queries)), unit_vectors(model.embed(problem.corpus)),
+    expected = ranking_metrics(unit(model.embed(problem.queries)), unit(model.embed(problem.corpus)),
                                problem.relevant)
     assert written["mrr10"] == pytest.approx(expected["mrr10"]) and written["queries"] == len(problem.queries)
     assert metrics["mrr10"] == pytest.approx(expected["mrr10"])

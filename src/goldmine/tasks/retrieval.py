@@ -24,6 +24,7 @@ import torch
 
 from goldmine.data.schema import DataKind, LabeledData
 from goldmine.errors import ConfigError, DataError, DataIssue
+from goldmine.modeling.sentence_embeddings import unit
 from goldmine.registry import TASKS
 from goldmine.tasks.base import Encoded
 from goldmine.tasks.sequence_classification import SequenceClassification
@@ -104,28 +105,30 @@ def match_threshold(similarities: np.ndarray, matches: np.ndarray) -> float:
     return float((values[best - 1] + values[best]) / 2)
 
 
-def pair_similarities(embed, pairs: list[tuple[str, str, bool]]) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine similarity, matches?) of each pair, both texts embedded by `embed` (texts -> unit vectors)."""
-    firsts = sorted({a for a, _, _ in pairs})
-    seconds = sorted({b for _, b, _ in pairs})
-    a_vectors, b_vectors = embed(firsts), embed(seconds)
-    a_row, b_row = {t: i for i, t in enumerate(firsts)}, {t: i for i, t in enumerate(seconds)}
-    similarities = np.array([float(a_vectors[a_row[a]] @ b_vectors[b_row[b]]) for a, b, _ in pairs])
+def embedded(embed, texts) -> dict[str, np.ndarray]:
+    """text -> its unit vector, each distinct text embedded once by `embed` (texts -> unit vectors)."""
+    distinct = list(dict.fromkeys(texts))
+    return dict(zip(distinct, embed(distinct), strict=True))
+
+
+def pair_similarities(vectors: dict[str, np.ndarray], pairs: list[tuple[str, str, bool]]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine similarity, matches?) of each pair, from the unit vectors of its texts."""
+    similarities = np.array([float(vectors[a] @ vectors[b]) for a, b, _ in pairs])
     return similarities, np.array([m for _, _, m in pairs])
 
 
 def search_metrics(embed, problem: SearchProblem, threshold: float | None) -> dict[str, Any]:
-    """Ranking metrics of `problem` and, with a threshold, the accuracy of deciding each pair by it."""
-    metrics: dict[str, Any] = ranking_metrics(embed(problem.queries), embed(problem.corpus), problem.relevant)
+    """Ranking metrics of `problem` and, with a threshold, the accuracy of deciding each pair by it; every text
+    embedded once."""
+    vectors = embedded(embed, [*problem.queries, *problem.corpus, *(a for a, _, _ in problem.pairs)])
+    metrics: dict[str, Any] = ranking_metrics(np.stack([vectors[q] for q in problem.queries]),
+                                              np.stack([vectors[d] for d in problem.corpus]), problem.relevant)
     if threshold is not None:
-        similarities, matches = pair_similarities(embed, problem.pairs)
+        similarities, matches = pair_similarities(vectors, problem.pairs)
         metrics["pair_accuracy"] = float(((similarities >= threshold) == matches).mean())
         metrics["match_threshold"] = threshold
     return metrics
-
-
-def unit_vectors(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 @TASKS.register("retrieval")
@@ -157,12 +160,12 @@ class Retrieval(SequenceClassification):
         """Pairs: {"similarity", "match"} (match: similarity ≥ the threshold fitted on dev); single texts:
         {"embedding"} (unit length). Billed tokens: each text's, both texts' for a pair."""
         features = model.features(texts)
-        vectors = unit_vectors(model.embed_features(features)) if texts else np.zeros((0, 0))
+        vectors = unit(model.embed_features(features)) if texts else np.zeros((0, 0))
         counts = [len(f["input_ids"]) for f in features]
         if texts_b is None:
             return [({"embedding": [round(float(x), 7) for x in v]}, n) for v, n in zip(vectors, counts, strict=True)]
         features_b = model.features(texts_b)
-        vectors_b = unit_vectors(model.embed_features(features_b))
+        vectors_b = unit(model.embed_features(features_b))
         threshold = model.meta.extra.get("retrieval", {}).get("match_threshold")
         results = []
         for v, w, n, f in zip(vectors, vectors_b, counts, features_b, strict=True):
@@ -187,7 +190,7 @@ class Retrieval(SequenceClassification):
         if not problem.queries:
             raise DataError([DataIssue(data.path, 0, f"no pair is labeled {positive!r} (a match): nothing to "
                                                      "search for")])
-        metrics = search_metrics(lambda texts: unit_vectors(model.embed(texts)), problem,
+        metrics = search_metrics(lambda texts: unit(model.embed(texts)), problem,
                                  settings.get("match_threshold"))
         return {**metrics, "positive_label": positive}
 
@@ -201,7 +204,7 @@ class Retrieval(SequenceClassification):
 
     def agreement(self, reference: np.ndarray, other: np.ndarray, feature: dict) -> tuple[int, int]:
         """Two runtimes agree on a text when its embeddings point the same way (cosine ≥ AGREEMENT_COSINE)."""
-        cosine = float(unit_vectors(reference[None])[0] @ unit_vectors(other[None])[0])
+        cosine = float(unit(reference[None])[0] @ unit(other[None])[0])
         return int(cosine >= AGREEMENT_COSINE), 1
 
     # ---- the classification Trainer recipe's hooks: a retrieval model never goes through it ----

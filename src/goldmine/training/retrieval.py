@@ -42,16 +42,17 @@ from goldmine.evaluation.plots import plot_training_curve
 from goldmine.inference.model import Model, RunMeta
 from goldmine.memory import peak_rss_mb
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
+from goldmine.modeling.sentence_embeddings import unit
 from goldmine.registry import STRATEGIES
 from goldmine.tasks.retrieval import (
     SIMILARITY,
     Retrieval,
     SearchProblem,
+    embedded,
     match_threshold,
     pair_similarities,
     positive_label,
     search_metrics,
-    unit_vectors,
 )
 from goldmine.training.artifacts import save_model, versions, write_summary
 from goldmine.training.callbacks import phase, tensorboard_callback
@@ -153,7 +154,8 @@ def dev_evaluator(problem: SearchProblem, batch_size: int):
 def fit_match_threshold(embed, problem: SearchProblem | None) -> float | None:
     if problem is None or not problem.pairs:
         return None
-    similarities, matches = pair_similarities(embed, problem.pairs)
+    similarities, matches = pair_similarities(embedded(embed, [t for a, b, _ in problem.pairs for t in (a, b)]),
+                                              problem.pairs)
     return match_threshold(similarities, matches)
 
 
@@ -233,18 +235,18 @@ def train_retrieval(config: TrainConfig, resume: bool = False, callbacks: list |
                              "scale": config.retrieval.scale, "match_threshold": None}},
     )
     save_model(network, tokenizer, meta, config, out, STRATEGIES.get("full")())
-    served = Model.load(out, batch_size=t.eval_batch_size, runtime="torch")
-    threshold = fit_match_threshold(lambda texts: unit_vectors(served.embed(texts)), problems.get("dev"))
+    served = Model.load(out, batch_size=t.eval_batch_size)
+    threshold = fit_match_threshold(lambda texts: unit(served.embed(texts)), problems.get("dev"))
     meta.extra["retrieval"]["match_threshold"] = threshold
     meta.save(out)
+    served.meta.extra["retrieval"]["match_threshold"] = threshold  # the loaded model evaluates test below
     (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     plot_training_curve(trainer.state.log_history, out / "training_curve.png")
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
 
     if "pretrained encoder" in rows:
         with phase(callbacks, "test evaluation"):
-            rows["fine-tuned"] = evaluate(Model.load(out, batch_size=t.eval_batch_size), splits["test"], out,
-                                          prefix="test_")
+            rows["fine-tuned"] = evaluate(served, splits["test"], out, prefix="test_")
     table = write_summary(out, rows, "fine-tuned", f"retrieval on {splits['test'].path}", trainer.state.best_metric,
                           metric, dict(output.metrics))
     return TrainResult(out, rows.get("fine-tuned", {}), table, train_seconds, trainer.state.global_step,
