@@ -88,6 +88,33 @@ def tiny_decoder_dir(tmp_path_factory) -> Path:
     return directory
 
 
+REVIEW_CHATS = [("great film", "positive"), ("awful film", "negative"), ("great", "positive"), ("awful", "negative")]
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_run(tmp_path_factory, tiny_decoder_dir):
+    """`tiny_chat_run(trained)`: a causal LM run directory of the tiny decoder, made once per session.
+    trained=True: 40 steps on review -> sentiment chats (it answers "positive"/"negative" and stops); False: one
+    step at a negligible learning rate (random weights that ramble until max_tokens)."""
+    import json
+
+    import goldmine
+
+    def get(trained: bool) -> Path:
+        out = tmp_path_factory.getbasetemp() / f"goldmine-chat-run-{'trained' if trained else 'raw'}"
+        if not (out / "metrics.json").is_file():
+            chats = out.parent / "review-chats.jsonl"
+            chats.write_text("".join(json.dumps({"prompt": a, "response": b}) + "\n" for a, b in REVIEW_CHATS * 6))
+            goldmine.train(None, **{"task": "causal_lm", "data.train": chats, "data.test": chats,
+                                    "model.name": str(tiny_decoder_dir), "output_dir": out, "model.max_length": 32,
+                                    "training.max_steps": 40 if trained else 1,
+                                    "training.learning_rate": 3e-2 if trained else 1e-9, "training.batch_size": 8,
+                                    "training.eval_strategy": "none"})
+        return out
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, demo_files, tiny_model_dir):
     """`tiny_run(task)`: a run directory from a 2-step `goldmine.train` on the tiny model, trained once per session."""

@@ -595,6 +595,8 @@ def keys_create(
     rate: Annotated[float | None, typer.Option(help="Requests per second (token bucket).")] = None,
     monthly_quota: Annotated[int | None, typer.Option(help="Texts per calendar month (UTC).")] = None,
     plan: Annotated[str | None, typer.Option(help="Set the tenant's price plan (a name from the settings).")] = None,
+    tokens_per_minute: Annotated[int | None, typer.Option(
+        help="Generation routes: prompt + completion tokens per minute.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create a key and print it once: only a salted hash is stored, it cannot be shown again."""
@@ -604,7 +606,7 @@ def keys_create(
     if plan is not None and plan not in settings.plans:
         _fail(GoldmineError(f"--plan {plan!r} is not a configured plan: {', '.join(sorted(settings.plans))}"))
     try:
-        created = create_key(db, tenant, scopes, rate, monthly_quota, plan)
+        created = create_key(db, tenant, scopes, rate, monthly_quota, plan, tokens_per_minute)
     except GoldmineError as err:
         _fail(err)
     err_console.print(f"key {created.info.id} for tenant {tenant} ({','.join(sorted(created.info.scopes))}); "

@@ -35,7 +35,7 @@ def test_migrations_match_the_orm_on_both_backends(db, backend):
 def test_migrate_twice_is_a_no_op(db):
     migrate(db.engine)
     with db.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
 
 
 def test_session_commits_or_rolls_back(db):
@@ -69,7 +69,7 @@ def test_concurrent_migrations_from_several_processes(settings, backend):
 
     engine = make_engine(settings.url)
     with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
     engine.dispose()
 
 
@@ -113,10 +113,11 @@ def test_upgrade_from_0001_keeps_stored_replies(settings):
     """A database made by the first schema (whole replies stored) upgrades in place and still replays them."""
     import json
 
+    import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config
 
-    from goldmine.serving.db import MIGRATIONS, UsageRecord, make_engine
+    from goldmine.serving.db import MIGRATIONS, make_engine
     from goldmine.serving.metering import Meter
 
     engine = make_engine(settings.url)
@@ -126,11 +127,12 @@ def test_upgrade_from_0001_keeps_stored_replies(settings):
         config.attributes["connection"] = connection
         command.upgrade(config, "0001")
     body = {"request_id": "r1", "model": "m", "version": "v1", "predictions": [{"label": "a"}]}
-    with engine.begin() as connection:
-        connection.execute(UsageRecord.__table__.insert(), [dict(
-            request_id="r1", tenant_id="acme", key_id="k1", model="m", version="v1", items=1, input_tokens=3,
+    row = dict(request_id="r1", tenant_id="acme", key_id="k1", model="m", version="v1", items=1, input_tokens=3,
             status=200, latency_ms=1.0, created_at=utcnow(), idempotency_key="order-1", request_hash="h",
-            response_json=json.dumps(body))])
+            response_json=json.dumps(body))
+    first_schema = sa.table("usage_records", *(sa.column(name) for name in row))  # the 0001 columns only
+    with engine.begin() as connection:
+        connection.execute(first_schema.insert(), [row])
     migrate(engine)
     database = open_database(settings)
     try:

@@ -29,7 +29,7 @@ from goldmine.serving.metering import Meter, purge_periodically
 from goldmine.serving.metrics import Metrics
 from goldmine.serving.middleware import SENT_CONTENT_TYPE, RequestMiddleware
 from goldmine.serving.ratelimit import Limiter, LocalLimiter, RedisLimiter
-from goldmine.serving.routers import admin, embeddings, health, models, predict, search, usage
+from goldmine.serving.routers import admin, completions, embeddings, health, models, predict, search, usage
 from goldmine.serving.runtime import ModelPool
 from goldmine.serving.settings import ServingSettings, load_settings
 from goldmine.version import __version__
@@ -167,7 +167,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                   description="Metered, authenticated predictions from fine-tuned goldmine models.", **options)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes)
     install_error_handlers(app)
-    for module in (predict, embeddings, search, models, usage, admin, health):
+    for module in (predict, embeddings, completions, search, models, usage, admin, health):
         app.include_router(module.router)
     install_docs(app)
     _document_limits(app, settings)
@@ -182,7 +182,9 @@ def _document_limits(app: FastAPI, settings: ServingSettings) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            predict.document_limits(build(), settings.limits)
+            schema = build()
+            predict.document_limits(schema, settings.limits)
+            completions.document_limits(schema, settings.generation, completions.prompt_chars(settings))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

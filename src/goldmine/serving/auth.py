@@ -38,6 +38,7 @@ class KeyInfo:
     scopes: frozenset[str]
     rate: float | None
     monthly_quota: int | None
+    tokens_per_minute: int | None = None  # generation: prompt + completion tokens per minute
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -63,22 +64,26 @@ def parse_scopes(scopes: str | list[str]) -> frozenset[str]:
 
 
 def _info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(row.id, row.tenant_id, row.scope_set, row.rate, row.monthly_quota)
+    return KeyInfo(row.id, row.tenant_id, row.scope_set, row.rate, row.monthly_quota, row.tokens_per_minute)
 
 
 def create_key(db: Database, tenant: str, scopes: str | list[str] = "predict", rate: float | None = None,
-               monthly_quota: int | None = None, plan: str | None = None) -> CreatedKey:
+               monthly_quota: int | None = None, plan: str | None = None,
+               tokens_per_minute: int | None = None) -> CreatedKey:
     """A new key for `tenant` (created if new; `plan` sets its price plan). The returned `key` is the only copy."""
     scope_set = parse_scopes(scopes)
     if rate is not None and rate <= 0:
         raise ConfigError(f"rate must be > 0 requests/s, got {rate}")
     if monthly_quota is not None and monthly_quota < 0:
         raise ConfigError(f"monthly quota must be >= 0 texts, got {monthly_quota}")
+    if tokens_per_minute is not None and tokens_per_minute <= 0:
+        raise ConfigError(f"tokens per minute must be > 0, got {tokens_per_minute}")
     key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
     with db.session() as session:
         ensure_tenant(session, tenant, plan)
         row = ApiKey(id=key_id, tenant_id=tenant, salt=salt, secret_hash=hash_secret(salt, secret),
-                     scopes=",".join(sorted(scope_set)), rate=rate, monthly_quota=monthly_quota, created_at=utcnow())
+                     scopes=",".join(sorted(scope_set)), rate=rate, monthly_quota=monthly_quota,
+                     tokens_per_minute=tokens_per_minute, created_at=utcnow())
         session.add(row)
     return CreatedKey(f"{PREFIX}_{key_id}_{secret}", _info(row))
 
@@ -113,7 +118,8 @@ def list_keys(db: Database, tenant: str | None = None) -> list[dict]:
             query = query.where(ApiKey.tenant_id == tenant)
         return [
             {"id": k.id, "tenant": k.tenant_id, "scopes": sorted(k.scope_set), "rate": k.rate,
-             "monthly_quota": k.monthly_quota, "created_at": k.created_at.isoformat(timespec="seconds") + "Z",
+             "monthly_quota": k.monthly_quota, "tokens_per_minute": k.tokens_per_minute,
+             "created_at": k.created_at.isoformat(timespec="seconds") + "Z",
              "revoked_at": k.revoked_at.isoformat(timespec="seconds") + "Z" if k.revoked_at else None}
             for k in session.scalars(query)
         ]

@@ -2,8 +2,10 @@
 
 For a tenant and a calendar month (UTC), each line sums the model's billable records (calls, texts, input
 tokens). The plan's free calls and free tokens are allocated to lines in model-name order until used up.
-A line costs `billable_calls * per_call_minor + round_half_up(billable_tokens * per_1k_tokens_minor / 1000)`,
-computed with integers and `Decimal` (never float); the total is the sum of the lines.
+A line costs `billable_calls * per_call_minor + round_half_up(billable_tokens * per_1k_tokens_minor / 1000)
++ round_half_up(output_tokens * per_1k_output_tokens_minor / 1000)`, computed with integers and `Decimal` (never
+float); the total is the sum of the lines. Output tokens are what the generation routes wrote and sent; the free
+tokens of a plan cover input tokens only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from goldmine.serving.ratelimit import next_month_start
 from goldmine.serving.settings import ServingSettings
 
 CSV_FIELDS = ["tenant", "month", "model", "calls", "free_calls", "items", "input_tokens", "free_tokens",
-              "per_call_minor", "per_1k_tokens_minor", "amount_minor", "currency"]
+              "output_tokens", "per_call_minor", "per_1k_tokens_minor", "per_1k_output_tokens_minor", "amount_minor",
+              "currency"]
 
 
 @dataclass
@@ -37,6 +40,8 @@ class InvoiceLine:
     per_call_minor: int
     per_1k_tokens_minor: int
     amount_minor: int
+    output_tokens: int = 0  # generated tokens (completions)
+    per_1k_output_tokens_minor: int = 0
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Invoice:
     total_minor: int = 0
     calls: int = 0
     input_tokens: int = 0
+    output_tokens: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,8 +68,8 @@ class Invoice:
         for line in self.lines:
             writer.writerow({"tenant": self.tenant, "month": self.month, "currency": self.currency, **asdict(line)})
         writer.writerow({"tenant": self.tenant, "month": self.month, "model": "TOTAL", "calls": self.calls,
-                         "input_tokens": self.input_tokens, "amount_minor": self.total_minor,
-                         "currency": self.currency})
+                         "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                         "amount_minor": self.total_minor, "currency": self.currency})
         return out.getvalue()
 
 
@@ -100,11 +106,14 @@ def invoice(db: Database, settings: ServingSettings, tenant: str, month: str) ->
         free_calls -= line_free_calls
         free_tokens -= line_free_tokens
         amount = ((usage["calls"] - line_free_calls) * plan.per_call_minor
-                  + token_amount(usage["input_tokens"] - line_free_tokens, plan.per_1k_tokens_minor))
+                  + token_amount(usage["input_tokens"] - line_free_tokens, plan.per_1k_tokens_minor)
+                  + token_amount(usage["output_tokens"], plan.per_1k_output_tokens_minor))
         result.lines.append(InvoiceLine(usage["model"], usage["calls"], usage["items"], usage["input_tokens"],
                                         line_free_calls, line_free_tokens, plan.per_call_minor,
-                                        plan.per_1k_tokens_minor, amount))
+                                        plan.per_1k_tokens_minor, amount, usage["output_tokens"],
+                                        plan.per_1k_output_tokens_minor))
     result.total_minor = sum(line.amount_minor for line in result.lines)
     result.calls = summary["calls"]
     result.input_tokens = summary["input_tokens"]
+    result.output_tokens = summary["output_tokens"]
     return result

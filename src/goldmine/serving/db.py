@@ -70,6 +70,7 @@ class ApiKey(Base):
     scopes: Mapped[str] = mapped_column(String(200))  # comma-separated, e.g. "predict,admin"
     rate: Mapped[float | None] = mapped_column(Float)  # requests per second; None = the settings' default_rate
     monthly_quota: Mapped[int | None] = mapped_column(Integer)  # texts per calendar month (UTC); None = unlimited
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)  # generation; None = unlimited
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -96,6 +97,7 @@ class UsageRecord(Base):
     version: Mapped[str] = mapped_column(String(64))
     items: Mapped[int] = mapped_column(Integer)
     input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # generated tokens sent
     status: Mapped[int] = mapped_column(Integer, default=200)
     latency_ms: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -59,6 +59,7 @@ class Usage:
     items: int
     input_tokens: int
     latency_ms: float
+    output_tokens: int = 0  # generated tokens sent to the caller (generation routes)
     status: int = 200
     idempotency_key: str | None = None
     request_hash: str | None = None
@@ -167,6 +168,19 @@ class Meter:
             self._on_failure()
             raise UsageNotRecorded("the usage record could not be written; retry the call") from None
 
+    def set_output_tokens(self, request_id: str, output_tokens: int, latency_ms: float | None = None) -> None:
+        """Raise a streaming call's record to the tokens sent so far (committed before they are sent: a stream cut
+        by a disconnect or a crash is billed for exactly what reached the wire). Raises `UsageNotRecorded`."""
+        values: dict[str, Any] = {"output_tokens": output_tokens}
+        if latency_ms is not None:
+            values["latency_ms"] = latency_ms
+        try:
+            with self.db.session() as session:
+                session.execute(update(UsageRecord).where(UsageRecord.request_id == request_id).values(**values))
+        except SQLAlchemyError:
+            self._on_failure()
+            raise UsageNotRecorded("the usage record could not be updated; the stream stops here") from None
+
     def find(self, key_id: str, idempotency_key: str, expected_hash: str | None) -> Replay | None:
         """The stored response for this key's idempotency key; `Conflict` if it was for a different request.
 
@@ -231,18 +245,20 @@ async def purge_periodically(meter: Meter, every_seconds: float) -> None:
 
 
 def usage_summary(db: Database, tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
-    """Calls, texts and input tokens of `tenant` in [start, end), in total and per model."""
+    """Calls, texts, input and output tokens of `tenant` in [start, end), in total and per model."""
     with db.session() as session:
         rows = session.execute(
-            select(UsageRecord.model, func.count(), func.sum(UsageRecord.items), func.sum(UsageRecord.input_tokens))
+            select(UsageRecord.model, func.count(), func.sum(UsageRecord.items), func.sum(UsageRecord.input_tokens),
+                   func.sum(UsageRecord.output_tokens))
             .where(UsageRecord.tenant_id == tenant, UsageRecord.created_at >= start, UsageRecord.created_at < end,
                    UsageRecord.status == 200)
             .group_by(UsageRecord.model).order_by(UsageRecord.model)
         ).all()
-    by_model = [{"model": m, "calls": int(c), "items": int(i or 0), "input_tokens": int(t or 0)}
-                for m, c, i, t in rows]
+    by_model = [{"model": m, "calls": int(c), "items": int(i or 0), "input_tokens": int(t or 0),
+                 "output_tokens": int(o or 0)} for m, c, i, t, o in rows]
     return {
         "tenant": tenant, "start": start.isoformat() + "Z", "end": end.isoformat() + "Z",
         "calls": sum(r["calls"] for r in by_model), "items": sum(r["items"] for r in by_model),
-        "input_tokens": sum(r["input_tokens"] for r in by_model), "by_model": by_model,
+        "input_tokens": sum(r["input_tokens"] for r in by_model),
+        "output_tokens": sum(r["output_tokens"] for r in by_model), "by_model": by_model,
     }

@@ -1,4 +1,4 @@
-"""Rate limits (a token bucket per key) and monthly quotas (texts per calendar month, UTC).
+"""Rate limits (a token bucket per key), token rate limits (generation) and monthly quotas (texts per month, UTC).
 
 `Limiter` is the interface the request path uses; `LocalLimiter` keeps the state in this process, which is
 right for one server. Several replicas share `RedisLimiter` (selected by `redis_url`): every check is one Lua
@@ -9,6 +9,12 @@ The bucket holds `burst` tokens (by default one second's worth: ceil(rate)) and 
 each call takes one. The quota counts texts of billable calls; it is reserved before inference and released
 when the call fails, so concurrent calls cannot overrun it. A process starts each key's monthly count from
 the usage records, so a restart forgets nothing.
+
+The generation routes also limit *tokens* per minute per key (`tokens_per_minute`): a second bucket holding a
+minute's tokens, refilled continuously. A call takes its prompt plus its `max_tokens` before it starts (the most it
+may use) and gives back what it did not generate when it ends, so concurrent streams cannot overrun the limit and an
+early stop costs only what was used. A call that alone needs more than a minute's tokens is refused outright (it
+could never pass), the others wait for `Retry-After`.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from goldmine.serving.db import utcnow
-from goldmine.serving.errors import Overloaded, QuotaExhausted, RateLimited
+from goldmine.serving.errors import InvalidRequest, Overloaded, QuotaExhausted, RateLimited
 
 T = TypeVar("T")
 
@@ -69,6 +75,15 @@ class Limiter:
         """Give back a reservation of a call that was not billed."""
         raise NotImplementedError
 
+    async def take_tokens(self, key_id: str, per_minute: int | None, tokens: int) -> None:
+        """Take `tokens` from the key's per-minute token bucket; raises `RateLimited` (and takes nothing) when the
+        bucket holds fewer, `InvalidRequest` when the call needs more than the whole bucket."""
+        raise NotImplementedError
+
+    async def return_tokens(self, key_id: str, per_minute: int | None, tokens: int) -> None:
+        """Give back tokens a call reserved and did not use."""
+        raise NotImplementedError
+
     async def ping(self) -> bool:
         """Whether the limit state is reachable (for /readyz)."""
         return True
@@ -81,6 +96,18 @@ def _rate_limited(rate: float, burst: int, tokens: float) -> RateLimited:
     decision = Decision(False, burst, 0, (burst - tokens) / rate, (1 - tokens) / rate)
     return RateLimited(f"rate limit of {rate:g} requests/s exceeded; retry after {decision.headers()['Retry-After']}s",
                        decision.headers())
+
+
+def _too_many_tokens(per_minute: int, tokens: int, available: float) -> RateLimited:
+    wait = max(1, math.ceil((tokens - available) / (per_minute / 60)))
+    return RateLimited(f"token rate limit of {per_minute} tokens/min exceeded (this call may use {tokens}, "
+                       f"{max(0, int(available))} are left); retry after {wait}s", {"Retry-After": str(wait)})
+
+
+def _check_fits(per_minute: int, tokens: int) -> None:
+    if tokens > per_minute:
+        raise InvalidRequest(f"this call may use {tokens} tokens (prompt + max_tokens) but the key allows "
+                             f"{per_minute} per minute: lower max_tokens or shorten the prompt")
 
 
 def _quota_exhausted(quota: int, used: int, items: int, now: datetime) -> QuotaExhausted:
@@ -106,6 +133,7 @@ class LocalLimiter(Limiter):
         self._clock = clock
         self._now = now
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._token_buckets: dict[str, tuple[float, float]] = {}  # key -> (generation tokens, at)
         self._used: dict[tuple[str, datetime], int] = {}
 
     async def check_rate(self, key_id: str, rate: float | None) -> Decision | None:
@@ -121,6 +149,27 @@ class LocalLimiter(Limiter):
         tokens -= 1
         self._buckets[key_id] = (tokens, now)
         return Decision(True, burst, int(tokens), (burst - tokens) / rate)
+
+    def _tokens_now(self, key_id: str, per_minute: int) -> float:
+        now = self._clock()
+        tokens, at = self._token_buckets.get(key_id, (float(per_minute), now))
+        return min(float(per_minute), tokens + (now - at) * per_minute / 60)
+
+    async def take_tokens(self, key_id: str, per_minute: int | None, tokens: int) -> None:
+        if per_minute is None:
+            return
+        _check_fits(per_minute, tokens)
+        available = self._tokens_now(key_id, per_minute)
+        if available < tokens:
+            self._token_buckets[key_id] = (available, self._clock())
+            raise _too_many_tokens(per_minute, tokens, available)
+        self._token_buckets[key_id] = (available - tokens, self._clock())
+
+    async def return_tokens(self, key_id: str, per_minute: int | None, tokens: int) -> None:
+        if per_minute is None or tokens <= 0:
+            return
+        self._token_buckets[key_id] = (min(float(per_minute), self._tokens_now(key_id, per_minute) + tokens),
+                                       self._clock())
 
     async def reserve_quota(self, key_id: str, quota: int | None, items: int) -> None:
         if quota is None:
@@ -155,6 +204,24 @@ if tokens >= 1 then
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(tokens)}
+"""
+
+_TOKENS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local per_second, size, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or size
+local at = tonumber(state[2]) or now
+tokens = math.min(size, tokens + math.max(0, now - at) * per_second)
+local allowed = 0
+if cost <= tokens or cost < 0 then
+  tokens = math.min(size, tokens - cost)
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], 61000)
 return {allowed, tostring(tokens)}
 """
 
@@ -201,6 +268,7 @@ class RedisLimiter(Limiter):
         self._bucket = self._redis.register_script(_BUCKET)
         self._reserve = self._redis.register_script(_RESERVE)
         self._release = self._redis.register_script(_RELEASE)
+        self._tokens = self._redis.register_script(_TOKENS)
 
     def _quota_key(self, key_id: str, month: datetime) -> str:
         return f"{self._prefix}quota:{key_id}:{month:%Y-%m}"
@@ -228,6 +296,21 @@ class RedisLimiter(Limiter):
         if not allowed:
             raise _rate_limited(rate, burst, tokens)
         return Decision(True, burst, int(tokens), (burst - tokens) / rate)
+
+    async def take_tokens(self, key_id: str, per_minute: int | None, tokens: int) -> None:
+        if per_minute is None:
+            return
+        _check_fits(per_minute, tokens)
+        allowed, left = await self._call(self._tokens, [f"{self._prefix}tokens:{key_id}"],
+                                         [repr(per_minute / 60), per_minute, tokens])
+        if not allowed:
+            raise _too_many_tokens(per_minute, tokens, float(left))
+
+    async def return_tokens(self, key_id: str, per_minute: int | None, tokens: int) -> None:
+        if per_minute is None or tokens <= 0:
+            return
+        await self._call(self._tokens, [f"{self._prefix}tokens:{key_id}"], [repr(per_minute / 60), per_minute,
+                                                                              -tokens])
 
     async def reserve_quota(self, key_id: str, quota: int | None, items: int) -> None:
         if quota is None:

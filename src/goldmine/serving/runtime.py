@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from goldmine.inference.generation import DecodeEngine
 from goldmine.inference.model import Model
 from goldmine.inference.runtime import available_cores
 from goldmine.serving.batching import MicroBatcher
@@ -30,6 +31,7 @@ class LoadedModel:
     version: str
     model: Model
     batcher: MicroBatcher
+    engine: DecodeEngine | None = None  # decoders (task causal_lm): continuous batching for the completions routes
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -101,7 +103,13 @@ class ModelPool:
             on_depth=lambda n: self.metrics.queue_depth.labels(name).set(n), workers=workers,
             chunk_size=b.forward_size,
         )
-        loaded = LoadedModel(name, version, model, batcher)
+        engine = None
+        if model.meta.task == "causal_lm":
+            g = self.settings.generation
+            engine = DecodeEngine(model.network, model.task.tokenizer, max_batch=g.max_batch, max_queue=g.max_queue,
+                                  max_queue_wait_s=g.max_queue_wait_s,
+                                  threads=self.settings.inference_threads or available_cores(), name=label)
+        loaded = LoadedModel(name, version, model, batcher, engine)
         self._loaded[(name, version)] = loaded
         log.info("loaded %s on %s (%d batch worker(s)) in %.1fs", label, model.runtime, workers,
                  time.perf_counter() - started)
@@ -113,11 +121,20 @@ class ModelPool:
 
     def _unload(self, loaded: LoadedModel) -> None:
         self._loaded.pop((loaded.name, loaded.version), None)
-        task = asyncio.get_running_loop().create_task(loaded.batcher.close(drain=True))
+        task = asyncio.get_running_loop().create_task(self._close(loaded))
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
         self.metrics.loaded_versions.set(len(self._loaded))
         log.info("unloading %s@%s (in-flight requests drain first)", loaded.name, loaded.version)
+
+    async def _close(self, loaded: LoadedModel) -> None:
+        await loaded.batcher.close(drain=True)
+        if loaded.engine is not None:  # streams in progress end first, as queued predict calls do (bounded)
+            g = self.settings.generation
+            deadline = time.monotonic() + g.max_seconds + g.max_queue_wait_s
+            while (loaded.engine.active or loaded.engine.waiting) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(loaded.engine.close)
 
     def retire(self, name: str, keep: Iterable[str]) -> None:
         """Unload versions of `name` not in `keep`; their queued requests are still answered."""

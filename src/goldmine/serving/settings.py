@@ -47,18 +47,39 @@ class Batching(BaseModel):
     max_queue: int = Field(1024, gt=0, description="Texts waiting per model before calls get 503 + Retry-After.")
 
 
+class Generation(BaseModel):
+    """Decoder models (`task: causal_lm`) behind /v1/chat/completions and /v1/completions."""
+
+    max_tokens: int = Field(512, gt=0, description="The most tokens one reply may have; a call asking for more "
+                            "gets 422.")
+    default_max_tokens: int = Field(256, gt=0, description="max_tokens of a call that sets none (capped by "
+                                    "max_tokens).")
+    max_seconds: float = Field(120.0, gt=0, description="Wall-clock cap on one reply; a reply cut by it ends with "
+                               "finish_reason 'length'.")
+    max_batch: int = Field(8, gt=0, description="Streams decoded together (continuous batching). On 2 cores 8 rows "
+                           "decode about 4x the tokens/s of one (bench/generation.py).")
+    max_queue: int = Field(64, gt=0, description="Requests waiting for a place in the batch; more get 503.")
+    max_queue_wait_s: float = Field(30.0, gt=0, description="How long a request may wait for a place before it "
+                                    "gets 503 + Retry-After.")
+    max_n: int = Field(4, gt=0, description="Largest `n` (choices per call).")
+    max_prompt_tokens: int = Field(2048, gt=0, description="Longest prompt (after the chat template); longer: 413.")
+
+
 class PricePlan(BaseModel):
     """A price plan. Amounts are integer minor units of `currency` (cents for EUR/USD)."""
 
     currency: str = Field("EUR", min_length=3, max_length=3, description="ISO 4217 code.")
     per_call_minor: int = Field(0, ge=0, description="Price of one billable call.")
     per_1k_tokens_minor: int = Field(0, ge=0, description="Price of 1000 input tokens (rounded half-up per line).")
+    per_1k_output_tokens_minor: int = Field(0, ge=0, description="Price of 1000 generated tokens (completions; "
+                                            "rounded half-up per line).")
     free_calls: int = Field(0, ge=0, description="Calls per month not charged.")
     free_tokens: int = Field(0, ge=0, description="Input tokens per month not charged.")
 
 
 def _default_plans() -> dict[str, PricePlan]:
-    return {"default": PricePlan(per_call_minor=0, per_1k_tokens_minor=10, free_tokens=100_000)}
+    return {"default": PricePlan(per_call_minor=0, per_1k_tokens_minor=10, per_1k_output_tokens_minor=20,
+                                 free_tokens=100_000)}
 
 
 class ServingSettings(BaseSettings):
@@ -72,6 +93,7 @@ class ServingSettings(BaseSettings):
     sqlite_synchronous: str = Field("FULL", pattern="^(FULL|NORMAL|EXTRA)$", description="SQLite fsync level.")
     limits: Limits = Field(default_factory=Limits, description="Per-call input limits.")
     batching: Batching = Field(default_factory=Batching, description="Micro-batching per model version.")
+    generation: Generation = Field(default_factory=Generation, description="Decoder models: completions routes.")
     redis_url: str | None = Field(None, description="Shared rate-limit state; None keeps it in-process.")
     redis_prefix: str = Field("goldmine:", description="Namespace of goldmine's keys in Redis.")
     auth_cache_seconds: float = Field(

@@ -113,21 +113,18 @@ class CausalLM(Task):
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         return render_ids(self.tokenizer, messages, generation_prompt=True)
 
-    @torch.inference_mode()
     def generate(self, network, prompts: list[list[int]], max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[int]]:
-        """Greedy replies to token prompts, batched with left padding; each reply stops at the end-of-turn token."""
-        replies: list[list[int]] = []
-        for start in range(0, len(prompts), 8):
-            chunk = prompts[start:start + 8]
-            longest = max(len(p) for p in chunk)
-            ids = torch.tensor([[self.pad_id] * (longest - len(p)) + p for p in chunk])
-            mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in chunk])
-            out = network.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                   pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id)
-            for row in out[:, longest:].tolist():
-                end = row.index(self.tokenizer.eos_token_id) if self.tokenizer.eos_token_id in row else len(row)
-                replies.append(row[:end])
-        return replies
+        """Greedy replies to token prompts; each stops at the end-of-turn token. They run through the serving
+        runtime (`goldmine.inference.generation.DecodeEngine`, continuous batching), so evaluation measures the
+        decoding the server does."""
+        from goldmine.inference.generation import DecodeEngine, SamplingParams
+
+        engine = DecodeEngine(network, self.tokenizer, max_batch=8, max_queue=max(64, len(prompts)),
+                              max_queue_wait_s=float("inf"))
+        try:
+            return engine.generate(prompts, SamplingParams(max_tokens=max_new_tokens))
+        finally:
+            engine.close()
 
     def predict(self, model, texts: list[str], texts_b: list[str] | None) -> list[tuple[dict[str, Any], int]]:
         """Each text as a user message; the reply, and the prompt's tokens (what is billed as input)."""
