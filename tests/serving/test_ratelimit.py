@@ -226,3 +226,38 @@ def test_redis_outage_over_http_is_503_with_the_error_shape(settings, db, models
                         headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 503 and r.headers["Retry-After"] == "1"
     assert r.json()["error"]["code"] == "overloaded" and "rate-limit store unavailable" in r.json()["error"]["message"]
+
+
+def token_limiters(redis_url: str | None):
+    """A LocalLimiter on a fake clock, or a RedisLimiter (on Redis's clock)."""
+    if redis_url is None:
+        clock = Clock()
+        return LocalLimiter(lambda k, s: 0, clock=clock), clock
+    from goldmine.serving.ratelimit import RedisLimiter
+
+    return RedisLimiter(redis_url, lambda k, s: 0), None
+
+
+@pytest.mark.parametrize("store", ["local", "redis"])
+def test_generation_tokens_are_taken_up_front_given_back_and_refilled(store, request):
+    from goldmine.serving.errors import InvalidRequest
+
+    lim, clock = token_limiters(request.getfixturevalue("redis_url") if store == "redis" else None)
+
+    async def main():
+        await lim.take_tokens("k", 600, 500)  # prompt + max_tokens of a first call
+        with pytest.raises(RateLimited) as err:
+            await lim.take_tokens("k", 600, 200)  # 100 left
+        assert int(err.value.headers["Retry-After"]) >= 1
+        await lim.return_tokens("k", 600, 450)  # it wrote 50 of its 500: 450 back
+        await lim.take_tokens("k", 600, 500)  # 550 left: fits now
+        with pytest.raises(InvalidRequest, match="per minute"):
+            await lim.take_tokens("k", 600, 601)  # more than a minute's worth: never
+        await lim.take_tokens("other", 600, 600)  # keys have their own buckets
+        await lim.take_tokens("k", None, 10**9)  # no limit set: nothing counted
+        if clock is not None:
+            clock.t += 60  # a minute later the bucket is full again
+            await lim.take_tokens("k", 600, 600)
+        await lim.close()
+
+    asyncio.run(main())

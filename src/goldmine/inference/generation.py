@@ -32,11 +32,51 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 log = logging.getLogger(__name__)
+
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and values, (B, kv_heads, L, head_dim) each
+
+
+class DecoderRuntime(Protocol):
+    """Where the forward passes run: the engine keeps the batch, the runtime computes. `TorchDecoder` runs a
+    transformers model; another runtime (ONNX Runtime, say) provides the same two calls."""
+
+    def prefill(self, prompt: list[int]) -> tuple[torch.Tensor, KV]:
+        """Read one prompt: the logits of its last position (1, V) and its cache."""
+
+    def step(self, last: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: KV
+             ) -> tuple[torch.Tensor, KV]:
+        """One token for each row: `last` (B, 1) tokens, `mask` (B, L + 1) with the new position, `positions` (B, 1);
+        returns the logits (B, V) and the cache grown by one position."""
+
+
+class TorchDecoder:
+    """A transformers causal LM as a `DecoderRuntime`."""
+
+    name = "torch"
+
+    def __init__(self, network):
+        self.network = network
+
+    def prefill(self, prompt: list[int]) -> tuple[torch.Tensor, KV]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        out = self.network(input_ids=torch.tensor([prompt]), cache=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], [(layer.keys, layer.values) for layer in cache.layers]
+
+    def step(self, last: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: KV
+             ) -> tuple[torch.Tensor, KV]:
+        from transformers import DynamicCache
+
+        grown = DynamicCache(ddp_cache_data=cache)
+        out = self.network(input_ids=last, attention_mask=mask, position_ids=positions, cache=grown, use_cache=True)
+        return out.logits[:, -1], [(layer.keys, layer.values) for layer in grown.layers]
 
 
 @dataclass(frozen=True)
@@ -96,7 +136,7 @@ class DecodeEngine:
     """Continuous-batching decoder over a transformers causal LM.
 
     Args:
-        network: a transformers causal LM (eval mode).
+        network: a transformers causal LM (eval mode), or a `DecoderRuntime`.
         tokenizer: its tokenizer (decodes replies; its eos token ends a reply).
         max_batch: rows decoded together at most.
         max_queue: requests waiting for a row at most; `submit` refuses more (`queue.Full`).
@@ -107,7 +147,7 @@ class DecodeEngine:
 
     def __init__(self, network, tokenizer, max_batch: int = 8, max_queue: int = 64, max_queue_wait_s: float = 30.0,
                  threads: int | None = None, stop_ids: tuple[int, ...] = (), name: str = "decoder"):
-        self.network = network
+        self.runtime: DecoderRuntime = network if hasattr(network, "prefill") else TorchDecoder(network)
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.max_queue_wait_s = max_queue_wait_s
@@ -233,18 +273,13 @@ class DecodeEngine:
 
     def _prefill(self, request: GenerationRequest) -> None:
         """Read the prompt alone, take its first token, and merge its cache into the batch."""
-        from transformers import DynamicCache
-
-        ids = torch.tensor([request.prompt])
-        cache = DynamicCache()
-        out = self.network(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        logits, layers = self.runtime.prefill(request.prompt)
         generator = None
         if request.params.seed is not None:
             generator = torch.Generator().manual_seed(request.params.seed)
         row = _Row(request, [], len(request.prompt), generator, time.monotonic())
         request.on_start()
-        token = self._sample(out.logits[:, -1], [row])[0]
+        token = self._sample(logits, [row])[0]
         self._after_token(row, token)
         if not request.finished:
             self._merge(row, layers, torch.ones(1, len(request.prompt), dtype=torch.long), token)
@@ -275,16 +310,11 @@ class DecodeEngine:
 
     def _step(self) -> None:
         """One token for every row, from one forward pass."""
-        from transformers import DynamicCache
-
         mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=torch.long)], dim=1)  # (B, L + 1)
         positions = torch.tensor([[row.length] for row in self._rows])  # (B, 1)
-        cache = DynamicCache(ddp_cache_data=self._cache)
-        out = self.network(input_ids=self._last, attention_mask=mask, position_ids=positions, cache=cache,
-                           use_cache=True)
-        self._cache = [(layer.keys, layer.values) for layer in cache.layers]
+        logits, self._cache = self.runtime.step(self._last, mask, positions, self._cache)
         self._mask = mask
-        tokens = self._sample(out.logits[:, -1], self._rows)
+        tokens = self._sample(logits, self._rows)
         self.steps += 1
         self.rows_per_step += (len(self._rows) - self.rows_per_step) / self.steps
         for row, token in zip(self._rows, tokens, strict=True):
