@@ -493,12 +493,17 @@ def demo(
         "runs/demo"
     ),
     quick: Annotated[bool, typer.Option(help="A few steps only (for tests).")] = False,
+    generation: Annotated[bool, typer.Option(
+        help="Also LoRA-tune the bundled SmolLM2-135M-Instruct on support chats (about 10 more minutes).")] = False,
 ) -> None:
-    """Write demo data, fine-tune the bundled MiniLM for intents and NER, show before vs after and predictions."""
-    from goldmine.demo.run import run_demo
+    """Write demo data, fine-tune the bundled MiniLM for intents and NER, show before vs after and predictions;
+    with --generation, also fine-tune the bundled decoder to write support replies."""
+    from goldmine.demo.run import run_demo, run_generation_demo
 
     try:
         run_demo(output_dir, console, quick=quick, verbose=_verbose(ctx))
+        if generation:
+            run_generation_demo(output_dir, console, quick=quick, verbose=_verbose(ctx))
     except GoldmineError as err:
         _fail(err)
 

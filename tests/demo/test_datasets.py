@@ -168,3 +168,29 @@ def test_conll_sentences_are_unique(files: DemoFiles) -> None:
     sentences, _ = _sentences(files.ner)
     texts = [normalize_text(" ".join(token for token, _ in sentence)) for sentence in sentences]
     assert len(set(texts)) == len(texts), "a repeated sentence would be scored in test after being trained on"
+
+
+def test_support_chats_echo_the_details_of_their_message(tmp_path: Path) -> None:
+    import json
+
+    from goldmine.data.readers import read_file
+    from goldmine.demo.datasets import CHATS_PER_INTENT, INTENT_TEMPLATES, write_demo_chats
+
+    path = write_demo_chats(tmp_path)
+    assert path.read_bytes() == write_demo_chats(tmp_path / "again").read_bytes()  # seeded
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == CHATS_PER_INTENT * len(INTENT_TEMPLATES) == len(read_file(path).examples)  # valid chat data
+    assert len({r["prompt"] for r in rows}) == len(rows)
+    with_order = [r for r in rows if "#" in r["prompt"] and "order" in r["response"].lower()]
+    assert with_order and all(r["prompt"].split("#")[1][:5] in r["response"] for r in with_order)
+
+
+def test_the_generation_demo_trains_a_decoder_on_the_chats(tmp_path: Path, tiny_decoder_dir) -> None:
+    from rich.console import Console
+
+    from goldmine.demo.run import run_generation_demo
+
+    with (tmp_path / "out.txt").open("w") as out:
+        result = run_generation_demo(tmp_path, Console(file=out), quick=True, model=str(tiny_decoder_dir))
+    assert set(result.before_after) == {"pretrained", "fine-tuned"}
+    assert (result.output_dir / "adapter_config.json").is_file()

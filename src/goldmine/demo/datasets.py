@@ -403,6 +403,82 @@ def _ner_documents(rng: random.Random) -> list[list[list[tuple[str, str]]]]:
     return documents
 
 
+# --- support chats (the decoder demo) ------------------------------------------------------------------------------
+
+CHATS_FILE = "support_chats.jsonl"
+CHATS_PER_INTENT = 24
+
+# The company's voice: every reply names what the customer gave (order number, item, amount, address) and the one
+# next step, the way a support team's macros read. A decoder fine-tuned on these learns the voice and to echo the
+# right details back; the pretrained one writes generic help.
+REPLY_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "track_order": _words(
+        "Order {order} is on its way. You can follow it under My orders, and you will get an e-mail when it is out "
+        "for delivery.|I checked order {order}: your {item} has shipped and the tracking link is under My orders."),
+    "delivery_delay_complaint": _words(
+        "I'm sorry order {order} is late. I have asked the carrier to check it; if it has not arrived in 3 working "
+        "days, we will send a new {item} at no cost.|Sorry for the wait on order {order}. The carrier reports a "
+        "delay; you will have it within 3 working days, or we replace it."),
+    "cancel_order": _words(
+        "Order {order} is cancelled. You will get a confirmation e-mail, and any payment is returned within 5 "
+        "working days.|Done: I cancelled order {order}. The refund reaches your account within 5 working days."),
+    "refund_request": _words(
+        "I have started a refund of {amount} for order {order}. It reaches your account within 5 working days.|"
+        "Your refund for the {item} is on its way: {amount}, within 5 working days."),
+    "change_address": _words(
+        "I changed the delivery address of order {order} to {street}, {city}. You will get a confirmation e-mail.|"
+        "Order {order} will now go to {street}, {city}."),
+    "reset_password": _words(
+        "I sent a password reset link to the e-mail on your account. It is valid for 24 hours.|"
+        "Please use the reset link I just sent to your e-mail; it works for 24 hours."),
+    "update_email": _words(
+        "Your account e-mail is now {email}. We sent a confirmation link there.|I updated your e-mail to {email}; "
+        "please confirm it with the link we sent."),
+    "payment_failed": _words(
+        "I'm sorry the payment for order {order} was declined. Please check the card details or try another card; "
+        "the order stays reserved for 48 hours.|The payment for order {order} did not go through. Your order is "
+        "kept for 48 hours while you try again."),
+    "card_lost": _words(
+        "I blocked your card ending in {last4}. A new card is on its way and arrives within 5 working days.|"
+        "Your card ending in {last4} is blocked now; the replacement arrives within 5 working days."),
+    "talk_to_human": _words(
+        "Of course. I am passing you to a colleague now; the usual wait is under 5 minutes.|I'll connect you with "
+        "a person from our team right away."),
+}
+
+
+def _chat_rows(rng: random.Random) -> list[dict[str, str]]:
+    """Unique (message, reply) chats: the reply fills the same slot values the message was written with."""
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for intent, templates in INTENT_TEMPLATES.items():
+        made = 0
+        for _ in range(CHATS_PER_INTENT * 20):
+            if made == CHATS_PER_INTENT:
+                break
+            slots = _fillers(rng)
+            prefix, suffix = rng.choice(PREFIXES), rng.choice(SUFFIXES)
+            message = prefix + rng.choice(templates).format(**slots) + suffix
+            if _normal(message) in seen:
+                continue
+            seen.add(_normal(message))
+            rows.append({"prompt": message, "response": rng.choice(REPLY_TEMPLATES[intent]).format(**slots)})
+            made += 1
+    rng.shuffle(rows)
+    return rows
+
+
+def write_demo_chats(out_dir: Path, seed: int = 0) -> Path:
+    """Write the support chats (JSONL, prompt/response) into `out_dir`; the same seed gives identical files."""
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CHATS_FILE
+    path.write_text("".join(json.dumps(row) + "\n" for row in _chat_rows(random.Random(seed))), encoding="utf-8")
+    return path
+
+
 # --- writing -------------------------------------------------------------------------------------------------------
 
 
