@@ -245,8 +245,12 @@ class DecodeEngine:
                     break
 
     def _admit(self) -> None:
+        """Take waiting requests into the batch. While streams are decoding, one prompt is read per step, so a
+        crowd of newcomers delays the running streams by one prompt's reading at a time, not all of theirs."""
         now = time.monotonic()
-        while len(self._rows) < self.max_batch:
+        decoding = bool(self._rows)
+        admitted = 0
+        while len(self._rows) < self.max_batch and not (decoding and admitted):
             try:
                 request = self._waiting.get_nowait()
             except queue.Empty:
@@ -257,7 +261,8 @@ class DecodeEngine:
                 request.on_reject(f"waited {now - request.enqueued:.1f}s for a decoding slot")
                 continue
             self._prefill(request)
-        # the batch is full: turn away whoever has waited too long, so its caller hears so now
+            admitted += 1
+        # whoever still waits and has waited too long is turned away now, so its caller hears so at once
         kept = []
         while True:
             try:
