@@ -80,3 +80,14 @@ def test_eval_cli_shows_replies_beside_their_references(tiny_decoder_dir, chats,
     assert "rouge_l" in result.output and "reference: positive" in result.output
     written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert written["n_examples"] == len(REVIEWS) * 6 and len(written["examples"]) == 5
+
+
+def test_early_stopping_on_dev_token_accuracy_ends_training_once_it_stops_improving(tiny_decoder_dir, chats,
+                                                                                   tmp_path):
+    result = train(tiny_decoder_dir, chats, tmp_path / "run", **{
+        "data.dev": chats, "training.max_steps": 400, "training.eval_strategy": "steps", "training.eval_steps": 5,
+        "training.early_stopping_patience": 2})
+    assert result.global_step < 400  # the replies are learned long before: dev token accuracy stops rising
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    accuracies = [row["eval_token_accuracy"] for row in history if "eval_token_accuracy" in row]
+    assert accuracies[-1] == max(accuracies) == 1.0
