@@ -106,7 +106,7 @@ def pick_examples(train: LabeledData, specs: list[LabelSpec], per_label: int, se
 def conversation(instruction: str, specs: list[LabelSpec], examples: list[InContextExample],
                  text: str) -> list[dict[str, str]]:
     """The messages that end with the user's turn holding `text` (the assistant's reply is what gets scored)."""
-    stated = instruction.format(options=", ".join(replies(spec)[0] for spec in specs))
+    stated = instruction.format(options=", ".join(spec.description or spec.name for spec in specs))
     reply = {spec.name: replies(spec)[0] for spec in specs}
     turns = [(example.text, reply[example.label]) for example in examples]
     messages = []
