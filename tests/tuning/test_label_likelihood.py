@@ -181,12 +181,11 @@ def test_the_cli_builds_it_and_eval_and_predict_take_it(tmp_path, tiny_decoder_d
     runner = CliRunner()
     result = runner.invoke(app, ["train", "--strategy", "label_likelihood", "--labels", str(labels), "--model",
                                  str(tiny_decoder_dir), "--train", settings["data.train"], "--test",
-                                 settings["data.test"], "--dev", settings["data.dev"], "-o", str(out),
-                                 "--set", "training.linear_probe=false"])
+                                 settings["data.test"], "--dev", settings["data.dev"], "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "label_likelihood" in result.output and "majority class" in result.output  # before vs after
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics["before_after"]) == ["majority class", "label_likelihood"]
+    metrics = json.loads((out / "metrics.json").read_text())  # before: the decoder's mean-pooled features + a probe
+    assert list(metrics["before_after"]) == ["majority class", "pretrained + linear probe", "label_likelihood"]
     result = runner.invoke(app, ["eval", str(out), settings["data.test"], "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
     evaluated = goldmine.evaluate(out, settings["data.test"])
@@ -276,3 +275,34 @@ def test_a_prompt_beyond_the_context_window_is_refused_and_long_texts_are_trunca
     model = Model.load(out)
     np.testing.assert_allclose(list(model.predict([" ".join(["great"] * 40)])[0]["scores"].values()),
                                list(model.predict([" ".join(["great"] * 12)])[0]["scores"].values()), atol=1e-6)
+
+
+# --- the real bundled decoder --------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_the_bundled_decoder_scores_as_a_plain_forward_pass_and_splices_texts_as_the_template_does(tmp_path):
+    """SmolLM2-135M-Instruct (converted into the cache once): a text's tokens spliced between the prompt's prefix and
+    suffix are those of the whole rendered conversation, and the packed scores are a plain forward pass's."""
+    from goldmine.tuning.label_likelihood import conversation
+
+    labels = label_file(tmp_path, "labels: {'0': negative, '1': positive}\n")
+    test = write_csv(tmp_path / "test.csv", [("I loved this movie, it was wonderful.", "1"),
+                                             ("a terrible, boring film. I hated it.", "0")])
+    out = build(tmp_path, Path("smollm2"), **{"model.name": "smollm2", "tuning.label_likelihood.labels": str(labels),
+                                              "data.test": str(test), "data.dev": str(test)})
+    model = Model.load(out)
+    assert model.network.record["base_model"] == "smollm2"
+    network, tokenizer = model.network, model.task.tokenizer
+    specs = [LabelSpec("0", "negative"), LabelSpec("1", "positive")]
+    texts = ["it 's a charming and often affecting journey .", "Net sales fell by 5 % to EUR 10.5 mn .",
+             "I loved this movie, it was wonderful."]
+    for text in texts:
+        rendered = tokenizer.apply_chat_template(conversation(network.record["instruction"], specs, [], text),
+                                                 tokenize=False, add_generation_prompt=True)
+        spliced = network.prompt.prefix + tokenizer(text)["input_ids"] + network.prompt.suffix
+        assert spliced == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    np.testing.assert_allclose(network.label_scores([tokenizer(t)["input_ids"] for t in texts]).numpy(),
+                               expected_scores(model, texts), atol=1e-3)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["n_examples"] == 2
