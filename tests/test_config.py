@@ -176,8 +176,8 @@ def test_invalid_values_name_the_field(overrides, message):
 
 def test_unknown_tuning_strategy_suggests_the_closest():
     assert config_error(overrides={"tuning.strategy": "lorra"}) == (
-        "tuning.strategy: unknown tuning strategy 'lorra'; choose one of ['fewshot', 'freeze', 'full', 'lora', "
-        "'zeroshot'] "
+        "tuning.strategy: unknown tuning strategy 'lorra'; choose one of ['fewshot', 'freeze', 'full', "
+        "'label_likelihood', 'lora', 'zeroshot'] "
         "(did you mean 'lora'?)"
     )
 

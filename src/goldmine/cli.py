@@ -195,7 +195,8 @@ def train(
     model: Annotated[str | None, typer.Option(help="'bundled', a model directory or a hub name.")] = None,
     strategy: Annotated[str | None, typer.Option(help=" | ".join(STRATEGIES.names()))] = None,
     labels: Annotated[Path | None, typer.Option(
-        help="Zero- and few-shot: the label file (YAML; names, descriptions, templates). See goldmine.tuning.zeroshot."
+        help="Zero- and few-shot (zeroshot, fewshot, label_likelihood): the label file (YAML; names, descriptions, "
+        "templates). See goldmine.tuning.zeroshot."
     )] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     out_of_scope: Annotated[str | None, typer.Option(
@@ -221,6 +222,7 @@ def train(
     overrides = {
         "task": task, "data.train": train_file, "data.dev": dev_file, "data.test": test_file, "model.name": model,
         "tuning.strategy": strategy, "tuning.zeroshot.labels": labels, "tuning.fewshot.labels": labels,
+        "tuning.label_likelihood.labels": labels,
         "output_dir": output_dir,
         "training.epochs": epochs, "training.max_steps": max_steps, "training.learning_rate": lr,
         "training.batch_size": batch_size, "training.seed": seed, "out_of_scope.method": out_of_scope,

@@ -102,6 +102,34 @@ class FewShotConfig(_Section):
                                 "out-of-fold scores (single-label).")
 
 
+class LabelLikelihoodConfig(_Section):
+    """`tuning.strategy: label_likelihood`: a decoder classifies by the log-likelihood of each label's reply to a
+    prompt (`goldmine.tuning.label_likelihood`)."""
+
+    labels: Path | None = Field(None, description="Label file (the zero-shot format: names, descriptions, "
+                                "templates); each label's description (else its name) is its reply. Default: the "
+                                "training data's label names.")
+    instruction: str = Field("Classify the text into one of these categories: {options}. Answer with the category "
+                             "only.", min_length=1, description="The task as the user states it before the text; "
+                             "{options} is replaced by the labels' replies, comma-separated.")
+    score: Literal["sum", "mean"] = Field("sum", description="A reply's score: the sum of its tokens' "
+                                          "log-probabilities (its log-likelihood) or their mean per token.")
+    calibrate: bool = Field(True, description="Divide each label's probability by its mean probability on "
+                            "content-free inputs (contextual calibration), so the labels' priors do not decide.")
+    examples_per_label: int = Field(1, ge=0, le=64, description="Few-shot: labeled examples of each label from "
+                                    "data.train (seeded by training.seed, class-balanced) placed before the text as "
+                                    "earlier turns of the conversation; 0 or no data.train: zero-shot.")
+
+    @field_validator("instruction")
+    @classmethod
+    def _instruction_fields(cls, value: str) -> str:
+        try:
+            value.format(options="x")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"may only use {{options}} (write {{{{ and }}}} for braces): {err}") from None
+        return value
+
+
 class RetrievalConfig(_Section):
     """`task: retrieval` (a bi-encoder fine-tuned on matching pairs; goldmine.training.retrieval)."""
 
@@ -114,10 +142,12 @@ class RetrievalConfig(_Section):
 
 
 class TuningConfig(_Section):
-    strategy: str = Field("full", description="Tuning strategy: full | freeze | lora | fewshot | zeroshot.")
+    strategy: str = Field("full", description="Tuning strategy: full | freeze | lora | fewshot | zeroshot | "
+                          "label_likelihood.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     zeroshot: ZeroShotConfig = Field(default_factory=ZeroShotConfig)
     fewshot: FewShotConfig = Field(default_factory=FewShotConfig)
+    label_likelihood: LabelLikelihoodConfig = Field(default_factory=LabelLikelihoodConfig)
 
 
 class TrainingConfig(_Section):

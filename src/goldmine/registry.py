@@ -74,4 +74,5 @@ STRATEGIES: Registry = Registry("tuning strategy", {
     "lora": "goldmine.tuning.lora",
     "zeroshot": "goldmine.tuning.zeroshot",
     "fewshot": "goldmine.tuning.fewshot",
+    "label_likelihood": "goldmine.tuning.label_likelihood",
 })

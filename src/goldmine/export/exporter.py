@@ -33,7 +33,7 @@ from goldmine.export.parity import (
     parity_sample,
     profile_kernels,
 )
-from goldmine.inference.model import Model
+from goldmine.inference.model import Model, RunMeta
 from goldmine.inference.runtime import (
     MANIFEST_FILE,
     ONNX_DIR,
@@ -42,6 +42,7 @@ from goldmine.inference.runtime import (
     available_cores,
     weights_fingerprint,
 )
+from goldmine.registry import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ def export_model(model_dir: str | Path, format: str = "onnx", quantize: str | No
     if sample_size is not None and sample_size < 1:
         raise ConfigError(f"sample size must be at least 1, got {sample_size}")
 
+    strategy = RunMeta.load(model_dir).strategy
+    if strategy in STRATEGIES and (reason := STRATEGIES.get(strategy).export_refusal):
+        raise ConfigError(f"{model_dir}: cannot export a {strategy} run: {reason}")
     reference = Model.load(model_dir, runtime="torch")
     if reference.meta.members:
         raise ModelError(f"{model_dir} is an ensemble: export each member run; the ensemble then loads their exports")

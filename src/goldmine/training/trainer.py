@@ -269,7 +269,7 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
     for data in filter(None, splits.values()):
         task_cls.check_kind(data)
     full_test, held_out = splits["test"], _separate_out_of_scope(splits, config)
-    base = task_cls.resolve_base(config.model.name)
+    base = method.resolve_base(task_cls, config.model.name)
     tokenizer = load_tokenizer(base)
     labels = method.labels(config) or task_cls.labels_from(splits["train"])
     task = task_cls(labels, tokenizer, config.model.max_length)

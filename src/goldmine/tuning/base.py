@@ -24,6 +24,7 @@ class TuningMethod(ABC):
     name: ClassVar[str]
     adapter: ClassVar[bool] = False  # the run directory holds an adapter that loads over the unchanged base model
     builds_model: ClassVar[bool] = False  # makes the finished model itself (`build`) instead of the Trainer recipe
+    export_refusal: ClassVar[str | None] = None  # why `goldmine export` refuses this method's runs (None: it does not)
 
     def __init__(self) -> None:
         self.summary: dict = {}  # what `build` made, recorded in the run's goldmine.json under the method's name
@@ -39,6 +40,11 @@ class TuningMethod(ABC):
     def build(self, task, base: str, config: TrainConfig, train: LabeledData | None) -> nn.Module:
         """The finished model, for a method with `builds_model` (e.g. zero-shot from label descriptions)."""
         raise NotImplementedError(f"tuning strategy {self.name!r} trains with the Trainer recipe (apply)")
+
+    def resolve_base(self, task_cls, name: str) -> str:
+        """`model.name` as `from_pretrained` takes it: the task's models by default (a method that builds on another
+        kind of model, such as a decoder, resolves its own)."""
+        return task_cls.resolve_base(name)
 
     def labels(self, config: TrainConfig) -> list[str] | None:
         """The label names when the method defines them (a label file), else None: they come from the data."""
