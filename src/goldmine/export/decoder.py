@@ -17,14 +17,15 @@ Only the last position's logits are computed: a prompt's prefill would otherwise
 file serves both. The network is traced in its eager attention form (matmul, mask, softmax), which keeps the engine's
 left padding exactly as torch computes it.
 
-Tied embeddings: the exporter computes the output projection as MatMul(x, Transpose(embedding)), which the 4-bit
-quantiser cannot see as a constant weight. The quantiser here gives that MatMul its own transposed copy first, so the
-output projection (a fifth of a step's reads in 4 bits) is quantised too; the embedding lookup itself reads only B
-rows per step and stays float32.
+Tied embeddings: the exporter computes the output projection as MatMul(x, Transpose(embedding)), which a weight
+quantiser cannot see as a constant. `untie_output_projection` gives that MatMul its own transposed copy first, so the
+output projection (49152 x 576, a fifth of a 4-bit step's reads) is quantised too, in 8 bits by default: the bundled
+GGUF stores the embedding in Q8_0, which 8-bit blocks reproduce exactly. The embedding lookup itself reads only B rows
+per step and stays float32.
 
-Block-wise 4-bit of weights that were Q4_1 (the bundled GGUF): each block of 32 weights along the input dimension is
-d * q + m with q in 0..15, the same blocks `MatMulNBits` uses. Its zero point is an integer, so m is rounded to the
-nearest multiple of d: not bit-exact, but the greedy replies agree (measured in bench/results/onnx_decoder.md).
+The 4-bit format is `goldmine.export.blockwise`'s: Q4_1 blocks (a step and a float offset per 32 weights), which hold
+the bundled GGUF's Q4_1 weights without loss (onnxruntime's own quantiser rounds each block's offset to an integer
+zero point and does not).
 """
 
 from __future__ import annotations
@@ -157,38 +158,28 @@ def untie_output_projection(model, vocab_size: int) -> list[str]:
 
 
 def quantize_nbits(source: Path, target: Path, vocab_size: int, block_size: int = 32,
-                   accuracy_level: int | None = 4, output_bits: int = 4) -> dict:
-    """Write `source` (an fp32 decoder graph) to `target` with every MatMul weight in 4 bits, asymmetric (a scale
-    and a zero point per block of `block_size` along the input dimension); the output projection in `output_bits`
-    (4 or 8; 0 keeps it float32)."""
+                   accuracy_level: int | None = 4, output_bits: int = 8) -> dict:
+    """Write `source` (an fp32 decoder graph) to `target` with every MatMul weight in 4 bits, block-wise (see
+    `goldmine.export.blockwise`), and the output projection in `output_bits` (8, 4, or 0 for float32)."""
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from goldmine.export.blockwise import quantize_matmuls
 
     model = onnx.load(str(source))
-    output = untie_output_projection(model, vocab_size)
-    try:
-        with quiet_logs(""):  # the quantiser logs every node on the root logger
-            quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=False,
-                                             accuracy_level=accuracy_level, nodes_to_exclude=output)
-            quantizer.process()
-            model = quantizer.model.model
-            if output and output_bits:
-                quantizer = MatMulNBitsQuantizer(model, bits=output_bits, block_size=block_size, is_symmetric=False,
-                                                 accuracy_level=accuracy_level, nodes_to_include=output)
-                quantizer.process()
-                model = quantizer.model.model
-    except Exception as err:  # onnxruntime's quantiser raises plain RuntimeErrors/AssertionErrors
-        raise ModelError(f"4-bit quantisation of {source} failed: {err}") from err
+    output = frozenset(untie_output_projection(model, vocab_size))
+    counts = quantize_matmuls(model, block_size, accuracy_level or 0, eight_bit=output if output_bits == 8 else
+                              frozenset(), skip=output if not output_bits else frozenset())
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in (target, target.with_name(target.name + ".data")):
         stale.unlink(missing_ok=True)
     onnx.save(model, str(target), save_as_external_data=True, location=target.name + ".data")
-    return {"bits": 4, "block_size": block_size, "symmetric": False, "accuracy_level": accuracy_level,
-            "output_projection_bits": output_bits or 32, "output_projection_nodes": output}
+    return {"bits": 4, "format": "Q4_1 blocks (step + float offset), output projection Q8_0 blocks",
+            "block_size": block_size, "accuracy_level": accuracy_level, "output_projection_bits": output_bits or 32,
+            "output_projection_nodes": sorted(output), "matmuls": counts}
 
 
 def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "int4", block_size: int = 32,
-                   accuracy_level: int | None = 4, output_bits: int = 4) -> Path:
+                   accuracy_level: int | None = 4, output_bits: int = 8) -> Path:
     """Export the causal LM in `model_dir` to `out_dir` for `OnnxDecoder`; returns the graph's path.
 
     Args:
@@ -198,7 +189,8 @@ def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "i
         weights: "fp32" or "int4" (MatMul weights in 4 bits, block-wise, asymmetric).
         block_size: weights per 4-bit block; 32 matches Q4_1. The input dimension must be a multiple of it.
         accuracy_level: `MatMulNBits`' compute type: 4 = int8 activations (fastest on CPU), 0/None = float32.
-        output_bits: bits of the output projection (the tied lm_head): 4, 8, or 0 for float32.
+        output_bits: bits of the output projection (the tied lm_head): 8 (Q8_0, as the bundled GGUF stores the
+            embedding), 4, or 0 for float32.
     """
     from transformers import AutoModelForCausalLM
 
