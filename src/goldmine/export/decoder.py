@@ -5,7 +5,9 @@ Why: decoding on a CPU is bound by memory bandwidth. Every step reads every weig
 float32 and ~90 MB in 4 bits, so the step runs about as much faster as the weights are smaller. torch's dynamic int8
 was tried and rejected: it quantises each activation with one scale per tensor, and this small model's greedy replies
 diverged after a few tokens. `MatMulNBits` with accuracy_level 4 quantises activations to int8 in blocks of 32 (as
-llama.cpp does for its Q4 x Q8 dot products), so the error stays local.
+llama.cpp does for its Q4 x Q8 dot products), so the error stays local: its greedy replies leave torch fp32's about
+as early as llama.cpp's do, at llama.cpp's speed; accuracy_level=0 computes the 4-bit blocks in float32, closer to
+torch and 0.74x as fast (bench/results/onnx_decoder.md).
 
 The graph's signature is the `DecoderRuntime` one, flattened (L = tokens already in the cache, T = new tokens):
 
