@@ -1,0 +1,226 @@
+"""Export a causal LM (Llama architecture) to ONNX with its key/value cache as explicit inputs and outputs, then
+store its weights in 4 bits, block-wise, for onnxruntime's `MatMulNBits`.
+
+Why: decoding on a CPU is bound by memory bandwidth. Every step reads every weight once, 540 MB for SmolLM2-135M in
+float32 and ~90 MB in 4 bits, so the step runs about as much faster as the weights are smaller. torch's dynamic int8
+was tried and rejected: it quantises each activation with one scale per tensor, and this small model's greedy replies
+diverged after a few tokens. `MatMulNBits` with accuracy_level 4 quantises activations to int8 in blocks of 32 (as
+llama.cpp does for its Q4 x Q8 dot products), so the error stays local: its greedy replies leave torch fp32's about
+as early as llama.cpp's do, at llama.cpp's speed; accuracy_level=0 computes the 4-bit blocks in float32, closer to
+torch and 0.74x as fast (bench/results/onnx_decoder.md).
+
+The graph's signature is the `DecoderRuntime` one, flattened (L = tokens already in the cache, T = new tokens):
+
+    inputs   input_ids (B, T), attention_mask (B, L + T), position_ids (B, T), past.{i}.key/value (B, kv, L, d)
+    outputs  logits (B, V) of the last position only, present.{i}.key/value (B, kv, L + T, d)
+
+Only the last position's logits are computed: a prompt's prefill would otherwise multiply every position by the
+49152 x 576 output matrix for logits nobody reads. Prefill is the same graph with L = 0 (empty past tensors), so one
+file serves both. The network is traced in its eager attention form (matmul, mask, softmax), which keeps the engine's
+left padding exactly as torch computes it.
+
+Tied embeddings: the exporter computes the output projection as MatMul(x, Transpose(embedding)), which a weight
+quantiser cannot see as a constant. `untie_output_projection` gives that MatMul its own transposed copy first, so the
+output projection (49152 x 576, a fifth of a 4-bit step's reads) is quantised too, in 8 bits by default: the bundled
+GGUF stores the embedding in Q8_0, which 8-bit blocks reproduce exactly. The embedding lookup itself reads only B rows
+per step and stays float32.
+
+The 4-bit format is `goldmine.export.blockwise`'s: Q4_1 blocks (a step and a float offset per 32 weights), which hold
+the bundled GGUF's Q4_1 weights without loss (onnxruntime's own quantiser rounds each block's offset to an integer
+zero point and does not).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from goldmine.errors import ConfigError, ModelError
+from goldmine.export.onnx import EXPORTER_LOGGERS, quiet_logs
+from goldmine.inference.onnx_decoder import MANIFEST
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = ("fp32", "int4")
+FILES = {"fp32": "decoder.fp32.onnx", "int4": "decoder.int4.onnx"}
+BASE_INPUTS = ["input_ids", "attention_mask", "position_ids"]
+
+
+def past_names(layers: int) -> list[str]:
+    return [f"past.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+def present_names(layers: int) -> list[str]:
+    return [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+class FlatCacheDecoder(torch.nn.Module):
+    """The causal LM with its cache as flat tensors: (input_ids, mask, positions, past) -> (last logits, *present).
+    The exporter sees plain tensors in and out; inside, the cache is rebuilt as the `DynamicCache` transformers
+    expects."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+        self.layers = network.config.num_hidden_layers
+
+    def forward(self, input_ids, attention_mask, position_ids, past: tuple[torch.Tensor, ...]):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
+        out = self.network(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                           cache=cache, use_cache=True, logits_to_keep=1)
+        present = [t for layer in cache.layers for t in (layer.keys, layer.values)]
+        return (out.logits[:, -1], *present)  # (B, V), then (B, kv, L + T, d) per layer and kind
+
+
+def cache_shape(config) -> tuple[int, int]:
+    """(kv heads, head dim) of a transformers config."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return config.num_key_value_heads, head_dim
+
+
+def example_inputs(config) -> tuple:
+    """Two rows, three new tokens after a past of five, the first row left-padded by two: no axis is 0 or 1, which
+    torch.export would specialise, and the mask holds real padding."""
+    batch, new, past = 2, 3, 5
+    kv_heads, head_dim = cache_shape(config)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (batch, new), generator=generator)
+    mask = torch.ones(batch, past + new, dtype=torch.long)
+    mask[0, :2] = 0
+    positions = torch.arange(past, past + new).repeat(batch, 1)
+    positions[0] -= 2
+    cache = tuple(torch.randn(batch, kv_heads, past, head_dim, generator=generator)
+                  for _ in range(2 * config.num_hidden_layers))
+    return ids, mask, positions, cache
+
+
+def export_fp32(network: torch.nn.Module, path: Path) -> dict:
+    """Trace `network` (a transformers causal LM) into `path`, its weights in `path`.data."""
+    config = network.config
+    wrapper = FlatCacheDecoder(network.eval()).eval()
+    batch, new, past = torch.export.Dim("batch"), torch.export.Dim("sequence"), torch.export.Dim("past")
+    dynamic = ({0: batch, 1: new}, {0: batch, 1: torch.export.Dim.AUTO}, {0: batch, 1: new},
+               tuple({0: batch, 2: past} for _ in range(2 * config.num_hidden_layers)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = config._attn_implementation
+    network.set_attn_implementation("eager")  # matmul + mask + softmax: what onnxruntime runs best on CPU
+    try:
+        with warnings.catch_warnings(), quiet_logs(*EXPORTER_LOGGERS):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, example_inputs(config), str(path),
+                              input_names=BASE_INPUTS + past_names(wrapper.layers),
+                              output_names=["logits", *present_names(wrapper.layers)], dynamic_shapes=dynamic,
+                              dynamo=True, optimize=True, external_data=True, verbose=False)
+    except Exception as err:  # the exporter raises many types; all mean "this network did not export"
+        raise ModelError(f"ONNX export of {type(network).__name__} failed: {err}") from err
+    finally:
+        network.set_attn_implementation(previous)
+    return {"exporter": "torch.onnx.export(dynamo=True)", "attention": "eager"}
+
+
+def untie_output_projection(model, vocab_size: int) -> list[str]:
+    """The MatMuls of the output projection (weight (hidden, vocab)), each given a constant weight: the exporter
+    leaves a large tied one as Transpose(embedding), which the weight quantiser cannot see as a constant, so such a
+    MatMul gets its own transposed initializer. (A small one is folded into a constant already.)"""
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    transposes = {node.output[0]: node for node in graph.node
+                  if node.op_type == "Transpose" and node.input[0] in initializers}
+    found = []
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        if node.input[1] in transposes:
+            transpose = transposes[node.input[1]]
+            weight = numpy_helper.to_array(initializers[transpose.input[0]])
+            perm = [list(a.ints) for a in transpose.attribute if a.name == "perm"]
+            weight = np.ascontiguousarray(weight.transpose(*perm[0]) if perm else weight.T)
+            if weight.shape[-1] != vocab_size:
+                continue
+            node.input[1] = f"{transpose.input[0]}.transposed"
+            graph.initializer.append(numpy_helper.from_array(weight, node.input[1]))
+            found.append(node.name)
+        elif node.input[1] in initializers and initializers[node.input[1]].dims[-1] == vocab_size:
+            found.append(node.name)
+    used = {name for node in graph.node for name in node.input}
+    for transpose in transposes.values():
+        if transpose.output[0] not in used:
+            graph.node.remove(transpose)
+    return found
+
+
+def quantize_nbits(source: Path, target: Path, vocab_size: int, block_size: int = 32,
+                   accuracy_level: int | None = 4, output_bits: int = 8) -> dict:
+    """Write `source` (an fp32 decoder graph) to `target` with every MatMul weight in 4 bits, block-wise (see
+    `goldmine.export.blockwise`), and the output projection in `output_bits` (8, 4, or 0 for float32)."""
+    import onnx
+
+    from goldmine.export.blockwise import quantize_matmuls
+
+    model = onnx.load(str(source))
+    output = frozenset(untie_output_projection(model, vocab_size))
+    counts = quantize_matmuls(model, block_size, accuracy_level or 0, eight_bit=output if output_bits == 8 else
+                              frozenset(), skip=output if not output_bits else frozenset())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (target, target.with_name(target.name + ".data")):
+        stale.unlink(missing_ok=True)
+    onnx.save(model, str(target), save_as_external_data=True, location=target.name + ".data")
+    return {"bits": 4, "format": "Q4_1 blocks (step + float offset), output projection Q8_0 blocks",
+            "block_size": block_size, "accuracy_level": accuracy_level, "output_projection_bits": output_bits or 32,
+            "output_projection_nodes": sorted(output), "matmuls": counts}
+
+
+def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "int4", block_size: int = 32,
+                   accuracy_level: int | None = 4, output_bits: int = 8) -> Path:
+    """Export the causal LM in `model_dir` to `out_dir` for `OnnxDecoder`; returns the graph's path.
+
+    Args:
+        model_dir: a transformers directory (e.g. `goldmine.modeling.decoder.resolve_decoder("smollm2")`).
+        out_dir: where `decoder.fp32.onnx` (always, the source of the others) and `decoder.int4.onnx` go, each with
+            its `.data` file, and `decoder.json` (what each graph is, for the runtime and for people).
+        weights: "fp32" or "int4" (MatMul weights in 4 bits, block-wise, asymmetric).
+        block_size: weights per 4-bit block; 32 matches Q4_1. The input dimension must be a multiple of it.
+        accuracy_level: `MatMulNBits`' compute type: 4 = int8 activations (fastest on CPU), 0/None = float32.
+        output_bits: bits of the output projection (the tied lm_head): 8 (Q8_0, as the bundled GGUF stores the
+            embedding), 4, or 0 for float32.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights: {weights!r} is not one of {list(WEIGHTS)}")
+    if output_bits not in (0, 4, 8):
+        raise ConfigError(f"output_bits: {output_bits} is not one of [0, 4, 8]")
+    out = Path(out_dir)
+    manifest_path = out / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    fp32 = out / FILES["fp32"]
+    if not fp32.is_file() or manifest.get("source") != str(Path(model_dir).resolve()):
+        started = time.perf_counter()
+        network = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        config = network.config
+        details = export_fp32(network, fp32)
+        kv_heads, head_dim = cache_shape(config)
+        manifest = {"source": str(Path(model_dir).resolve()), "layers": config.num_hidden_layers,
+                    "kv_heads": kv_heads, "head_dim": head_dim, "vocab_size": config.vocab_size,
+                    "graphs": {"fp32": {"file": fp32.name, **details,
+                                        "export_s": round(time.perf_counter() - started, 1)}}}
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    if weights == "fp32":
+        return fp32
+    started = time.perf_counter()
+    target = out / FILES[weights]
+    details = quantize_nbits(fp32, target, manifest["vocab_size"], block_size, accuracy_level, output_bits)
+    manifest["graphs"][weights] = {"file": target.name, **details,
+                                   "quantize_s": round(time.perf_counter() - started, 1)}
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return target
