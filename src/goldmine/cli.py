@@ -439,7 +439,8 @@ PARITY_EXIT = 3  # the export ran but the parity gate rejected it
 def export(
     model_dir: Annotated[Path, typer.Argument(help="Run directory written by `goldmine train`.")],
     format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
-    quantize: Annotated[str | None, typer.Option(help="Also write a quantised graph: int8.")] = None,
+    quantize: Annotated[str | None, typer.Option(
+        help="Also write a quantised graph: int8 (encoders), int4 (a causal LM).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Keep the export even if the parity gate fails.")] = False,
     max_loss: Annotated[float, typer.Option(
         help="Points of the task metric an exported runtime may lose against torch on the parity sample.")] = 0.5,
@@ -453,18 +454,18 @@ def export(
 ) -> None:
     """ONNX (+ int8) graphs in MODEL_DIR/onnx/, checked against torch; exit 3 if the parity gate rejects them."""
     from goldmine.api import export as run
-    from goldmine.export.parity import ParityError, render_parity
+    from goldmine.export.parity import ParityError, render_decoder_parity, render_parity
 
     try:
         result = run(model_dir, format_, quantize, force=force, max_loss=max_loss, data=data, sample_size=sample,
                      threads=threads, int8_scheme=int8_scheme)
     except ParityError as err:
-        render_parity(err.report, console)
+        (render_decoder_parity if err.report.get("task") == "causal_lm" else render_parity)(err.report, console)
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(PARITY_EXIT) from None
     except GoldmineError as err:
         _fail(err)
-    render_parity(result.report, console)
+    (render_decoder_parity if result.report.get("task") == "causal_lm" else render_parity)(result.report, console)
     if result.forced:
         err_console.print("[yellow]warning:[/] the parity gate failed; kept because of --force", highlight=False)
     fastest = list(result.files)[-1]

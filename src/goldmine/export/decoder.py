@@ -224,3 +224,111 @@ def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "i
                                    "quantize_s": round(time.perf_counter() - started, 1)}
     manifest_path.write_text(json.dumps(manifest, indent=2))
     return target
+
+
+# ---- a causal LM run directory: export, parity gate, install ----
+
+RUN_EXPORT_DIR = "onnx-decoder"  # beside an encoder's onnx/: a decoder's graphs and their parity report
+RUN_FILES = {"onnx": FILES["fp32"], "onnx-int4": FILES["int4"]}
+PARITY_NEW_TOKENS = 64
+
+
+def export_causal_lm(model_dir: Path, quantize: str | None, *, force: bool, max_loss: float,
+                     data: str | Path | None, sample_size: int | None, threads: int | None):
+    """Export a `task: causal_lm` run (full weights or a LoRA adapter, merged for the export) to
+    `<run>/onnx-decoder/`, after a parity gate: the sample's greedy replies through each exported graph must score
+    ROUGE-L and exact match within `max_loss` points of the same replies through torch (the metric rule of issue 14:
+    token-for-token equality is not expected of 4-bit weights with int8 activations, as it is not of llama.cpp).
+    parity.json records both metrics, the token agreement and the decoding speed of every runtime."""
+    import shutil
+    import tempfile
+
+    from goldmine.export.exporter import ExportResult, _install
+    from goldmine.export.parity import ParityError, parity_sample
+    from goldmine.inference.generation import DecodeEngine, SamplingParams
+    from goldmine.inference.model import Model
+    from goldmine.inference.onnx_decoder import OnnxDecoder
+    from goldmine.modeling.chat_encoding import messages_of
+    from goldmine.tasks.causal_lm import reply_metrics
+
+    if quantize not in (None, "int4"):
+        raise ConfigError(f"a causal LM exports with --quantize int4 or none, not {quantize!r}")
+    reference = Model.load(model_dir, runtime="torch")
+    task, tokenizer = reference.task, reference.task.tokenizer
+    sample = parity_sample(model_dir, reference, data, sample_size if sample_size is not None else 32)
+    prompts = [task.prompt_ids(messages_of(example)[:-1]) for example in sample.examples]
+    references = [messages_of(example)[-1]["content"] for example in sample.examples]
+    params = SamplingParams(max_tokens=PARITY_NEW_TOKENS)
+
+    def replies_through(runtime) -> tuple[list[list[int]], float]:
+        engine = DecodeEngine(runtime, tokenizer, max_batch=8, max_queue=max(64, len(prompts)),
+                              max_queue_wait_s=float("inf"), threads=threads)
+        try:
+            started = time.perf_counter()
+            ids = engine.generate(prompts, params)
+            return ids, sum(map(len, ids)) / (time.perf_counter() - started)
+        finally:
+            engine.close()
+
+    staging = model_dir / f"{RUN_EXPORT_DIR}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        torch_ids, torch_speed = replies_through(reference.network)
+        texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in torch_ids]
+        runtimes: dict[str, dict] = {"torch": {**reply_metrics(references, texts), "tokens_per_s": round(torch_speed,
+                                                                                                         1)}}
+        with tempfile.TemporaryDirectory(dir=model_dir) as source:  # the merged weights, as transformers saves them
+            reference.network.save_pretrained(source)
+            tokenizer.save_pretrained(source)
+            files = {"onnx": export_decoder(source, staging, weights="fp32")}
+            if quantize == "int4":
+                files["onnx-int4"] = export_decoder(source, staging, weights="int4")
+        manifest = json.loads((staging / MANIFEST).read_text())
+        manifest["source"] = str(model_dir.resolve())
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        failures = []
+        for name, path in files.items():
+            ids, speed = replies_through(OnnxDecoder(path, threads=threads))
+            texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
+            figures = reply_metrics(references, texts)
+            same = sum(a == b for x, y in zip(torch_ids, ids, strict=True) for a, b in zip(x, y, strict=False))
+            loss = {k: round(100 * (runtimes["torch"][k] - figures[k]), 2) for k in ("rouge_l", "exact_match")}
+            passed = all(v <= max_loss for v in loss.values())
+            runtimes[name] = {**figures, "loss_points": loss, "passed": passed, "tokens_per_s": round(speed, 1),
+                              "token_agreement": round(same / max(1, sum(map(len, torch_ids))), 4),
+                              "identical_replies": sum(x == y for x, y in zip(torch_ids, ids, strict=True))}
+            if not passed:
+                failures.append(f"{name} loses {loss} points")
+        report = {"model_dir": str(model_dir), "task": task.name, "data": sample.path, "examples": len(prompts),
+                  "new_tokens": PARITY_NEW_TOKENS, "max_loss": max_loss, "runtimes": runtimes,
+                  "forced": bool(failures) and force}
+        if failures and not force:
+            raise ParityError(f"export rejected: {'; '.join(failures)} on {len(prompts)} replies of {sample.path}; "
+                              f"the limit is {max_loss} points (max_loss). Pass --force to keep it anyway.", report)
+        (staging / "parity.json").write_text(json.dumps(report, indent=2))
+        target = _install(staging, model_dir / RUN_EXPORT_DIR)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(target, {k: target / v.name for k, v in files.items()}, report, not failures,
+                        report["forced"])
+
+
+def served_graph(run_dir: Path, requested: str) -> Path | None:
+    """The exported graph a server runs for a causal LM run: `requested` (onnx | onnx-int4), or for auto the
+    fastest one whose parity passed (int4 > fp32); None for torch (or auto with no export)."""
+    directory = Path(run_dir) / RUN_EXPORT_DIR
+    if requested == "torch":
+        return None
+    parity = json.loads((directory / "parity.json").read_text()) if (directory / "parity.json").is_file() else {}
+    if requested in RUN_FILES:
+        path = directory / RUN_FILES[requested]
+        if not path.is_file():
+            raise ModelError(f"{run_dir} has no {requested} decoder export; run `goldmine export {run_dir}"
+                             f"{' --quantize int4' if requested == 'onnx-int4' else ''}` first")
+        return path
+    for name in ("onnx-int4", "onnx"):
+        figures = parity.get("runtimes", {}).get(name, {})
+        if (directory / RUN_FILES[name]).is_file() and (figures.get("passed") or parity.get("forced")):
+            return directory / RUN_FILES[name]
+    return None

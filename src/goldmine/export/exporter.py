@@ -72,7 +72,8 @@ def export_model(model_dir: str | Path, format: str = "onnx", quantize: str | No
 
     Args:
         format: only "onnx".
-        quantize: "int8" also writes a dynamically quantised graph.
+        quantize: "int8" also writes a dynamically quantised graph; a causal LM takes "int4" instead
+            (`goldmine.export.decoder`).
         force: keep an export the parity gate rejects (parity.json records that it was forced).
         max_loss: most points of the task metric (accuracy, micro-F1, entity F1 x 100) an exported runtime may
             lose against torch on the sample; negative rejects every export.
@@ -90,6 +91,11 @@ def export_model(model_dir: str | Path, format: str = "onnx", quantize: str | No
     model_dir = Path(model_dir)
     if format not in FORMATS:
         raise ConfigError(f"format {format!r} is not supported; choose one of {', '.join(FORMATS)}")
+    if RunMeta.load(model_dir).task == "causal_lm":  # a decoder: its own graphs (with their cache) and gate
+        from goldmine.export.decoder import export_causal_lm
+
+        return export_causal_lm(model_dir, quantize, force=force, max_loss=max_loss, data=data,
+                                sample_size=sample_size, threads=threads)
     if quantize not in (None, *QUANTIZATIONS):
         raise ConfigError(f"quantize {quantize!r} is not supported; choose one of {', '.join(QUANTIZATIONS)}")
     quantization.check_scheme(int8_scheme)

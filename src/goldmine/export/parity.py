@@ -257,3 +257,18 @@ def render_parity(report: dict[str, Any], console: Console) -> None:
         features = escape(f"[{', '.join(cpu.get('features', [])) or 'no AVX'}]")
         console.print(f"cpu: {escape(cpu.get('model') or '?')} {features}; "
                       f"int8 GEMMs on the {cpu.get('int8_gemm')} kernels")
+
+
+def render_decoder_parity(report: dict, console) -> None:
+    """A causal LM's parity table: each runtime's reply metrics, loss against torch, agreement and speed."""
+    from rich.table import Table
+
+    table = Table(title=f"decoder parity on {report['examples']} replies of {report['data']} (greedy, "
+                        f"{report['new_tokens']} new tokens)")
+    for column in ("runtime", "ROUGE-L", "exact match", "loss (points)", "token agreement", "tokens/s", "passed"):
+        table.add_column(column)
+    for name, figures in report["runtimes"].items():
+        table.add_row(name, f"{figures['rouge_l']:.4f}", f"{figures['exact_match']:.4f}",
+                      str(figures.get("loss_points", "")), str(figures.get("token_agreement", "")),
+                      str(figures.get("tokens_per_s", "")), str(figures.get("passed", "reference")))
+    console.print(table)

@@ -14,9 +14,10 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from goldmine.inference.generation import DecodeEngine
-from goldmine.inference.model import Model
+from goldmine.inference.model import Model, RunMeta
 from goldmine.inference.runtime import available_cores
 from goldmine.serving.batching import MicroBatcher
 from goldmine.serving.metrics import Metrics
@@ -92,8 +93,9 @@ class ModelPool:
         started = time.perf_counter()
         b = self.settings.batching
         threads = self.settings.inference_threads or (1 if b.workers is None else None)
-        model = await asyncio.to_thread(Model.load, path, b.forward_size, runtime=self.settings.runtime,
-                                        threads=threads)
+        decoder = RunMeta.load(Path(path)).task == "causal_lm"
+        model = await asyncio.to_thread(Model.load, path, b.forward_size,
+                                        runtime="torch" if decoder else self.settings.runtime, threads=threads)
         workers = compute_workers(b.workers, threads)
         label = f"{name}@{version}"
         batcher = MicroBatcher(
@@ -104,11 +106,8 @@ class ModelPool:
             chunk_size=b.forward_size,
         )
         engine = None
-        if model.meta.task == "causal_lm":
-            g = self.settings.generation
-            engine = DecodeEngine(model.network, model.task.tokenizer, max_batch=g.max_batch, max_queue=g.max_queue,
-                                  max_queue_wait_s=g.max_queue_wait_s,
-                                  threads=self.settings.inference_threads or available_cores(), name=label)
+        if decoder:
+            engine = await asyncio.to_thread(self._engine, model, Path(path), label)
         loaded = LoadedModel(name, version, model, batcher, engine)
         self._loaded[(name, version)] = loaded
         log.info("loaded %s on %s (%d batch worker(s)) in %.1fs", label, model.runtime, workers,
@@ -118,6 +117,23 @@ class ModelPool:
             self._unload(oldest)
         self.metrics.loaded_versions.set(len(self._loaded))
         return loaded
+
+    def _engine(self, model: Model, path: Path, label: str) -> DecodeEngine:
+        """A decoder's engine on the runtime the settings ask for: auto = the fastest decoder export whose parity
+        gate passed (`goldmine export --quantize int4`), else torch."""
+        from goldmine.export.decoder import served_graph
+
+        g = self.settings.generation
+        threads = self.settings.inference_threads or available_cores()
+        graph = served_graph(path, self.settings.runtime)
+        runtime = model.network
+        if graph is not None:
+            from goldmine.inference.onnx_decoder import OnnxDecoder
+
+            runtime = OnnxDecoder(graph, threads=threads)
+        log.info("%s decodes on %s", label, getattr(runtime, "name", "torch"))
+        return DecodeEngine(runtime, model.task.tokenizer, max_batch=g.max_batch, max_queue=g.max_queue,
+                            max_queue_wait_s=g.max_queue_wait_s, threads=threads, name=label)
 
     def _unload(self, loaded: LoadedModel) -> None:
         self._loaded.pop((loaded.name, loaded.version), None)

@@ -112,10 +112,11 @@ class ServingSettings(BaseSettings):
     default_alias: str = Field("production", description="Alias a predict call uses when it names none.")
     max_loaded_versions: int = Field(4, gt=0, description="Model versions kept in memory (least recently used go).")
     preload: bool = Field(True, description="Load every production version at startup, before /readyz says ready.")
-    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8", "onnx-int4"] = Field(
         "auto", description="Where forward passes run: auto = the fastest current export in each version's "
-        "directory (onnx-int8 > onnx > torch; see `goldmine export`), or one runtime for every version (a version "
-        "without that export then fails to load, with a message saying how to export it).")
+        "directory (onnx-int8 > onnx > torch; a decoder: onnx-int4 > onnx > torch, exports whose parity passed; see "
+        "`goldmine export`), or one runtime for every version (a version without that export then fails to load, "
+        "with a message saying how to export it).")
     inference_threads: int | None = Field(None, gt=0, description="Threads per forward pass (torch, or onnxruntime "
                                           "intra-op); None = 1 while `batching.workers` is unset (one worker per "
                                           "core), else the usable cores.")

@@ -44,6 +44,16 @@ def normalised(text: str) -> str:
     return " ".join(text.strip().casefold().split())
 
 
+def reply_metrics(references: list[str], replies: list[str]) -> dict[str, float]:
+    """ROUGE-L F1 (mean) and exact match (after trimming and case folding) of replies against references."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rouge = [scorer.score(ref, reply)["rougeL"].fmeasure for ref, reply in zip(references, replies, strict=True)]
+    exact = [normalised(ref) == normalised(reply) for ref, reply in zip(references, replies, strict=True)]
+    return {"rouge_l": float(np.mean(rouge)) if rouge else 0.0, "exact_match": float(np.mean(exact)) if exact else 0.0}
+
+
 @TASKS.register("causal_lm")
 class CausalLM(Task):
     """A decoder that writes the assistant's reply to a conversation."""
@@ -161,13 +171,8 @@ class CausalLM(Task):
             raise DataError(too_long, header=f"{data.path}: prompts too long to answer")
         replies = [self.tokenizer.decode(r, skip_special_tokens=True).strip()
                    for r in self.generate(network, prompts, max_new_tokens)]
-        from rouge_score import rouge_scorer
-
-        scorer = rouge_scorer.RougeScorer(["rougeL"])
-        rouge = [scorer.score(ref, reply)["rougeL"].fmeasure for ref, reply in zip(references, replies, strict=True)]
-        exact = [normalised(ref) == normalised(reply) for ref, reply in zip(references, replies, strict=True)]
         return {"loss": loss, "perplexity": math.exp(loss) if count else float("nan"),
-                "rouge_l": float(np.mean(rouge)), "exact_match": float(np.mean(exact)),
+                **reply_metrics(references, replies),
                 "assistant_tokens": count, "truncated": encoded.truncated,
                 "examples": [{"prompt": messages_of(ex)[-2]["content"], "reference": ref, "generated": reply}
                              for ex, ref, reply in list(zip(data.examples, references, replies,

@@ -1,0 +1,66 @@
+"""`goldmine export` of a causal LM run: ONNX graphs with the cache as inputs and outputs, a parity gate on the
+replies' metrics, and a server that then decodes on the export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from goldmine.export.decoder import RUN_EXPORT_DIR, served_graph
+from goldmine.export.exporter import export_model
+
+
+@pytest.fixture
+def run_dir(tmp_path, tiny_chat_run):
+    target = tmp_path / "run"
+    shutil.copytree(tiny_chat_run(True), target)
+    return target
+
+
+def test_export_gates_the_replies_and_installs_the_graphs(run_dir):
+    result = export_model(run_dir, quantize="int4", force=True)
+    report = json.loads((run_dir / RUN_EXPORT_DIR / "parity.json").read_text())
+    assert set(report["runtimes"]) == {"torch", "onnx", "onnx-int4"}
+    fp32 = report["runtimes"]["onnx"]
+    assert fp32["token_agreement"] == 1.0 and fp32["passed"]  # float32 ONNX decodes what torch decodes
+    assert report["runtimes"]["torch"]["exact_match"] == 1.0  # the trained replies, measured through the engine
+    assert {p.name for p in result.files.values()} == {"decoder.fp32.onnx", "decoder.int4.onnx"}
+    assert served_graph(run_dir, "onnx") == run_dir / RUN_EXPORT_DIR / "decoder.fp32.onnx"
+    assert served_graph(run_dir, "torch") is None
+
+
+def test_a_bad_quantisation_for_a_decoder_is_refused(run_dir):
+    from goldmine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="int4"):
+        export_model(run_dir, quantize="int8")
+    assert not (run_dir / RUN_EXPORT_DIR).exists()
+
+
+def test_a_server_decodes_on_the_export(run_dir, tmp_path, monkeypatch):
+    from goldmine.serving.app import create_app
+    from goldmine.serving.auth import create_key
+    from goldmine.serving.db import open_database
+    from goldmine.serving.registry import register
+    from goldmine.serving.settings import load_settings
+
+    export_model(run_dir)  # float32 graph only
+    for name in [n for n in os.environ if n.startswith("GOLDMINE_")]:
+        monkeypatch.delenv(name)
+    settings = load_settings(data_dir=tmp_path / "serving", preload=False, inference_threads=1, runtime="onnx")
+    db = open_database(settings)
+    register(db, settings.registry_dir, "reviewer", run_dir, "acme")
+    key = create_key(db, "acme", "predict").key
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                        json={"model": "reviewer", "messages": [{"role": "user", "content": "great film"}],
+                              "temperature": 0})
+        engine = next(iter(client.app.state.services.pool._loaded.values())).engine
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "positive"
+    assert engine.runtime.name == "onnx-fp32"
+    db.dispose()
