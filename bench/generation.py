@@ -163,7 +163,7 @@ def prompts_of(files, count: int) -> list[str]:
     return [json.loads(line)["text"] for line in files["prompts"].read_text().splitlines()[:count]]
 
 
-def serve_run(run_dir: Path, threads: int):
+def serve_run(run_dir: Path, threads: int, runtime: str = "auto"):
     """`goldmine serve` on a fresh data dir with `run_dir` registered as `writer`: (process, url, key)."""
     from goldmine.serving.auth import create_key
     from goldmine.serving.db import open_database
@@ -182,7 +182,7 @@ def serve_run(run_dir: Path, threads: int):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "GOLDMINE_DATA_DIR": str(data_dir), "GOLDMINE_INFERENCE_THREADS": str(threads),
-           "PYTHONPATH": str(ROOT / "src")}
+           "GOLDMINE_RUNTIME": runtime, "PYTHONPATH": str(ROOT / "src")}
     log = (WORK / "server.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "goldmine.cli", "serve", "--host", "127.0.0.1", "--port",
                                 str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -246,23 +246,43 @@ async def concurrent(url: str, key: str, texts: list[str], new_tokens: int, stre
             "ttft_ms": round(1000 * statistics.median(r["ttft_s"] for r in results), 1)}
 
 
+def export_run(run_dir: Path, threads: int) -> dict:
+    """`goldmine export RUN --quantize int4` (kept even if the int4 graph misses the gate: parity.json says so,
+    and the server's default then skips it); the parity report."""
+    from goldmine.export.decoder import RUN_EXPORT_DIR
+    from goldmine.export.exporter import export_model
+
+    started = time.perf_counter()
+    export_model(run_dir, quantize="int4", force=True, threads=threads)
+    report = json.loads((run_dir / RUN_EXPORT_DIR / "parity.json").read_text())
+    report["export_s"] = round(time.perf_counter() - started, 1)
+    return report
+
+
 def run_decode(args, files, run_dir: Path) -> dict:
+    """Each runtime served over HTTP in turn: one stream, then 4 and 8 concurrent."""
     texts = prompts_of(files, args.prompts)
-    process, url, key = serve_run(run_dir, args.threads)
-    try:
-        asyncio.run(concurrent(url, key, texts[:2], 8, 1))  # warm-up: the first load and allocation
-        single = asyncio.run(concurrent(url, key, texts, args.new_tokens, 1))
-        four = asyncio.run(concurrent(url, key, texts, args.new_tokens, 4))
-        eight = asyncio.run(concurrent(url, key, texts, args.new_tokens, 8))
-    finally:
-        process.terminate()
-        process.wait(30)
-    return {"goldmine": {"decode_tokens_per_s": single["decode_tokens_per_s"], "ttft_ms": single["ttft_ms"],
-                         "single_aggregate_tokens_per_s": single["aggregate_tokens_per_s"],
-                         "concurrent4_tokens_per_s": four["aggregate_tokens_per_s"],
-                         "concurrent8_tokens_per_s": eight["aggregate_tokens_per_s"],
-                         "runs": [single, four, eight], "runtime": "torch float32, continuous batching",
-                         "run_dir": str(run_dir)}}
+    parity = export_run(run_dir, args.threads)
+    measured = {}
+    for runtime in args.runtimes.split(","):
+        process, url, key = serve_run(run_dir, args.threads, runtime)
+        try:
+            asyncio.run(concurrent(url, key, texts[:2], 8, 1))  # warm-up: the first load and allocation
+            single = asyncio.run(concurrent(url, key, texts, args.new_tokens, 1))
+            four = asyncio.run(concurrent(url, key, texts, args.new_tokens, 4))
+            eight = asyncio.run(concurrent(url, key, texts, args.new_tokens, 8))
+        finally:
+            process.terminate()
+            process.wait(30)
+        measured[runtime] = {"decode_tokens_per_s": single["decode_tokens_per_s"], "ttft_ms": single["ttft_ms"],
+                             "single_aggregate_tokens_per_s": single["aggregate_tokens_per_s"],
+                             "concurrent4_tokens_per_s": four["aggregate_tokens_per_s"],
+                             "concurrent8_tokens_per_s": eight["aggregate_tokens_per_s"],
+                             "runs": [single, four, eight]}
+        print(runtime, measured[runtime], flush=True)
+    fastest = max(measured, key=lambda r: measured[r]["decode_tokens_per_s"] or 0)
+    return {"goldmine": {**measured[fastest], "runtime": fastest, "run_dir": str(run_dir)},
+            "goldmine_runtimes": measured, "decoder_parity": parity}
 
 
 def run_generate(args, files, run_dir: Path) -> dict:
@@ -382,9 +402,9 @@ def markdown(r: dict) -> str:
     if g or f or ll:
         lines += ["## Decoding", "", "| runtime | decode tokens/s (1 stream) | time to first token ms | 4 streams "
                   "tokens/s | 8 streams tokens/s |", "|---|---:|---:|---:|---:|"]
-        if g:
-            lines.append(f"| goldmine over HTTP ({g['runtime']}) | {g['decode_tokens_per_s']} | {g['ttft_ms']} | "
-                         f"{g['concurrent4_tokens_per_s']} | {g['concurrent8_tokens_per_s']} |")
+        for name, figures in (r.get("goldmine_runtimes") or ({g["runtime"]: g} if g else {})).items():
+            lines.append(f"| goldmine over HTTP, {name} | {figures['decode_tokens_per_s']} | {figures['ttft_ms']} | "
+                         f"{figures['concurrent4_tokens_per_s']} | {figures['concurrent8_tokens_per_s']} |")
         if f:
             lines.append(f"| transformers generate(), fp32, in process | {f['decode_tokens_per_s']} | {f['ttft_ms']} "
                          "| | |")
@@ -392,6 +412,16 @@ def markdown(r: dict) -> str:
             lines.append(f"| {ll['runtime']}, in process | {ll['decode_tokens_per_s']} | {ll['ttft_ms']} | | |")
         elif "llama_cpp_note" in r:
             lines.append(f"| llama.cpp | not measured: {r['llama_cpp_note']} | | | |")
+        parity = r.get("decoder_parity")
+        if parity:
+            lines += ["", f"Parity of the exports on {parity['examples']} replies of {parity['data']} (greedy, "
+                      f"{parity['new_tokens']} new tokens; gate: ROUGE-L and exact match within "
+                      f"{parity['max_loss']} points of torch):", "",
+                      "| runtime | ROUGE-L | exact match | token agreement | identical replies | passed |",
+                      "|---|---:|---:|---:|---:|---|"]
+            for name, f in parity["runtimes"].items():
+                lines.append(f"| {name} | {f['rouge_l']:.4f} | {f['exact_match']:.4f} | {f.get('token_agreement', 1)} "
+                             f"| {f.get('identical_replies', parity['examples'])} | {f.get('passed', 'reference')} |")
         if r.get("ratios"):
             lines += ["", "Ratios: " + ", ".join(f"{k} {v}" for k, v in r["ratios"].items()) +
                       " (targets: decode ≥ 3x generate_fp32 and ≥ 0.8x llama.cpp; 8 streams ≥ 3x one stream)."]
@@ -425,6 +455,7 @@ def main() -> None:
     parser.add_argument("--sft-batch", type=int, default=4)
     parser.add_argument("--train-size", type=int, default=800)
     parser.add_argument("--run", type=Path, help="Decode with this run directory instead of the SFT run.")
+    parser.add_argument("--runtimes", default="onnx-int4,onnx,torch", help="Server runtimes to measure.")
     parser.add_argument("--llama-python", default=os.environ.get("LLAMA_CPP_PYTHON"),
                         help="Python of an environment with llama-cpp-python.")
     args = parser.parse_args()
