@@ -439,6 +439,8 @@ def markdown(r: dict) -> str:
         for example in s.get("examples", []):
             lines += ["", f"- **{example['prompt'][:100]}**", f"  - reference: {example['reference'][:200]}",
                       f"  - fine-tuned: {example['generated'][:200]}"]
+    if r.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in r["notes"]]
     if "zeroshot_sst2_accuracy" in r:
         lines += ["", f"Label-likelihood zero-shot on sst2 dev: {r['zeroshot_sst2_accuracy']:.4f} "
                   "(bench/results/label_likelihood.md)."]
