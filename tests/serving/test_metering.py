@@ -133,3 +133,21 @@ def test_purge_works_in_chunks(db, monkeypatch):
     asyncio.run(meter.record(reply("fresh", "order-new")))
     assert meter.purge_expired() == 5
     assert [r.request_id for r in rows(db) if r.response_json is not None] == ["fresh"]
+
+
+def test_concurrent_streams_raise_their_output_tokens_in_shared_transactions(db):
+    meter = Meter(db)
+    transactions = []
+    write = meter._set_many
+    meter._set_many = lambda raises: (transactions.append(dict(raises)), write(raises))[1]
+
+    async def main():
+        for i in range(4):
+            await meter.record(usage(f"s{i}"))
+        await asyncio.gather(*(meter.raise_output_tokens(f"s{i}", step) for step in range(1, 6) for i in range(4)))
+
+    asyncio.run(main())
+    assert len(transactions) < 20  # 20 raises, far fewer commits
+    assert sum(len(t) for t in transactions) < 20
+    with db.session() as s:
+        assert {r.request_id: r.output_tokens for r in s.query(UsageRecord)} == {f"s{i}": 5 for i in range(4)}

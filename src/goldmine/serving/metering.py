@@ -98,6 +98,8 @@ class Meter:
         self._now = now
         self._pending: list[tuple[Usage, asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
+        self._raises: dict[str, tuple[int, float | None, list[asyncio.Future]]] = {}  # request id -> newest raise
+        self._raiser: asyncio.Task | None = None
 
     @staticmethod
     def _row(usage: Usage, now) -> dict[str, Any]:
@@ -171,15 +173,47 @@ class Meter:
     def set_output_tokens(self, request_id: str, output_tokens: int, latency_ms: float | None = None) -> None:
         """Raise a streaming call's record to the tokens sent so far (committed before they are sent: a stream cut
         by a disconnect or a crash is billed for exactly what reached the wire). Raises `UsageNotRecorded`."""
-        values: dict[str, Any] = {"output_tokens": output_tokens}
-        if latency_ms is not None:
-            values["latency_ms"] = latency_ms
+        self._set_many({request_id: (output_tokens, latency_ms)})
+
+    def _set_many(self, raises: dict[str, tuple[int, float | None]]) -> None:
         try:
             with self.db.session() as session:
-                session.execute(update(UsageRecord).where(UsageRecord.request_id == request_id).values(**values))
+                for request_id, (tokens, latency_ms) in raises.items():
+                    values: dict[str, Any] = {"output_tokens": tokens}
+                    if latency_ms is not None:
+                        values["latency_ms"] = latency_ms
+                    session.execute(update(UsageRecord).where(UsageRecord.request_id == request_id).values(**values))
         except SQLAlchemyError:
             self._on_failure()
             raise UsageNotRecorded("the usage record could not be updated; the stream stops here") from None
+
+    async def raise_output_tokens(self, request_id: str, output_tokens: int, latency_ms: float | None = None) -> None:
+        """`set_output_tokens`, group-committed: the raises of concurrent streams that arrive while a transaction
+        commits go together in the next one (one fsync for all of them, not one per chunk per stream); each caller
+        returns once a transaction holding its raise (or a later one of the same call) has committed."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        _, _, waiters = self._raises.get(request_id, (0, None, []))
+        self._raises[request_id] = (output_tokens, latency_ms, [*waiters, future])
+        if self._raiser is None or self._raiser.done():
+            self._raiser = loop.create_task(self._write_raises())
+        await asyncio.shield(future)
+
+    async def _write_raises(self) -> None:
+        while self._raises:
+            group, self._raises = self._raises, {}
+            try:
+                await asyncio.to_thread(self._set_many, {rid: (t, ms) for rid, (t, ms, _) in group.items()})
+            except Exception as err:  # noqa: BLE001 - every waiter of the group gets the error
+                for _, _, waiters in group.values():
+                    for future in waiters:
+                        if not future.done():
+                            future.set_exception(err)
+                continue
+            for _, _, waiters in group.values():
+                for future in waiters:
+                    if not future.done():
+                        future.set_result(None)
 
     def find(self, key_id: str, idempotency_key: str, expected_hash: str | None) -> Replay | None:
         """The stored response for this key's idempotency key; `Conflict` if it was for a different request.

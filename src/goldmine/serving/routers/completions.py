@@ -297,8 +297,8 @@ async def _complete(kind: str, body, request: Request, key, services) -> JSONRes
         raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     stream = _stream(choices, chat, ident, created, body.model, version, len(prompt), include_usage,
-                     lambda sent: asyncio.to_thread(services.meter.set_output_tokens, request_id, sent,
-                                                    round((time.perf_counter() - started) * 1000, 3)),
+                     lambda sent: services.meter.raise_output_tokens(request_id, sent,
+                                                                     round((time.perf_counter() - started) * 1000, 3)),
                      settle, lambda n: services.metrics.tokens.labels(name).inc(n))
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={**headers, "X-Model-Version": version, "Cache-Control": "no-cache"})
