@@ -64,13 +64,13 @@ def q8_blocks(weight: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_matmuls(model, block: int = 32, accuracy_level: int = 4, eight_bit: frozenset[str] = frozenset(),
-                     skip: frozenset[str] = frozenset()) -> dict:
+                     skip: frozenset[str] = frozenset(), keep_rank: int = 0) -> dict:
     """Replace, in place, every MatMul of `model` (an onnx ModelProto) whose weight is a constant (K, N) initializer:
     4 bits (Q4_1 form) by default, 8 bits (Q8_0 form) for the node names in `eight_bit`, none for those in `skip`.
     `accuracy_level` is the 4-bit MatMuls' compute type (4: int8 activations in blocks, 0: float32); 8-bit ones
     always compute in int8 (level 4): onnxruntime 1.32 has no float32 kernel for 8-bit weights and dequantises the
-    whole matrix each call instead (the 49152 x 576 output projection: 5.6 instead of 53 tokens/s). Returns
-    counts."""
+    whole matrix each call instead (the 49152 x 576 output projection: 5.6 instead of 53 tokens/s). A weight with a
+    side of at most `keep_rank` (an unmerged LoRA adapter's A or B) stays float32. Returns counts."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -85,6 +85,10 @@ def quantize_matmuls(model, block: int = 32, accuracy_level: int = 4, eight_bit:
             nodes.append(node)
             continue
         k, n = weight.dims
+        if min(k, n) <= keep_rank:  # a LoRA adapter's A (K x r) or B (r x N): tiny, and its precision is the update
+            counts["kept"] += 1
+            nodes.append(node)
+            continue
         if k % block:
             raise ConfigError(f"block_size: {block} does not divide the input size {k} of {node.name}")
         rank = ranks.get(node.input[0])

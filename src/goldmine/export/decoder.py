@@ -160,7 +160,7 @@ def untie_output_projection(model, vocab_size: int) -> list[str]:
 
 
 def quantize_nbits(source: Path, target: Path, vocab_size: int, block_size: int = 32,
-                   accuracy_level: int | None = 4, output_bits: int = 8) -> dict:
+                   accuracy_level: int | None = 4, output_bits: int = 8, keep_rank: int = 0) -> dict:
     """Write `source` (an fp32 decoder graph) to `target` with every MatMul weight in 4 bits, block-wise (see
     `goldmine.export.blockwise`), and the output projection in `output_bits` (8, 4, or 0 for float32)."""
     import onnx
@@ -170,7 +170,7 @@ def quantize_nbits(source: Path, target: Path, vocab_size: int, block_size: int 
     model = onnx.load(str(source))
     output = frozenset(untie_output_projection(model, vocab_size))
     counts = quantize_matmuls(model, block_size, accuracy_level or 0, eight_bit=output if output_bits == 8 else
-                              frozenset(), skip=output if not output_bits else frozenset())
+                              frozenset(), skip=output if not output_bits else frozenset(), keep_rank=keep_rank)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in (target, target.with_name(target.name + ".data")):
         stale.unlink(missing_ok=True)
@@ -181,7 +181,8 @@ def quantize_nbits(source: Path, target: Path, vocab_size: int, block_size: int 
 
 
 def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "int4", block_size: int = 32,
-                   accuracy_level: int | None = 4, output_bits: int = 8) -> Path:
+                   accuracy_level: int | None = 4, output_bits: int = 8, network: torch.nn.Module | None = None
+                   ) -> Path:
     """Export the causal LM in `model_dir` to `out_dir` for `OnnxDecoder`; returns the graph's path.
 
     Args:
@@ -193,6 +194,8 @@ def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "i
         accuracy_level: `MatMulNBits`' compute type: 4 = int8 activations (fastest on CPU), 0/None = float32.
         output_bits: bits of the output projection (the tied lm_head): 8 (Q8_0, as the bundled GGUF stores the
             embedding), 4, or 0 for float32.
+        network: export this network instead of loading `model_dir` (a LoRA run's base with its adapter still
+            unmerged: its small A and B matrices stay float32 beside the 4-bit base weights).
     """
     from transformers import AutoModelForCausalLM
 
@@ -206,7 +209,8 @@ def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "i
     fp32 = out / FILES["fp32"]
     if not fp32.is_file() or manifest.get("source") != str(Path(model_dir).resolve()):
         started = time.perf_counter()
-        network = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        if network is None:
+            network = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         config = network.config
         details = export_fp32(network, fp32)
         kv_heads, head_dim = cache_shape(config)
@@ -219,7 +223,8 @@ def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "i
         return fp32
     started = time.perf_counter()
     target = out / FILES[weights]
-    details = quantize_nbits(fp32, target, manifest["vocab_size"], block_size, accuracy_level, output_bits)
+    rank = getattr(network, "lora_rank", 0)  # set by `_unmerged`: the adapter's A and B stay float32
+    details = quantize_nbits(fp32, target, manifest["vocab_size"], block_size, accuracy_level, output_bits, rank)
     manifest["graphs"][weights] = {"file": target.name, **details,
                                    "quantize_s": round(time.perf_counter() - started, 1)}
     manifest_path.write_text(json.dumps(manifest, indent=2))
@@ -282,8 +287,22 @@ def export_causal_lm(model_dir: Path, quantize: str | None, *, force: bool, max_
             reference.network.save_pretrained(source)
             tokenizer.save_pretrained(source)
             files = {"onnx": export_decoder(source, staging, weights="fp32")}
-            if quantize == "int4":
-                files["onnx-int4"] = export_decoder(source, staging, weights="int4")
+        if quantize == "int4":
+            # 4 bits cannot hold a LoRA update merged into the base weights (it is smaller than one 4-bit step of
+            # them, and rounding brings the base model back), so a LoRA run's int4 graph keeps its adapter unmerged:
+            # the base weights in 4 bits (exact for the bundled GGUF's), x A B beside them in float32
+            unmerged = staging / "unmerged"
+            files["onnx-int4"] = export_decoder(model_dir, unmerged, weights="int4",
+                                                network=_unmerged(model_dir, reference) if reference.meta.adapter
+                                                else reference.network)
+            for graph in (files["onnx-int4"], files["onnx-int4"].with_name(files["onnx-int4"].name + ".data")):
+                graph.rename(staging / graph.name)
+            files["onnx-int4"] = staging / files["onnx-int4"].name
+            manifest = json.loads((staging / MANIFEST).read_text())
+            manifest["graphs"]["int4"] = json.loads((unmerged / MANIFEST).read_text())["graphs"]["int4"]
+            manifest["graphs"]["int4"]["adapter"] = "unmerged (float32)" if reference.meta.adapter else None
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            shutil.rmtree(unmerged)
         manifest = json.loads((staging / MANIFEST).read_text())
         manifest["source"] = str(model_dir.resolve())
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -314,9 +333,24 @@ def export_causal_lm(model_dir: Path, quantize: str | None, *, force: bool, max_
                         report["forced"])
 
 
+def _unmerged(model_dir: Path, reference) -> torch.nn.Module:
+    """A LoRA run's base model with its adapter injected and not merged (eval mode)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(type(reference.task).resolve_base(reference.meta.base_model),
+                                                dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(base, model_dir)
+    network = adapted.get_base_model().eval()
+    network.lora_rank = max(config.r for config in adapted.peft_config.values())
+    return network
+
+
 def served_graph(run_dir: Path, requested: str) -> Path | None:
-    """The exported graph a server runs for a causal LM run: `requested` (onnx | onnx-int4), or for auto the
-    fastest one whose parity passed (int4 > fp32); None for torch (or auto with no export)."""
+    """The exported graph a server runs for a causal LM run: `requested` (onnx | onnx-int4), or for auto the one
+    whose parity passed with the most tokens/s in its parity run (int4 is not always faster: a LoRA run's int4
+    graph carries its adapter's small float32 MatMuls beside every projection); None for torch (or auto with no
+    export)."""
     directory = Path(run_dir) / RUN_EXPORT_DIR
     if requested == "torch":
         return None
@@ -327,8 +361,7 @@ def served_graph(run_dir: Path, requested: str) -> Path | None:
             raise ModelError(f"{run_dir} has no {requested} decoder export; run `goldmine export {run_dir}"
                              f"{' --quantize int4' if requested == 'onnx-int4' else ''}` first")
         return path
-    for name in ("onnx-int4", "onnx"):
-        figures = parity.get("runtimes", {}).get(name, {})
-        if (directory / RUN_FILES[name]).is_file() and (figures.get("passed") or parity.get("forced")):
-            return directory / RUN_FILES[name]
-    return None
+    passed = {name: parity["runtimes"][name].get("tokens_per_s", 0) for name in ("onnx-int4", "onnx")
+              if (directory / RUN_FILES[name]).is_file() and name in parity.get("runtimes", {})
+              and (parity["runtimes"][name].get("passed") or parity.get("forced"))}
+    return directory / RUN_FILES[max(passed, key=passed.get)] if passed else None
