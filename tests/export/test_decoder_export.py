@@ -64,3 +64,25 @@ def test_a_server_decodes_on_the_export(run_dir, tmp_path, monkeypatch):
     assert r.json()["choices"][0]["message"]["content"] == "positive"
     assert engine.runtime.name == "onnx-fp32"
     db.dispose()
+
+
+def test_a_lora_runs_int4_graph_keeps_the_adapter_unmerged_in_float32(tmp_path, tiny_decoder_dir):
+    import goldmine
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"prompt": a, "response": b}) + "\n"
+                             for a, b in [("great film", "positive"), ("awful film", "negative")] * 8))
+    run = tmp_path / "lora"
+    goldmine.train(None, **{"task": "causal_lm", "data.train": chats, "data.test": chats,
+                            "model.name": str(tiny_decoder_dir), "output_dir": run, "model.max_length": 32,
+                            "tuning.strategy": "lora", "tuning.lora.r": 4, "training.max_steps": 30,
+                            "training.learning_rate": 3e-2, "training.eval_strategy": "none"})
+    export_model(run, quantize="int4", force=True)
+    manifest = json.loads((run / RUN_EXPORT_DIR / "decoder.json").read_text())
+    int4 = manifest["graphs"]["int4"]
+    assert int4["adapter"] == "unmerged (float32)"
+    layers = manifest["layers"]
+    assert int4["matmuls"]["kept"] == 2 * 7 * layers  # every projection's A and B stay float32
+    assert int4["matmuls"]["4bit"] == 7 * layers  # the base projections in 4 bits
+    report = json.loads((run / RUN_EXPORT_DIR / "parity.json").read_text())
+    assert report["runtimes"]["onnx-int4"]["tokens_per_s"] > 0
