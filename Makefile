@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup demo test test-all lint bench-accuracy clean
+.PHONY: setup demo test test-all lint bench-accuracy bench-llama clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ lint: setup
 
 bench-accuracy: setup
 	$(PY) bench/accuracy.py
+
+# llama.cpp for bench/generation.py's comparison, in its own environment: llama-cpp-python has no wheel on PyPI and
+# compiles C++ for minutes, which goldmine's own install never does
+bench-llama:
+	$(PYTHON) -m venv .venv-llama
+	.venv-llama/bin/pip install --quiet llama-cpp-python
 
 clean:
 	rm -rf $(VENV) runs
