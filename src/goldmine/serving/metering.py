@@ -170,11 +170,6 @@ class Meter:
             self._on_failure()
             raise UsageNotRecorded("the usage record could not be written; retry the call") from None
 
-    def set_output_tokens(self, request_id: str, output_tokens: int, latency_ms: float | None = None) -> None:
-        """Raise a streaming call's record to the tokens sent so far (committed before they are sent: a stream cut
-        by a disconnect or a crash is billed for exactly what reached the wire). Raises `UsageNotRecorded`."""
-        self._set_many({request_id: (output_tokens, latency_ms)})
-
     def _set_many(self, raises: dict[str, tuple[int, float | None]]) -> None:
         try:
             with self.db.session() as session:
@@ -188,8 +183,10 @@ class Meter:
             raise UsageNotRecorded("the usage record could not be updated; the stream stops here") from None
 
     async def raise_output_tokens(self, request_id: str, output_tokens: int, latency_ms: float | None = None) -> None:
-        """`set_output_tokens`, group-committed: the raises of concurrent streams that arrive while a transaction
-        commits go together in the next one (one fsync for all of them, not one per chunk per stream); each caller
+        """Raise a streaming call's record to the tokens sent so far (committed before they are sent: a stream cut
+        by a disconnect or a crash is billed for exactly what reached the wire; raises `UsageNotRecorded`),
+        group-committed: the raises of concurrent streams that arrive while a transaction commits go together in
+        the next one (one fsync for all of them, not one per chunk per stream); each caller
         returns once a transaction holding its raise (or a later one of the same call) has committed."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()

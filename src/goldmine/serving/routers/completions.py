@@ -256,6 +256,12 @@ async def _complete(kind: str, body, request: Request, key, services) -> JSONRes
         await services.limiter.return_tokens(key.id, key.tokens_per_minute,
                                              reserved - len(prompt) - completion_tokens)
 
+    async def abandon() -> None:  # nothing was sent: stop decoding, bill nothing, give back quota and tokens
+        for choice in choices:
+            choice.request.cancel()
+        await services.limiter.release_quota(key.id, 1)
+        await settle(0)
+
     def usage(completion_tokens: int) -> Usage:
         return Usage(request_id=request_id, tenant=key.tenant, key_id=key.id, model=name, version=version, items=1,
                      input_tokens=len(prompt), output_tokens=completion_tokens,
@@ -274,10 +280,7 @@ async def _complete(kind: str, body, request: Request, key, services) -> JSONRes
             completion = sum(c.tokens for c in choices)
             await services.meter.record(usage(completion))
         except BaseException:
-            for choice in choices:
-                choice.request.cancel()
-            await services.limiter.release_quota(key.id, 1)
-            await settle(0)
+            await abandon()
             raise
         await settle(completion)
         services.metrics.tokens.labels(name).inc(len(prompt) + completion)
@@ -290,10 +293,7 @@ async def _complete(kind: str, body, request: Request, key, services) -> JSONRes
     try:
         await services.meter.record(usage(0))
     except BaseException:
-        for choice in choices:
-            choice.request.cancel()
-        await services.limiter.release_quota(key.id, 1)
-        await settle(0)
+        await abandon()
         raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     stream = _stream(choices, chat, ident, created, body.model, version, len(prompt), include_usage,
