@@ -212,13 +212,18 @@ class TrainingConfig(_Section):
 class OutOfScopeConfig(_Section):
     """"None of these" for single-label classification (`goldmine.inference.out_of_scope`)."""
 
-    method: Literal["none", "auto", "max_probability", "energy"] = Field(
-        "none", description="Score threshold fitted on dev: max_probability, energy, auto (the one with the "
-        "higher dev AUROC), or none (only an explicit out-of-scope class, if `label` is one).")
+    method: Literal["none", "auto", "max_probability", "energy", "prototype", "mahalanobis"] = Field(
+        "none", description="Score threshold fitted on dev: max_probability, energy (from the logits), prototype, "
+        "mahalanobis (distance of the pooled embedding to the classes' training texts), auto (the one with the "
+        "highest dev AUROC), or none (only an explicit out-of-scope class, if `label` is one).")
     label: str | None = Field(None, description="The label out-of-scope examples carry (e.g. 'oos'): a class "
                               "when train has it; else dev/test examples with it are the out-of-scope ground truth.")
     target_precision: float = Field(0.95, gt=0, le=1, description="The threshold answers as many dev texts as "
                                     "it can while P(the answer is right | it was given) stays at least this.")
+    min_in_scope_sent_away: float = Field(0.0, ge=0, lt=1, description="Raise the threshold until at least this "
+                                          "share of in-scope dev texts falls below it: what a user gives up to catch "
+                                          "out-of-scope texts that dev has no examples of (precision alone sees "
+                                          "only the model's mistakes).")
     fallback_label: str | None = Field(None, description="The label an out-of-scope answer carries (default: "
                                        "`label`, else 'out_of_scope').")
 

@@ -12,10 +12,14 @@ import pytest
 
 import goldmine
 from goldmine.config import load_config
-from goldmine.errors import ConfigError
+from goldmine.errors import ConfigError, ModelError
 from goldmine.inference.model import Model
 from goldmine.inference.out_of_scope import (
+    PROTOTYPES_FILE,
+    SCORES,
     OutOfScopeRule,
+    Outputs,
+    Prototypes,
     fit_rule,
     in_scope_scores,
     out_of_scope_metrics,
@@ -54,6 +58,60 @@ def test_auto_keeps_the_score_that_separates_better():
     dev = report["dev"]
     # the threshold answers as much as a 0.95 precision allows: up to ~5% of its answers may go to oos texts
     assert dev["oos_recall"] >= 0.85 and dev["in_scope_accuracy"] > 0.9 and dev["oos_examples"] == 100
+
+
+def clusters(rng, centres: np.ndarray, per_class: int, spread: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.repeat(np.arange(len(centres)), per_class)
+    return centres[labels] + spread * rng.normal(size=(len(labels), centres.shape[1])), labels
+
+
+def test_prototype_scores_measure_how_far_a_text_lies_from_its_nearest_class():
+    rng = np.random.default_rng(0)
+    centres = 3 * np.eye(4, 16)
+    train, labels = clusters(rng, centres, 50)
+    prototypes = Prototypes.fit(train, labels)
+    np.testing.assert_allclose(prototypes.means, centres, atol=0.15)
+    near, far = centres[:2] + 0.1, centres[:2] + 2.5 * np.eye(2, 16, k=8)  # off every class, in unused directions
+    assert (prototypes.mahalanobis(near) > prototypes.mahalanobis(far)).all()
+    assert (prototypes.cosine(near) > prototypes.cosine(far)).all()
+    # fewer texts than dimensions (8 per class x 2, 16 dims): the shrunk covariance still inverts
+    few = Prototypes.fit(*clusters(rng, centres[:2], 4))
+    assert np.isfinite(few.precision).all() and np.isfinite(few.mahalanobis(far)).all()
+    # an explicit out-of-scope class is no prototype
+    assert len(Prototypes.fit(train, labels, skip_class=3).means) == 3
+
+
+def test_auto_keeps_an_embedding_score_when_the_logits_cannot_tell():
+    rng = np.random.default_rng(2)
+    centres = 3 * np.eye(3, 12)
+    train, train_labels = clusters(rng, centres, 60)
+    dev, dev_labels = clusters(rng, centres, 40)
+    # out-of-scope texts: in directions no class uses, with the logits of confident in-scope answers
+    outside = 0.3 * rng.normal(size=(60, 12)) + 3 * np.eye(3, 12, k=6)[rng.integers(0, 3, 60)]
+    logits_in = 8 * np.eye(3)[dev_labels]
+    logits_out = 8 * np.eye(3)[rng.integers(0, 3, 60)]
+    rule, report = fit_rule(Outputs(logits_in, dev), dev_labels, Outputs(logits_out, outside), list("abc"), "auto",
+                            0.95, "oos", None, Prototypes.fit(train, train_labels))
+    assert set(report["scores"]) == set(SCORES)
+    assert report["scores"]["mahalanobis"]["auroc"] > 0.99 and report["scores"]["max_probability"]["auroc"] <= 0.5
+    assert rule.method in ("mahalanobis", "prototype") and rule.prototypes is not None
+    # a 0.95 precision target lets up to ~5% of the answers go to oos texts: 6 of these 60
+    assert report["dev"]["oos_recall"] >= 0.85 and report["dev"]["in_scope_accuracy"] > 0.95
+    # without prototypes auto measures the logit scores only
+    _, logit_only = fit_rule(logits_in, dev_labels, logits_out, list("abc"), "auto", 0.95, "oos", None)
+    assert set(logit_only["scores"]) == {"max_probability", "energy"}
+
+
+def test_a_minimum_share_sent_away_raises_the_threshold_where_dev_has_no_oos_texts():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 400)
+    logits = 6 * np.eye(4)[labels] + rng.normal(size=(400, 4))  # nearly always right: precision alone keeps all
+    none_out = np.zeros((0, 4))
+    plain_rule, plain = fit_rule(logits, labels, none_out, list("abcd"), "max_probability", 0.95, None, None)
+    rule, raised = fit_rule(logits, labels, none_out, list("abcd"), "max_probability", 0.95, None, None,
+                            min_sent_away=0.05)
+    assert plain["dev"]["in_scope_sent_away"] < 0.01
+    assert 0.05 <= raised["dev"]["in_scope_sent_away"] <= 0.06 and rule.threshold > plain_rule.threshold
 
 
 def test_an_explicit_class_is_out_of_scope_and_its_examples_are_the_ground_truth():
@@ -103,9 +161,9 @@ def test_a_threshold_run_without_oos_training_examples(tmp_path, tiny_model_dir,
         "out_of_scope.method": "auto", "out_of_scope.label": "oos", "out_of_scope.target_precision": 0.9})
     meta = json.loads((config.output_dir / "goldmine.json").read_text())
     rule = meta["out_of_scope"]
-    assert rule["method"] in ("max_probability", "energy") and rule["label"] == "oos" and not rule["explicit"]
+    assert rule["method"] in SCORES and rule["label"] == "oos" and not rule["explicit"]
     report = json.loads((config.output_dir / "out_of_scope.json").read_text())
-    assert set(report["scores"]) == {"max_probability", "energy"} and report["dev"]["oos_examples"] == 12
+    assert set(report["scores"]) == set(SCORES) and report["dev"]["oos_examples"] == 12
     assert "oos" not in meta["label_names"]
     tested = result.test_metrics["out_of_scope"]
     assert tested["oos_examples"] == 12 and 0 <= tested["oos_recall"] <= 1 and tested["auroc"] is not None
@@ -146,7 +204,8 @@ def test_out_of_scope_is_for_single_label_classification(tmp_path):
         load_config(None, {"task": "ner", "out_of_scope.method": "energy"})
 
 
-def test_the_rule_holds_on_onnx_and_in_the_cli(tmp_path, tiny_model_dir, demo_files):
+@pytest.mark.parametrize("method", ["energy", "mahalanobis"])
+def test_the_rule_holds_on_onnx_and_in_the_cli(tmp_path, tiny_model_dir, demo_files, method):
     from typer.testing import CliRunner
 
     from goldmine.cli import app
@@ -154,7 +213,8 @@ def test_the_rule_holds_on_onnx_and_in_the_cli(tmp_path, tiny_model_dir, demo_fi
 
     dev = with_out_of_scope(demo_files.intents, tmp_path / "dev.csv", copies=2, every=3)
     config, _ = train_tiny(tmp_path, tiny_model_dir, demo_files.intents, dev, **{
-        "out_of_scope.method": "energy", "out_of_scope.label": "oos", "out_of_scope.target_precision": 0.9})
+        "out_of_scope.method": method, "out_of_scope.label": "oos", "out_of_scope.target_precision": 0.9})
+    assert (config.output_dir / PROTOTYPES_FILE).is_file() == (method == "mahalanobis")
     export_model(config.output_dir, quantize=None, data=dev, threads=1, force=True)
     texts = OUTSIDE + ["i want a refund for my order", "where is my parcel"]
     on_torch = Model.load(config.output_dir, runtime="torch").predict(texts)
@@ -164,6 +224,10 @@ def test_the_rule_holds_on_onnx_and_in_the_cli(tmp_path, tiny_model_dir, demo_fi
     result = CliRunner().invoke(app, ["eval", str(config.output_dir), str(dev), "--runtime", "torch"])
     assert result.exit_code == 0, result.output
     assert "oos_recall" in result.output and "oos examples: 12" in result.output
+    if method == "mahalanobis":  # a run copied without its prototypes says what is missing
+        (config.output_dir / PROTOTYPES_FILE).unlink()
+        with pytest.raises(ModelError, match="out_of_scope_prototypes.npz is missing"):
+            Model.load(config.output_dir, runtime="torch")
 
 
 def test_with_an_explicit_class_its_examples_are_what_auto_separates():

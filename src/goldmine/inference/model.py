@@ -113,7 +113,7 @@ class Model:
             meta.label_names, tokenizer, meta.max_length, document_context=meta.document_context,
             context_length=meta.context_length, case_features=meta.case_features,
         )
-        task.out_of_scope = OutOfScopeRule.from_dict(meta.out_of_scope)
+        task.out_of_scope = OutOfScopeRule.from_dict(meta.out_of_scope, directory)
         if chosen == "torch":
             return cls(load_weights(directory, meta, task), task, meta, batch_size)
         backend = OnnxBackend(onnx_path(directory, chosen), chosen, threads)
@@ -137,6 +137,23 @@ class Model:
         tensors = self.backend.tensor_type
         for idx, batch in length_sorted_batches(features, self.task.tokenizer, self.batch_size, tensors):
             yield idx, self.backend.logits(batch)
+
+    def iter_outputs(self, features: Sequence[dict], embeddings: bool = False
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Yield (indices, logits, pooled embeddings or None) per length-sorted batch: both from one forward pass
+        (what an out-of-scope score on embeddings reads beside the answer)."""
+        if not embeddings:
+            for idx, logits in self.iter_logits(features):
+                yield idx, logits, None
+            return
+        tensors = self.backend.tensor_type
+        for idx, batch in length_sorted_batches(features, self.task.tokenizer, self.batch_size, tensors):
+            yield idx, *self.backend.logits_and_embeddings(batch)
+
+    @property
+    def has_embeddings(self) -> bool:
+        """The network pools a sentence embedding beside its logits (classifiers do; token models do not)."""
+        return self.backend.has_embeddings
 
     def iter_probabilities(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (indices, probabilities) per length-sorted batch; probabilities are (B, C) or (B, T, C)."""

@@ -49,6 +49,13 @@ class Backend(Protocol):
     def embeddings(self, batch: Mapping[str, Any]) -> np.ndarray:
         """(B, H) float32 pooled sentence embeddings, for networks that pool one (classification)."""
 
+    def logits_and_embeddings(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Both of the above from one forward pass."""
+
+    @property
+    def has_embeddings(self) -> bool:
+        """The network pools a sentence embedding."""
+
     def describe(self) -> dict[str, Any]:
         """Runtime, execution provider and threads, for logs and reports."""
 
@@ -73,6 +80,19 @@ class TorchBackend:
             raise ModelError(f"a {type(self.network).__name__} pools no sentence embedding (token models have none)")
         with torch.inference_mode():
             return self.network.embed(**batch).float().numpy()
+
+    def logits_and_embeddings(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        if not self.has_embeddings:
+            raise ModelError(f"a {type(self.network).__name__} pools no sentence embedding (token models have none)")
+        with torch.inference_mode():
+            logits, embeddings = self.network.logits_and_embeddings(**batch)
+        return logits.float().numpy(), embeddings.float().numpy()
+
+    @property
+    def has_embeddings(self) -> bool:
+        return hasattr(self.network, "logits_and_embeddings")
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -119,6 +139,16 @@ class OnnxBackend:
             raise ModelError(f"{self.path} has no embedding output (a token model, or exported by an older goldmine: "
                              "run `goldmine export` again)")
         return self.session.run([EMBEDDING_OUTPUT], self._feed(batch))[0]
+
+    def logits_and_embeddings(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        if not self.has_embeddings:
+            self.embeddings(batch)  # raises the error that says why
+        logits, embeddings = self.session.run([LOGITS_OUTPUT, EMBEDDING_OUTPUT], self._feed(batch))
+        return logits, embeddings
+
+    @property
+    def has_embeddings(self) -> bool:
+        return EMBEDDING_OUTPUT in self.output_names
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.name, "providers": self.session.get_providers(), "intra_op_threads": self.threads,

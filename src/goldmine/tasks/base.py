@@ -30,12 +30,15 @@ if TYPE_CHECKING:
 
 
 class Predictor(Protocol):
-    """What a task needs of a loaded model to answer texts: batched probabilities, or logits where an out-of-scope
-    rule reads them (`goldmine.Model`)."""
+    """What a task needs of a loaded model to answer texts: batched probabilities, or logits (and pooled
+    embeddings) where an out-of-scope rule reads them (`goldmine.Model`)."""
 
     def iter_probabilities(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
     def iter_logits(self, features: Sequence[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def iter_outputs(self, features: Sequence[dict], embeddings: bool = False
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]: ...
 
 
 @dataclass

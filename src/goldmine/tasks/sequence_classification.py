@@ -142,9 +142,10 @@ class SequenceClassification(Task):
                 for i, p in zip(idx, probs, strict=True):
                     results[i] = (self.describe(p), len(features[i]["input_ids"]))
             return results
-        for idx, logits in model.iter_logits(features):  # the out-of-scope scores read logits
+        # the out-of-scope scores read logits, or the pooled embeddings from the same forward pass
+        for idx, logits, embeddings in model.iter_outputs(features, rule.needs_embeddings):
             probs = self.probabilities(torch.from_numpy(logits)).numpy()
-            flagged = rule.decide(logits, self.label_names)
+            flagged = rule.decide(logits, self.label_names, embeddings)
             for row, (i, p) in enumerate(zip(idx, probs, strict=True)):
                 answer = out_of_scope.apply(self.describe(p), bool(flagged[row]), rule)
                 results[i] = (answer, len(features[i]["input_ids"]))

@@ -225,7 +225,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     if config.out_of_scope.enabled:
         with phase(callbacks, "out-of-scope threshold"):
             out_of_scope.fit_and_store(out, splits["dev"], held_out.get("dev"), config.out_of_scope,
-                                       t.eval_batch_size)
+                                       t.eval_batch_size, train=splits["train"])
 
     # ---- evaluate: before vs after, on the same test data, through the serving path ----
     test = splits["test"]
@@ -287,7 +287,7 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
     if config.out_of_scope.enabled:
         with phase(callbacks, "out-of-scope threshold"):
             out_of_scope.fit_and_store(out, splits["dev"], held_out.get("dev"), config.out_of_scope,
-                                       config.training.eval_batch_size)
+                                       config.training.eval_batch_size, train=splits["train"])
     rows: dict[str, dict] = {}
     test = splits["test"]
     if test is not None and len(test):
