@@ -40,7 +40,6 @@ it measured.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -60,6 +59,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info, provenance  # noqa: E402
 
+from runs import read_jsonl, timed_train, write_jsonl  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {  # name: (train, dev, sizes, zero-shot label text)
@@ -73,10 +74,6 @@ SETFIT_MAX_PAIRS = 20_000  # beyond this, setfit's default pair list is replaced
 TARGETS = {("sst2", "8"): 0.80, ("banking77", "10"): 0.86}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def sample(rows: list[dict], per_label: int, seed: int) -> list[dict]:
     by_label: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -87,41 +84,19 @@ def sample(rows: list[dict], per_label: int, seed: int) -> list[dict]:
     return picked
 
 
-def write_jsonl(rows: list[dict], path: Path) -> Path:
-    path.write_text("".join(json.dumps({"text": r["text"], "label": str(r["label"])}) + "\n" for r in rows))
-    return path
-
-
 # ---------------------------------------------------------------- the methods
 def goldmine_method(strategy: str, train: Path | None, dev: Path, out: Path, overrides: dict) -> tuple[float, float,
                                                                                                           dict]:
     """(dev accuracy, wall seconds of goldmine.train less its evaluation on dev, the method's record)."""
-    import goldmine
-    from goldmine.config import load_config
-    from goldmine.training.callbacks import PhaseCallback
-
-    class EvaluationTimer(PhaseCallback):
-        seconds = 0.0
-
-        @contextlib.contextmanager
-        def phase(self, name, total=None):
-            started = time.perf_counter()
-            yield lambda: None
-            if name == "test evaluation":
-                EvaluationTimer.seconds += time.perf_counter() - started
-
     settings = {"task": "classification", "tuning.strategy": strategy, "output_dir": str(out),
                 "data.dev": str(dev), "data.test": str(dev),  # given, so that nothing is split off the sample
                 "training.linear_probe": False, **overrides}
     if train is not None:
         settings["data.train"] = str(train)
-    timer = EvaluationTimer()
-    started = time.perf_counter()
-    result = goldmine.train(load_config(None, settings), callbacks=[timer])
-    wall = time.perf_counter() - started - timer.seconds
+    result, build_s, _ = timed_train(settings)
     record = json.loads((out / "goldmine.json").read_text())["extra"].get(strategy, {})
     metrics = result.test_metrics
-    return metrics["accuracy"], wall, {"ece": metrics["calibration"]["ece"], **record}
+    return metrics["accuracy"], build_s, {"ece": metrics["calibration"]["ece"], **record}
 
 
 def setfit_method(train_rows: list[dict], dev_rows: list[dict], arguments: dict, work: Path) -> tuple[float, float]:
@@ -249,14 +224,16 @@ AL_STEPS = 60  # contrastive steps of each round's few-shot training (the same f
 
 
 def active_learning(work: Path, seeds: int, rounds: int = 5, per_round: int = 200, start: int = 2,
-                    limit_dev: int | None = None, progress=None) -> dict:
+                    limit_dev: int | None = None, progress=None, first_seed: int = 0, earlier: dict | None = None
+                    ) -> dict:
     """Start from `start` examples per intent, add `per_round` texts per round from the rest of train (their
     labels revealed), chosen at random or by `goldmine data suggest` on the current model; few-shot training each
     round; dev accuracy after each round, averaged over the seeds.
 
     Each round trains `tuning.fewshot` with AL_STEPS contrastive steps instead of its default (up to 400): 2 arms
     x 5 seeds x 6 rounds are 60 trainings, and what is compared is the texts each arm chose, under one training
-    budget. `progress(partial result)` is called after each seed, so a long run keeps what it measured."""
+    budget. `progress(partial result)` is called after each seed, so a long run keeps what it measured. With
+    `first_seed`, the curves of seeds below it are taken from `earlier` (the results file's entry)."""
     from goldmine.data.suggest import UnlabeledText, suggest
     from goldmine.inference.model import Model
 
@@ -265,7 +242,13 @@ def active_learning(work: Path, seeds: int, rounds: int = 5, per_round: int = 20
     if limit_dev:
         dev = write_jsonl(read_jsonl(dev)[:limit_dev], work / "bdev.jsonl")
     curves: dict[str, list[list[float]]] = {"random": [], "suggested": []}
-    for seed in range(seeds):
+    if first_seed:
+        kept = (earlier or {}).get("runs", {})
+        if any(len(kept.get(how, [])) != first_seed for how in curves):
+            raise SystemExit(f"--first-seed {first_seed}: the results file holds {len(kept.get('random', []))} "
+                             "active-learning seeds; add seeds right after the last one")
+        curves = {how: list(kept[how]) for how in curves}
+    for seed in range(first_seed, seeds):
         first = sample(train_rows, start, seed)
         taken_texts = {r["text"] for r in first}
         for how in curves:
@@ -376,7 +359,10 @@ def main() -> None:
                             write({"active_learning": partial | {"git_commit": origin["git_commit"],
                                                                  "date": machine_info()["date"]}}, origin)
 
-                    entry = active_learning(Path(folder), args.seeds, limit_dev=args.limit_dev, progress=keep)
+                    earlier = json.loads((RESULTS / "fewshot.json").read_text()).get("active_learning") \
+                        if (RESULTS / "fewshot.json").is_file() else None
+                    entry = active_learning(Path(folder), args.seeds, limit_dev=args.limit_dev, progress=keep,
+                                            first_seed=args.first_seed, earlier=earlier)
                 else:
                     entry = medical_question_pairs(Path(folder))
             results[name] = entry | {"git_commit": origin["git_commit"], "date": machine_info()["date"]}

@@ -33,7 +33,6 @@ Result keys: bench/results/label_likelihood.json {data set: {"dev_examples", "ze
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -51,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info, provenance  # noqa: E402
+
+from runs import read_jsonl, timed_train, write_jsonl  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT.parent / "shared" / "data"
@@ -85,15 +86,6 @@ NOTES = [  # what was tried before the dev runs, on train slices (150-200 texts:
     "throughout), at 1 torch thread.",
 ]
 TARGETS = {"sst2": 0.75}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def write_jsonl(rows: list[dict], path: Path) -> Path:
-    path.write_text("".join(json.dumps({"text": r["text"], "label": str(r["label"])}) + "\n" for r in rows))
-    return path
 
 
 def label_texts(name: str, rows: list[dict]) -> dict[str, str]:
@@ -175,31 +167,14 @@ def choices(name: str, train_rows: list[dict], k: int, instructions: tuple[str, 
 # ---------------------------------------------------------------- the dev section
 def goldmine_run(strategy: str, train: Path | None, dev: Path, out: Path, overrides: dict) -> dict:
     """Dev accuracy and macro-F1 of one `goldmine.train` run, with its build and its evaluation time apart."""
-    import goldmine
-    from goldmine.config import load_config
-    from goldmine.training.callbacks import PhaseCallback
-
-    class EvaluationTimer(PhaseCallback):
-        seconds = 0.0
-
-        @contextlib.contextmanager
-        def phase(self, name, total=None):
-            started = time.perf_counter()
-            yield lambda: None
-            if name == "test evaluation":
-                EvaluationTimer.seconds += time.perf_counter() - started
-
     settings = {"task": "classification", "tuning.strategy": strategy, "output_dir": str(out),
                 "data.dev": str(dev), "data.test": str(dev), "training.linear_probe": False, **overrides}
     if train is not None:
         settings["data.train"] = str(train)
-    timer = EvaluationTimer()
-    started = time.perf_counter()
-    result = goldmine.train(load_config(None, settings), callbacks=[timer])
-    wall = time.perf_counter() - started
+    result, build_s, eval_s = timed_train(settings)
     metrics = result.test_metrics
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "ece": metrics["calibration"]["ece"],
-            "build_s": round(wall - timer.seconds, 2), "eval_s": round(timer.seconds, 2)}
+            "build_s": round(build_s, 2), "eval_s": round(eval_s, 2)}
 
 
 def dev_section(name: str, train_rows: list[dict], dev_rows: list[dict], seeds: int, work: Path,
