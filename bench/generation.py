@@ -6,6 +6,7 @@ llama.cpp, on the same prompts.
     python bench/generation.py --sections sft --sft-steps 150
     python bench/generation.py --sections decode,generate,llama_cpp --prompts 20
     python bench/generation.py --sections llama_cpp --llama-python /path/to/venv/bin/python
+    python bench/generation.py --sections dolly --sft-steps 150
 
 Data: `../shared/data/customer_support/bitext_v11.jsonl` has no split; it is split here by a hash of the normalised
 request text (a request never lands on both sides): 2% test, the rest train. Two tasks are drawn from it:
@@ -14,6 +15,11 @@ request text (a request never lands on both sides): 2% test, the rest train. Two
 SFT trains on a seeded sample of both (`--train-size` replies, half as many intents) with LoRA (r 16 on every
 projection), and reports the run's own before-vs-after table on the reply test set, plus exact match on the intent
 test set for the pretrained and the fine-tuned decoder.
+
+dolly (`../shared/data/dolly/dolly15k.jsonl`, general instructions): split by a hash of the instruction (2% test);
+records whose context plus response exceed DOLLY_MAX_CHARS characters are left out (a 135M model trained at 384
+tokens), the rest train LoRA SFT the same way (`--train-size` of them), and the run's before-vs-after table on the
+test records (`--prompts` of them) is reported, with how many test records each category has.
 
 Decoding: the same `--prompts` held-out support messages (chat template, greedy, `--new-tokens` new tokens each;
 replies may end earlier at the end of turn: tokens/s counts the tokens written).
@@ -52,6 +58,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from machine import machine_info, provenance  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "customer_support" / "bitext_v11.jsonl"
+DOLLY = ROOT.parent / "shared" / "data" / "dolly" / "dolly15k.jsonl"
+DOLLY_MAX_CHARS = 1200  # context + response: about 300 tokens, inside the 384 the run trains at
 RESULTS = ROOT / "bench" / "results"
 WORK = Path(os.environ.get("GOLDMINE_BENCH_WORK", Path(tempfile.gettempdir()) / "goldmine-generation"))
 INTENT_SYSTEM = "You label customer messages. Answer with exactly one intent name from this list: {names}."
@@ -155,6 +163,59 @@ def run_sft(args, files: dict[str, Path]) -> dict:
         "steps": args.sft_steps, "batch_size": args.sft_batch, "train_examples": sum(1 for _ in files["train"].open()),
         "wall_s": round(wall, 1), "train_s": round(seconds, 1), "step_s": round(seconds / result.global_step, 2),
         "examples_per_s": round(result.global_step * args.sft_batch / seconds, 2),
+        "examples": after.get("examples", [])[:3], "run_dir": str(out)}}
+
+
+def dolly_chat(row: dict) -> dict:
+    prompt = row["instruction"] if not row["context"].strip() else f"{row['instruction']}\n\n{row['context']}"
+    return {"prompt": prompt, "response": row["response"]}
+
+
+def prepare_dolly(train_size: int, test_size: int) -> dict[str, Path]:
+    """Dolly's records that fit, split by a hash of the instruction; duplicates dropped."""
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    seen = set()
+    with DOLLY.open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            key = normalised(row["instruction"] + " " + row["context"])
+            if key in seen or not row["response"].strip() or len(row["context"]) + len(row["response"]) > \
+                    DOLLY_MAX_CHARS:
+                continue
+            seen.add(key)
+            rows[split_of(row["instruction"])].append(row)
+    rng = random.Random(0)
+    for part in rows.values():
+        rng.shuffle(part)
+    test = rows["test"][:test_size]
+    return {"train": write_jsonl([dolly_chat(r) for r in rows["train"][:train_size]], WORK / "dolly-train.jsonl"),
+            "test": write_jsonl([dolly_chat(r) for r in test], WORK / "dolly-test.jsonl"),
+            "categories": [r["category"] for r in test], "kept": {k: len(v) for k, v in rows.items()}}
+
+
+def run_dolly(args) -> dict:
+    """LoRA SFT on dolly and the run's own before-vs-after table on the held-out records."""
+    import goldmine
+
+    files = prepare_dolly(args.train_size, args.prompts)
+    out = WORK / "dolly-run"
+    started = time.perf_counter()
+    result = goldmine.train(None, **{
+        "task": "causal_lm", "model.name": "bundled", "model.max_length": 384, "tuning.strategy": "lora",
+        "tuning.lora.r": 16, "tuning.lora.alpha": 32, "data.train": files["train"], "data.test": files["test"],
+        "output_dir": out, "training.max_steps": args.sft_steps, "training.batch_size": args.sft_batch,
+        "training.learning_rate": 5e-4, "training.warmup_ratio": 0.05, "training.eval_strategy": "none",
+        "training.seed": 0})
+    wall = time.perf_counter() - started
+    before, after = result.before_after["pretrained"], result.before_after["fine-tuned"]
+    return {"dolly": {
+        "rouge_l_before": before["rouge_l"], "rouge_l_after": after["rouge_l"],
+        "loss_before": before["loss"], "loss_after": after["loss"],
+        "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
+        "steps": args.sft_steps, "batch_size": args.sft_batch, "train_examples": args.train_size,
+        "test_examples": len(files["categories"]), "records_kept": files["kept"],
+        "test_categories": {c: files["categories"].count(c) for c in sorted(set(files["categories"]))},
+        "wall_s": round(wall, 1), "step_s": round(result.train_seconds / result.global_step, 2),
         "examples": after.get("examples", [])[:3], "run_dir": str(out)}}
 
 
@@ -468,6 +529,19 @@ def markdown(r: dict) -> str:
         for example in s.get("examples", []):
             lines += ["", f"- **{example['prompt'][:100]}**", f"  - reference: {example['reference'][:200]}",
                       f"  - fine-tuned: {example['generated'][:200]}"]
+    d = r.get("dolly")
+    if d:
+        lines += ["", "## LoRA SFT on dolly (general instructions)", "",
+                  f"{d['train_examples']} training records, {d['test_examples']} held out (split by a hash of the "
+                  f"instruction; context + response ≤ {DOLLY_MAX_CHARS} characters), {d['steps']} steps of batch "
+                  f"{d['batch_size']} ({d['step_s']} s/step), wall {d['wall_s']} s.", "",
+                  "| model | ROUGE-L | loss | perplexity |", "|---|---:|---:|---:|"]
+        for label, when in (("pretrained", "before"), ("fine-tuned", "after")):
+            lines.append(f"| {label} | {d[f'rouge_l_{when}']:.4f} | {d[f'loss_{when}']:.3f} | "
+                         f"{d[f'perplexity_{when}']:.2f} |")
+        for example in d.get("examples", []):
+            lines += ["", f"- **{example['prompt'][:100]}**", f"  - reference: {example['reference'][:200]}",
+                      f"  - fine-tuned: {example['generated'][:200]}"]
     if r.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in r["notes"]]
     if "zeroshot_sst2_accuracy" in r:
@@ -495,8 +569,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
-    files = prepare(args.train_size, args.prompts)
     sections = args.sections.split(",")
+    if "dolly" in sections:
+        write(run_dolly(args), args)
+        if sections == ["dolly"]:
+            return
+    files = prepare(args.train_size, args.prompts)
     if "sft" in sections:
         write(run_sft(args, files), args)
     run_dir = args.run or WORK / "sft-run"
