@@ -200,7 +200,8 @@ def train(
     )] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     out_of_scope: Annotated[str | None, typer.Option(
-        "--out-of-scope", help="'None of these' by a score threshold fitted on dev: auto | max_probability | energy."
+        "--out-of-scope", help="'None of these' by a score threshold fitted on dev: auto | max_probability | energy | "
+        "prototype | mahalanobis."
     )] = None,
     oos_label: Annotated[str | None, typer.Option(
         "--oos-label", help="The label of out-of-scope examples (e.g. oos): a class if train has it, else the "

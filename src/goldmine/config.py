@@ -220,7 +220,7 @@ class OutOfScopeConfig(_Section):
                               "when train has it; else dev/test examples with it are the out-of-scope ground truth.")
     target_precision: float = Field(0.95, gt=0, le=1, description="The threshold answers as many dev texts as "
                                     "it can while P(the answer is right | it was given) stays at least this.")
-    min_in_scope_sent_away: float = Field(0.0, ge=0, lt=1, description="Raise the threshold until at least this "
+    min_in_scope_sent_away: float = Field(0.01, ge=0, lt=1, description="Raise the threshold until at least this "
                                           "share of in-scope dev texts falls below it: what a user gives up to catch "
                                           "out-of-scope texts that dev has no examples of (precision alone sees "
                                           "only the model's mistakes).")

@@ -239,3 +239,17 @@ def test_with_an_explicit_class_its_examples_are_what_auto_separates():
     _, report = fit_rule(logits, labels, np.zeros((0, 3)), names, "auto", 0.95, "oos", None)
     assert {s["auroc_of"] for s in report["scores"].values()} == {"out-of-scope vs in-scope"}
     assert report["scores"]["energy"]["auroc"] > 0.9
+
+
+def test_without_oos_dev_texts_auto_takes_the_mahalanobis_distance():
+    """Wrong-vs-right separation is all such a dev set shows, and it is not out-of-scope detection."""
+    rng = np.random.default_rng(4)
+    centres = 3 * np.eye(3, 12)
+    train, train_labels = clusters(rng, centres, 60)
+    dev, dev_labels = clusters(rng, centres, 40)
+    logits = 4 * np.eye(3)[dev_labels] + rng.normal(size=(120, 3))
+    rule, report = fit_rule(Outputs(logits, dev), dev_labels, Outputs(np.zeros((0, 3)), np.zeros((0, 12))),
+                            list("abc"), "auto", 0.95, "oos", None, Prototypes.fit(train, train_labels), 0.01)
+    assert {s["auroc_of"] for s in report["scores"].values()} == {"wrong vs right"}
+    assert rule.method == "mahalanobis" and "Mahalanobis" in report["chosen_by"]
+    assert report["dev"]["in_scope_sent_away"] >= 0.01
