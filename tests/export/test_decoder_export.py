@@ -36,9 +36,23 @@ def test_export_gates_the_replies_and_installs_the_graphs(run_dir):
 def test_a_bad_quantisation_for_a_decoder_is_refused(run_dir):
     from goldmine.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="int4"):
-        export_model(run_dir, quantize="int8")
+    with pytest.raises(ConfigError, match="int4, int8 or none"):
+        export_model(run_dir, quantize="int2")
     assert not (run_dir / RUN_EXPORT_DIR).exists()
+
+
+def test_an_int8_export_holds_every_projection_in_8_bit_blocks(run_dir):
+    export_model(run_dir, quantize="int8", force=True)
+    manifest = json.loads((run_dir / RUN_EXPORT_DIR / "decoder.json").read_text())
+    int8 = manifest["graphs"]["int8"]
+    assert int8["bits"] == 8 and int8["matmuls"]["4bit"] == 0 and int8["matmuls"]["kept"] == 0
+    assert int8["matmuls"]["8bit"] == 7 * manifest["layers"] + 1  # the projections and the output projection
+    report = json.loads((run_dir / RUN_EXPORT_DIR / "parity.json").read_text())
+    assert set(report["runtimes"]) == {"torch", "onnx", "onnx-int8"}
+    # the tiny model's trained replies survive 8-bit weights
+    assert report["runtimes"]["onnx-int8"]["exact_match"] == report["runtimes"]["torch"]["exact_match"]
+    assert served_graph(run_dir, "onnx-int8") == run_dir / RUN_EXPORT_DIR / "decoder.int8.onnx"
+    assert served_graph(run_dir, "auto") is not None
 
 
 def test_a_server_decodes_on_the_export(run_dir, tmp_path, monkeypatch):

@@ -46,8 +46,8 @@ from goldmine.inference.onnx_decoder import MANIFEST
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = ("fp32", "int4")
-FILES = {"fp32": "decoder.fp32.onnx", "int4": "decoder.int4.onnx"}
+WEIGHTS = ("fp32", "int4", "int8")
+FILES = {"fp32": "decoder.fp32.onnx", "int4": "decoder.int4.onnx", "int8": "decoder.int8.onnx"}
 BASE_INPUTS = ["input_ids", "attention_mask", "position_ids"]
 
 
@@ -160,22 +160,29 @@ def untie_output_projection(model, vocab_size: int) -> list[str]:
 
 
 def quantize_nbits(source: Path, target: Path, vocab_size: int, block_size: int = 32,
-                   accuracy_level: int | None = 4, output_bits: int = 8, keep_rank: int = 0) -> dict:
-    """Write `source` (an fp32 decoder graph) to `target` with every MatMul weight in 4 bits, block-wise (see
-    `goldmine.export.blockwise`), and the output projection in `output_bits` (8, 4, or 0 for float32)."""
+                   accuracy_level: int | None = 4, output_bits: int = 8, keep_rank: int = 0, bits: int = 4) -> dict:
+    """Write `source` (an fp32 decoder graph) to `target` with every MatMul weight in `bits` (4: Q4_1 form, 8: Q8_0
+    form), block-wise (see `goldmine.export.blockwise`), and the output projection in `output_bits` (8, 4, or 0
+    for float32)."""
     import onnx
 
     from goldmine.export.blockwise import quantize_matmuls
 
     model = onnx.load(str(source))
     output = frozenset(untie_output_projection(model, vocab_size))
-    counts = quantize_matmuls(model, block_size, accuracy_level or 0, eight_bit=output if output_bits == 8 else
-                              frozenset(), skip=output if not output_bits else frozenset(), keep_rank=keep_rank)
+    eight_bit = output if output_bits == 8 else frozenset()
+    if bits == 8:
+        constants = {init.name for init in model.graph.initializer}
+        eight_bit = frozenset(node.name for node in model.graph.node if node.op_type == "MatMul"
+                              and node.input[1] in constants) - (output if output_bits != 8 else frozenset())
+    counts = quantize_matmuls(model, block_size, accuracy_level or 0, eight_bit=eight_bit,
+                              skip=output if not output_bits else frozenset(), keep_rank=keep_rank)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in (target, target.with_name(target.name + ".data")):
         stale.unlink(missing_ok=True)
     onnx.save(model, str(target), save_as_external_data=True, location=target.name + ".data")
-    return {"bits": 4, "format": "Q4_1 blocks (step + float offset), output projection Q8_0 blocks",
+    return {"bits": bits, "format": "Q8_0 blocks" if bits == 8 else
+            "Q4_1 blocks (step + float offset), output projection Q8_0 blocks",
             "block_size": block_size, "accuracy_level": accuracy_level, "output_projection_bits": output_bits or 32,
             "output_projection_nodes": sorted(output), "matmuls": counts}
 
@@ -189,7 +196,8 @@ def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "i
         model_dir: a transformers directory (e.g. `goldmine.modeling.decoder.resolve_decoder("smollm2")`).
         out_dir: where `decoder.fp32.onnx` (always, the source of the others) and `decoder.int4.onnx` go, each with
             its `.data` file, and `decoder.json` (what each graph is, for the runtime and for people).
-        weights: "fp32" or "int4" (MatMul weights in 4 bits, block-wise, asymmetric).
+        weights: "fp32", "int4" (MatMul weights in 4 bits, block-wise, asymmetric) or "int8" (8 bits, block-wise,
+            symmetric: Q8_0).
         block_size: weights per 4-bit block; 32 matches Q4_1. The input dimension must be a multiple of it.
         accuracy_level: `MatMulNBits`' compute type: 4 = int8 activations (fastest on CPU), 0/None = float32.
         output_bits: bits of the output projection (the tied lm_head): 8 (Q8_0, as the bundled GGUF stores the
@@ -224,7 +232,8 @@ def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "i
     started = time.perf_counter()
     target = out / FILES[weights]
     rank = getattr(network, "lora_rank", 0)  # set by `_unmerged`: the adapter's A and B stay float32
-    details = quantize_nbits(fp32, target, manifest["vocab_size"], block_size, accuracy_level, output_bits, rank)
+    details = quantize_nbits(fp32, target, manifest["vocab_size"], block_size, accuracy_level, output_bits, rank,
+                             bits=8 if weights == "int8" else 4)
     manifest["graphs"][weights] = {"file": target.name, **details,
                                    "quantize_s": round(time.perf_counter() - started, 1)}
     manifest_path.write_text(json.dumps(manifest, indent=2))
@@ -234,7 +243,8 @@ def export_decoder(model_dir: str | Path, out_dir: str | Path, weights: str = "i
 # ---- a causal LM run directory: export, parity gate, install ----
 
 RUN_EXPORT_DIR = "onnx-decoder"  # beside an encoder's onnx/: a decoder's graphs and their parity report
-RUN_FILES = {"onnx": FILES["fp32"], "onnx-int4": FILES["int4"]}
+RUN_FILES = {"onnx": FILES["fp32"], "onnx-int4": FILES["int4"], "onnx-int8": FILES["int8"]}
+QUANTIZE = {"int4": "onnx-int4", "int8": "onnx-int8"}  # --quantize -> the runtime its graph serves as
 PARITY_NEW_TOKENS = 64
 
 
@@ -256,8 +266,8 @@ def export_causal_lm(model_dir: Path, quantize: str | None, *, force: bool, max_
     from goldmine.modeling.chat_encoding import messages_of
     from goldmine.tasks.causal_lm import reply_metrics
 
-    if quantize not in (None, "int4"):
-        raise ConfigError(f"a causal LM exports with --quantize int4 or none, not {quantize!r}")
+    if quantize not in (None, *QUANTIZE):
+        raise ConfigError(f"a causal LM exports with --quantize int4, int8 or none, not {quantize!r}")
     reference = Model.load(model_dir, runtime="torch")
     task, tokenizer = reference.task, reference.task.tokenizer
     sample = parity_sample(model_dir, reference, data, sample_size if sample_size is not None else 32)
@@ -287,6 +297,8 @@ def export_causal_lm(model_dir: Path, quantize: str | None, *, force: bool, max_
             reference.network.save_pretrained(source)
             tokenizer.save_pretrained(source)
             files = {"onnx": export_decoder(source, staging, weights="fp32")}
+            if quantize == "int8":  # 8-bit steps are 16 times finer than 4-bit ones: the merged update survives
+                files["onnx-int8"] = export_decoder(source, staging, weights="int8")
         if quantize == "int4":
             # 4 bits cannot hold a LoRA update merged into the base weights (it is smaller than one 4-bit step of
             # them, and rounding brings the base model back), so a LoRA run's int4 graph keeps its adapter unmerged:
@@ -347,10 +359,10 @@ def _unmerged(model_dir: Path, reference) -> torch.nn.Module:
 
 
 def served_graph(run_dir: Path, requested: str) -> Path | None:
-    """The exported graph a server runs for a causal LM run: `requested` (onnx | onnx-int4), or for auto the one
-    whose parity passed with the most tokens/s in its parity run (int4 is not always faster: a LoRA run's int4
-    graph carries its adapter's small float32 MatMuls beside every projection); None for torch (or auto with no
-    export)."""
+    """The exported graph a server runs for a causal LM run: `requested` (onnx | onnx-int4 | onnx-int8), or for auto
+    the one whose parity passed with the most tokens/s in its parity run (int4 is not always faster: a LoRA run's
+    int4 graph carries its adapter's small float32 MatMuls beside every projection); None for torch (or auto with
+    no export)."""
     directory = Path(run_dir) / RUN_EXPORT_DIR
     if requested == "torch":
         return None
@@ -358,10 +370,11 @@ def served_graph(run_dir: Path, requested: str) -> Path | None:
     if requested in RUN_FILES:
         path = directory / RUN_FILES[requested]
         if not path.is_file():
-            raise ModelError(f"{run_dir} has no {requested} decoder export; run `goldmine export {run_dir}"
-                             f"{' --quantize int4' if requested == 'onnx-int4' else ''}` first")
+            flag = {runtime: f" --quantize {q}" for q, runtime in QUANTIZE.items()}.get(requested, "")
+            raise ModelError(f"{run_dir} has no {requested} decoder export; run `goldmine export {run_dir}{flag}` "
+                             "first")
         return path
-    passed = {name: parity["runtimes"][name].get("tokens_per_s", 0) for name in ("onnx-int4", "onnx")
+    passed = {name: parity["runtimes"][name].get("tokens_per_s", 0) for name in ("onnx-int4", "onnx-int8", "onnx")
               if (directory / RUN_FILES[name]).is_file() and name in parity.get("runtimes", {})
               and (parity["runtimes"][name].get("passed") or parity.get("forced"))}
     return directory / RUN_FILES[max(passed, key=passed.get)] if passed else None

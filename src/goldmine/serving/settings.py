@@ -114,7 +114,8 @@ class ServingSettings(BaseSettings):
     preload: bool = Field(True, description="Load every production version at startup, before /readyz says ready.")
     runtime: Literal["auto", "torch", "onnx", "onnx-int8", "onnx-int4"] = Field(
         "auto", description="Where forward passes run: auto = the fastest current export in each version's "
-        "directory (onnx-int8 > onnx > torch; a decoder: onnx-int4 > onnx > torch, exports whose parity passed; see "
+        "directory (onnx-int8 > onnx > torch; a decoder: of its exports whose parity passed, the one with the most "
+        "tokens/s in its parity run, else torch; see "
         "`goldmine export`), or one runtime for every version (a version without that export then fails to load, "
         "with a message saying how to export it).")
     inference_threads: int | None = Field(None, gt=0, description="Threads per forward pass (torch, or onnxruntime "
