@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 _spec = importlib.util.spec_from_file_location("goldmine_tests_serving_fixtures",
                                                Path(__file__).parents[1] / "serving" / "conftest.py")
 serving_fixtures = importlib.util.module_from_spec(_spec)
@@ -19,12 +21,16 @@ models = serving_fixtures.models
 start_server = serving_fixtures.start_server
 postgres_server = serving_fixtures.postgres_server
 postgres_url = serving_fixtures.postgres_url
-free_port = serving_fixtures.free_port
+
+
+@pytest.fixture
+def free_port():
+    """`free_port()`: a port nothing listens on (now)."""
+    return serving_fixtures.free_port
 
 
 # ---- `echo`: the smallest app, for the scaffolding's own tests (registered only while a test asks for it) -------
 
-import pytest  # noqa: E402
 from fastapi import APIRouter, Request  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
