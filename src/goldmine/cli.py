@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from goldmine.apps.cli import app as apps_app
 from goldmine.errors import GoldmineError
 from goldmine.registry import STRATEGIES
 
@@ -30,6 +31,7 @@ billing_app = typer.Typer(help="Invoices from usage records.", no_args_is_help=T
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(billing_app, name="billing")
+app.add_typer(apps_app, name="app", help="The applications built on goldmine (goldmine app list).")
 console = Console()
 err_console = Console(stderr=True)
 

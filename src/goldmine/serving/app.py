@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from goldmine.apps import http as apps_http
 from goldmine.errors import GoldmineError
 from goldmine.serving.cache import TtlCache
 from goldmine.serving.db import ModelAlias, ModelVersion, open_database
@@ -139,6 +140,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                       replay_ttl_seconds=settings.idempotency_ttl_seconds)
         services = Services(settings, db, meter, build_limiter(settings, meter), ModelPool(settings, metrics),
                             metrics, TtlCache(settings.auth_cache_seconds), TtlCache(settings.alias_cache_seconds))
+        services.apps = await asyncio.to_thread(apps_http.load_served_apps, settings)
+        await asyncio.to_thread(apps_http.check_served_apps, services)
         app.state.services = services
         if settings.preload:
             for name, version, path in await asyncio.to_thread(_production_versions, services):
@@ -148,10 +151,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                     log.error("could not load %s@%s: %s", name, version, err)
         services.ready = True
         purger = asyncio.create_task(purge_periodically(meter, min(settings.idempotency_ttl_seconds, 3600.0)))
+        background = apps_http.Background()
+        background.start(services)
         try:
             yield
         finally:
             services.ready = False
+            await background.stop()
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
@@ -169,6 +175,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (predict, embeddings, completions, search, models, usage, admin, health):
         app.include_router(module.router)
+    apps_http.mount(app)  # /v1/apps/<name>/...: every registered app
     install_docs(app)
     _document_limits(app, settings)
     app.state.metrics = metrics

@@ -1,4 +1,5 @@
-"""Invoices from usage records: one line per model, in integer minor units, reconciling exactly with the records.
+"""Invoices from usage records: one line per model and one per app, in integer minor units, reconciling exactly
+with the records.
 
 For a tenant and a calendar month (UTC), each line sums the model's billable records (calls, texts, input
 tokens). The plan's free calls and free tokens are allocated to lines in model-name order until used up.
@@ -6,6 +7,10 @@ A line costs `billable_calls * per_call_minor + round_half_up(billable_tokens * 
 + round_half_up(output_tokens * per_1k_output_tokens_minor / 1000)`, computed with integers and `Decimal` (never
 float); the total is the sum of the lines. Output tokens are what the generation routes wrote and sent; the free
 tokens of a plan cover input tokens only.
+
+An app (`goldmine.apps`) is a product of its own: its calls (whichever models they ran) make one line, after the
+model lines, priced per call at the plan's `app_per_call_minor[app]` (else `per_call_minor`), with no token price
+and no free tier.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from goldmine.serving.settings import ServingSettings
 
 CSV_FIELDS = ["tenant", "month", "model", "calls", "free_calls", "items", "input_tokens", "free_tokens",
               "output_tokens", "per_call_minor", "per_1k_tokens_minor", "per_1k_output_tokens_minor", "amount_minor",
-              "currency"]
+              "currency", "app"]
 
 
 @dataclass
@@ -42,6 +47,7 @@ class InvoiceLine:
     amount_minor: int
     output_tokens: int = 0  # generated tokens (completions)
     per_1k_output_tokens_minor: int = 0
+    app: str | None = None  # an app's line (its calls, whichever models they ran); model is then ""
 
 
 @dataclass
@@ -112,6 +118,10 @@ def invoice(db: Database, settings: ServingSettings, tenant: str, month: str) ->
                                         line_free_calls, line_free_tokens, plan.per_call_minor,
                                         plan.per_1k_tokens_minor, amount, usage["output_tokens"],
                                         plan.per_1k_output_tokens_minor))
+    for usage in summary["by_app"]:  # app-name order, after the models
+        price = plan.app_per_call_minor.get(usage["app"], plan.per_call_minor)
+        result.lines.append(InvoiceLine("", usage["calls"], usage["items"], usage["input_tokens"], 0, 0, price, 0,
+                                        usage["calls"] * price, usage["output_tokens"], 0, app=usage["app"]))
     result.total_minor = sum(line.amount_minor for line in result.lines)
     result.calls = summary["calls"]
     result.input_tokens = summary["input_tokens"]

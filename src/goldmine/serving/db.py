@@ -93,8 +93,9 @@ class UsageRecord(Base):
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128))  # an app call: the app's main model ("" if it ran none)
     version: Mapped[str] = mapped_column(String(64))
+    app: Mapped[str | None] = mapped_column(String(64), default=None)  # a call of an app (goldmine.apps), by name
     items: Mapped[int] = mapped_column(Integer)
     input_tokens: Mapped[int] = mapped_column(Integer)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # generated tokens sent

@@ -40,6 +40,7 @@ class Services:
     metrics: Metrics
     keys: TtlCache[KeyInfo] = field(default_factory=lambda: TtlCache(0))  # keys that authenticated
     versions: TtlCache[tuple[str, str]] = field(default_factory=lambda: TtlCache(0))  # (model, ref, tenant) -> ...
+    apps: dict = field(default_factory=dict)  # (app, tenant) -> its AppConfig (goldmine.apps.http)
     ready: bool = False
 
 

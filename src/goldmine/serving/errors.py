@@ -63,6 +63,13 @@ class Overloaded(ServingError):
     code = "overloaded"
 
 
+class Unavailable(ServingError):
+    """Something this call needs is not there now (e.g. an app config naming a model version the registry lacks):
+    the operator has to act, and the client may retry later."""
+
+    code = "unavailable"
+
+
 class UsageNotRecorded(ServingError):
     """The usage record could not be committed, so the answer is withheld (nothing unbilled leaves the server)."""
 
@@ -79,6 +86,7 @@ STATUS: list[tuple[type[Exception], int]] = [  # first match wins: subclasses be
     (RateLimited, 429),
     (QuotaExhausted, 429),
     (Overloaded, 503),
+    (Unavailable, 503),
     (UsageNotRecorded, 503),
     (DataError, 422),
     (InputError, 422),
@@ -119,12 +127,12 @@ _MEANING = {
     400: "Malformed request.",
     401: "Missing, invalid or revoked key.",
     403: "The key lacks the scope (or the tenant) this needs.",
-    404: "No such model, version or alias for this tenant.",
+    404: "No such model, version, alias or app for this tenant.",
     409: "Conflict: an Idempotency-Key reused for another request, or nothing to roll back.",
     413: "Over a limit: texts per call, characters per text or body bytes.",
     422: "Malformed body or parameters (the input is never echoed).",
     429: "Rate limit (Retry-After, RateLimit-*) or monthly quota exhausted.",
-    503: "Overloaded (Retry-After), rate-limit store unreachable, or usage not recorded.",
+    503: "Overloaded (Retry-After), rate-limit store unreachable, usage not recorded, or an app misconfigured.",
 }
 
 

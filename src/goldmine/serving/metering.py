@@ -60,6 +60,7 @@ class Usage:
     input_tokens: int
     latency_ms: float
     output_tokens: int = 0  # generated tokens sent to the caller (generation routes)
+    app: str | None = None  # the app called (goldmine.apps): the invoice bills it on a line of its own
     status: int = 200
     idempotency_key: str | None = None
     request_hash: str | None = None
@@ -276,20 +277,31 @@ async def purge_periodically(meter: Meter, every_seconds: float) -> None:
 
 
 def usage_summary(db: Database, tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
-    """Calls, texts, input and output tokens of `tenant` in [start, end), in total and per model."""
+    """Calls, texts, input and output tokens of `tenant` in [start, end), in total, per model (calls of the model
+    routes) and per app (calls of /v1/apps/<app>/..., whichever models they ran)."""
     with db.session() as session:
         rows = session.execute(
-            select(UsageRecord.model, func.count(), func.sum(UsageRecord.items), func.sum(UsageRecord.input_tokens),
-                   func.sum(UsageRecord.output_tokens))
+            select(UsageRecord.app, UsageRecord.model, func.count(), func.sum(UsageRecord.items),
+                   func.sum(UsageRecord.input_tokens), func.sum(UsageRecord.output_tokens))
             .where(UsageRecord.tenant_id == tenant, UsageRecord.created_at >= start, UsageRecord.created_at < end,
                    UsageRecord.status == 200)
-            .group_by(UsageRecord.model).order_by(UsageRecord.model)
+            .group_by(UsageRecord.app, UsageRecord.model)
         ).all()
-    by_model = [{"model": m, "calls": int(c), "items": int(i or 0), "input_tokens": int(t or 0),
-                 "output_tokens": int(o or 0)} for m, c, i, t, o in rows]
+    by_model: dict[str, dict[str, Any]] = {}
+    by_app: dict[str, dict[str, Any]] = {}
+    for app, model, calls, items, tokens, output in rows:
+        table, name, key = (by_model, model, "model") if app is None else (by_app, app, "app")
+        line = table.setdefault(name, {key: name, "calls": 0, "items": 0, "input_tokens": 0, "output_tokens": 0})
+        line["calls"] += int(calls)
+        line["items"] += int(items or 0)
+        line["input_tokens"] += int(tokens or 0)
+        line["output_tokens"] += int(output or 0)
+    lines = [*by_model.values(), *by_app.values()]
     return {
         "tenant": tenant, "start": start.isoformat() + "Z", "end": end.isoformat() + "Z",
-        "calls": sum(r["calls"] for r in by_model), "items": sum(r["items"] for r in by_model),
-        "input_tokens": sum(r["input_tokens"] for r in by_model),
-        "output_tokens": sum(r["output_tokens"] for r in by_model), "by_model": by_model,
+        "calls": sum(r["calls"] for r in lines), "items": sum(r["items"] for r in lines),
+        "input_tokens": sum(r["input_tokens"] for r in lines),
+        "output_tokens": sum(r["output_tokens"] for r in lines),
+        "by_model": [by_model[name] for name in sorted(by_model)],
+        "by_app": [by_app[name] for name in sorted(by_app)],
     }

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, NonNegativeInt, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from goldmine.errors import ConfigError
@@ -73,6 +73,10 @@ class PricePlan(BaseModel):
     per_1k_tokens_minor: int = Field(0, ge=0, description="Price of 1000 input tokens (rounded half-up per line).")
     per_1k_output_tokens_minor: int = Field(0, ge=0, description="Price of 1000 generated tokens (completions; "
                                             "rounded half-up per line).")
+    app_per_call_minor: dict[str, NonNegativeInt] = Field(
+        default_factory=dict, description="Price of one call of each app, by app name (`goldmine app list`): each "
+        "app is its own invoice line. An app not listed costs `per_call_minor` a call. The free tier covers model "
+        "calls only.")
     free_calls: int = Field(0, ge=0, description="Calls per month not charged.")
     free_tokens: int = Field(0, ge=0, description="Input tokens per month not charged.")
 
@@ -109,6 +113,8 @@ class ServingSettings(BaseSettings):
         "and the key may be used again as a new call; the usage record itself stays for billing.")
     log_raw_inputs: bool = Field(False, description="Log input texts (masked: e-mails, phones, card/ID numbers).")
     plans: dict[str, PricePlan] = Field(default_factory=_default_plans, description="Price plans by name.")
+    apps: list[Path] = Field(default_factory=list, description="App configs (YAML, one per app and tenant; "
+                             "examples in configs/apps/) served under /v1/apps/<app>/ to the tenant each names.")
     default_alias: str = Field("production", description="Alias a predict call uses when it names none.")
     max_loaded_versions: int = Field(4, gt=0, description="Model versions kept in memory (least recently used go).")
     preload: bool = Field(True, description="Load every production version at startup, before /readyz says ready.")

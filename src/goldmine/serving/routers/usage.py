@@ -29,6 +29,13 @@ class ModelUsage(BaseModel):
     input_tokens: int
 
 
+class AppUsage(BaseModel):
+    app: str
+    calls: int
+    items: int
+    input_tokens: int
+
+
 class UsageOut(BaseModel):
     tenant: str
     start: str
@@ -37,6 +44,7 @@ class UsageOut(BaseModel):
     items: int
     input_tokens: int
     by_model: list[ModelUsage]
+    by_app: list[AppUsage] = []
 
 
 def _period(month: str | None, start: date | None, end: date | None) -> tuple[datetime, datetime]:
@@ -66,7 +74,7 @@ async def get_usage(
         "Last day, included; needs start, and must not be before it (422 otherwise)."))] = None,
     tenant: Annotated[str | None, Query(max_length=64, description="Another tenant (admin scope).")] = None,
 ) -> UsageOut:
-    """Billable usage in a month, or from start to end (both days included), in total and per model. Give
+    """Billable usage in a month, or from start to end (both days included), in total, per model and per app. Give
     `month` or both `start` and `end`, never both kinds: OpenAPI cannot express that rule, the server answers 422."""
     tenant = tenant or key.tenant
     if tenant != key.tenant and "admin" not in key.scopes:
