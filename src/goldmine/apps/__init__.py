@@ -9,4 +9,6 @@ from __future__ import annotations
 
 from goldmine.registry import Registry
 
-APPS: Registry = Registry("app", {})
+APPS: Registry = Registry("app", {
+    "support": "goldmine.apps.support",
+})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import goldmine.apps.support.store  # noqa: F401 - apps' tables live in the serving database too
 from goldmine.serving.db import Base
 
 config = context.config
