@@ -269,3 +269,18 @@ def test_demo_runs_offline(tmp_path, tiny_model_dir):
     assert replies[2]["handoff"]["reason"] == "asked_for_human"
     assert all(r["answer"] is None or r["answer"] in ANSWERS[r["intent"]] for r in replies)
     assert (tmp_path / "demo" / "support.yaml").is_file()
+
+
+def test_with_an_ner_model(support_model, support_config, models, settings, db, keys):
+    refs = {"intent": {"name": "support-intents"}, "ner": {"name": "tickets"}}  # no index: fixed answers only
+    settings.apps = [support_config(models=refs, answers={i: a[0] for i, a in ANSWERS.items()})]
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/apps/support/messages", json={"message": PII_MESSAGE}, headers=auth(keys["acme"]))
+    assert r.status_code == 200, r.text
+    assert r.json()["answer"] in (None, ANSWERS.get(r.json()["intent"], [None])[0])
+    helper = Assistant.from_config(load_app_config(settings.apps[0]), db)
+    assert helper.ner_model is not None and helper.index is None
+    helper.handle(None, "Anna Rossi here, order #55120")
+    with db.session() as s:
+        assert s.query(UsageRecord).one().input_tokens > 0  # the intent and NER models' tokens
+    assert not [s for s in [*SECRETS, "55120"] if s in stored_text(db)]
