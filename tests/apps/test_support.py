@@ -99,6 +99,7 @@ def test_handoff_rules_in_order(support_config):
     assert reason("what", {"label": "track_order", "closest_label": "x", "out_of_scope": True, "score": 0.2}) == \
         "out_of_scope"
     assert reason("late again", {"label": "delivery_delay_complaint", "score": 0.9}) == "complaint"
+    assert reason("can someone call", {"label": "talk_to_human", "score": 0.2}) == "asked_for_human"
     assert reason("hmm", {"label": "track_order", "score": 0.49}) == "low_confidence"
     assert reason("hmm", found=[hit("2", "cancel_order", "Cancel it.")]) == "no_answer"
     reply = respond(config, "late", {"label": "delivery_delay_complaint", "score": 0.9}, hits, None)

@@ -7,9 +7,10 @@ micro-batchers) decide identically. The hand-off rules run in a fixed order, the
 1. the customer asks for a person (a `human_phrases` phrase)     -> asked_for_human
 2. a complaint phrase (`complaint_phrases`)                       -> complaint
 3. the intent model says out of scope (its rule, or an `out_of_scope_labels` label) -> out_of_scope
-4. a complaint intent (`complaint_intents`)                       -> complaint
-5. the best intent's probability is below `threshold`             -> low_confidence
-6. no answer of the intent in the response base or `answers`      -> no_answer
+4. an intent of asking for a person (`human_intents`)             -> asked_for_human
+5. a complaint intent (`complaint_intents`)                       -> complaint
+6. the best intent's probability is below `threshold`             -> low_confidence
+7. no answer of the intent in the response base or `answers`      -> no_answer
 
 The answer is the response-base entry nearest to the message among those of the predicted intent (the index
 returns `candidates` entries by cosine similarity; entries of other intents are skipped), so an answer is never
@@ -67,6 +68,8 @@ def respond(config: SupportConfig, message: str, prediction: dict, hits: list, n
         reason = "complaint"
     elif out_of_scope:
         reason = "out_of_scope"
+    elif intent in config.human_intents:
+        reason = "asked_for_human"
     elif intent in config.complaint_intents:
         reason = "complaint"
     elif score < config.threshold:

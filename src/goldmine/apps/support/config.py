@@ -33,6 +33,7 @@ HUMAN_PHRASES = ["human", "real person", "a person", "an agent", "live agent", "
 COMPLAINT_PHRASES = ["complaint", "complain", "unacceptable", "ridiculous", "disgusting", "terrible service",
                      "worst service", "i am furious", "i'm furious", "rip-off", "scam", "lawyer", "legal action"]
 COMPLAINT_INTENTS = ["complaint", "delivery_delay_complaint"]
+HUMAN_INTENTS = ["talk_to_human", "contact_human_agent"]
 ENTITY_INTENTS: dict[str, list[EntityType]] = {
     "track_order": ["order_number", "date"],
     "cancel_order": ["order_number", "date"],
@@ -81,6 +82,8 @@ class SupportConfig(AppConfig):
                                          "off (reason complaint).")
     complaint_phrases: list[str] = Field(COMPLAINT_PHRASES, description="Phrases that make a message a complaint "
                                          "whatever its intent (case-insensitive, whole words).")
+    human_intents: list[str] = Field(HUMAN_INTENTS, description="Intents that mean the customer asks for a person: "
+                                     "handed off (reason asked_for_human).")
     human_phrases: list[str] = Field(HUMAN_PHRASES, description="Phrases that mean the customer asks for a person; "
                                      "checked first (case-insensitive, whole words).")
     handoff_messages: dict[HandoffReason, str] = Field(HANDOFF_MESSAGES, description="What the customer is told "
