@@ -49,7 +49,7 @@ def support_config(tmp_path):
         config = {"app": "support", "tenant": "acme",
                   "models": {"intent": {"name": "support-intents"},
                              "responses": {"name": "support-intents", "index": "responses"}},
-                  "threshold": 0.0, "complaint_intents": [], **fields}
+                  "threshold": 0.0, "complaint_intents": [], "human_intents": [], **fields}
         path = tmp_path / name
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -82,7 +82,7 @@ def hit(entry_id: str, intent: str, answer: str) -> Hit:
 
 
 def test_handoff_rules_in_order(support_config):
-    config = config_of(support_config, complaint_intents=["delivery_delay_complaint"])
+    config = config_of(support_config, complaint_intents=["delivery_delay_complaint"], human_intents=["talk_to_human"])
     sure = {"label": "track_order", "score": 0.9}
     hits = [hit("1", "track_order", "Follow the link.")]
 
