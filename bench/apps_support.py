@@ -159,7 +159,7 @@ def measure(name: str, model_dir: Path, limit: int | None) -> dict:
     if limit:
         dev = dev[:: max(1, len(dev) // limit)][:limit]  # spread over the file (dev files are grouped by label)
     config = support_config(dataset)
-    model = Model.load(model_dir)
+    model = Model.load(model_dir, runtime="torch")  # as served below (the copy leaves exports out): embeddings
     with tempfile.TemporaryDirectory() as tmp:
         index = Index.build(model_dir, response_entries(dataset, train), "responses", out=Path(tmp) / "responses",
                             model=model)
