@@ -285,3 +285,8 @@ def test_with_an_ner_model(support_model, support_config, models, settings, db, 
     with db.session() as s:
         assert s.query(UsageRecord).one().input_tokens > 0  # the intent and NER models' tokens
     assert not [s for s in [*SECRETS, "55120"] if s in stored_text(db)]
+    swapped = {"intent": {"name": "support-intents"}, "ner": {"name": "intents"}}  # a classifier as NER
+    settings.apps = [support_config("swapped.yaml", models=swapped)]
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/apps/support/messages", json={"message": "hi"}, headers=auth(keys["acme"]))
+    assert r.status_code == 503 and "models.ner: model 'intents' is not an NER model" in r.text

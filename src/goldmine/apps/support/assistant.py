@@ -52,11 +52,23 @@ def pick_answer(config: SupportConfig, intent: str, hits: list) -> tuple[str | N
     return None, None
 
 
+def model_output(config: SupportConfig, field: str, prediction: dict, key: str):
+    """`prediction[key]`, or a 503 naming the config field when the model there is of the wrong kind (an NER model
+    as the intent model, a classifier as the NER model): the operator has to correct the config."""
+    from goldmine.serving.errors import Unavailable
+
+    if key not in prediction:
+        kind = "an intent classifier" if key == "label" else "an NER model"
+        raise Unavailable(f"app {config.app!r} is misconfigured for this tenant: {field}: model "
+                          f"{config.model_refs()[field].name!r} is not {kind}")
+    return prediction[key]
+
+
 def respond(config: SupportConfig, message: str, prediction: dict, hits: list, ner: list[dict] | None) -> dict:
     """The assistant's reply to `message` (no conversation, no storage), given the intent model's `prediction`
     (`label`, `score`, optional `out_of_scope`/`closest_label`), the response-index `hits` and the NER model's
     entities (None without an NER model). Also returns `all_entities`: every personal entity found, for masking."""
-    intent = str(prediction["label"])
+    intent = str(model_output(config, "models.intent", prediction, "label"))
     score = float(prediction["score"])
     out_of_scope = bool(prediction.get("out_of_scope")) or intent in config.out_of_scope_labels
     found = ents.merge(ents.pattern_entities(message), ents.ner_entities(ner or [], config.ner_types))
@@ -153,7 +165,8 @@ class Assistant:
         prediction = self.intent_model.predict([message])[0]
         hits = self.index.search([message], min(self.config.candidates, len(self.index.entries)),
                                  model=self.index_model)[0] if self.index is not None else []
-        ner = self.ner_model.predict([message])[0]["entities"] if self.ner_model is not None else None
+        ner = model_output(self.config, "models.ner", self.ner_model.predict([message])[0], "entities") \
+            if self.ner_model is not None else None
         return save(self.db, self.config, conversation_id, message, respond(self.config, message, prediction, hits,
                                                                             ner))
 

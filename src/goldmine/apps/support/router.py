@@ -21,9 +21,8 @@ from pydantic import BaseModel, Field
 from goldmine.apps.http import Billed, app_model, check_texts, config_for, metered_call
 from goldmine.apps.support import assistant, store
 from goldmine.apps.support.config import SupportConfig
-from goldmine.errors import InputError
 from goldmine.serving.deps import PredictKey, ServicesDep
-from goldmine.serving.errors import InvalidRequest, error_responses
+from goldmine.serving.errors import error_responses
 
 APP = "support"
 router = APIRouter(prefix=f"/v1/apps/{APP}", tags=["apps: support"])
@@ -114,7 +113,7 @@ async def message(body: MessageIn, request: Request, key: PredictKey, services: 
         if config.models.ner is not None:
             [(found, ner_tokens)] = await (await app_model(services, config, "models.ner")).batcher.submit(
                 [body.message])
-            ner, tokens = found["entities"], tokens + ner_tokens
+            ner, tokens = assistant.model_output(config, "models.ner", found, "entities"), tokens + ner_tokens
         reply = assistant.respond(config, body.message, prediction, hits, ner)
         out = await asyncio.to_thread(assistant.save, services.db, config, body.conversation_id, body.message, reply)
         return out, Billed(intent.name, intent.version, tokens + index_tokens)
@@ -128,12 +127,8 @@ async def correction(turn_id: int, body: CorrectionIn, request: Request, key: Pr
     config = config_for(services, APP, key.tenant)
 
     async def run():
-        try:
-            stored = await asyncio.to_thread(assistant.mark_wrong, services.db, config, turn_id, body.correct_intent,
-                                             body.correct_answer, body.agent)
-        except InputError as err:
-            raise InvalidRequest(str(err)) from None
-        return stored, Billed()
+        return await asyncio.to_thread(assistant.mark_wrong, services.db, config, turn_id, body.correct_intent,
+                                       body.correct_answer, body.agent), Billed()
 
     return await metered_call(request, key, services, APP, 0, run)
 
