@@ -270,6 +270,13 @@ def test_demo_runs_offline(tmp_path, tiny_model_dir):
     assert replies[2]["handoff"]["reason"] == "asked_for_human"
     assert all(r["answer"] is None or r["answer"] in ANSWERS[r["intent"]] for r in replies)
     assert (tmp_path / "demo" / "support.yaml").is_file()
+    from goldmine.cli import app
+
+    again = CliRunner().invoke(app, ["app", "support", "demo", "--out", str(tmp_path / "demo"), "--base-model",
+                                     str(tiny_model_dir), "--steps", "2"])  # the run is there: no training
+    assert again.exit_code == 0, again.output
+    shown = " ".join(again.output.split())  # rich wraps at the terminal's width
+    assert "(hand-off: asked_for_human)" in shown and "customer: What is the weather like on Mars?" in shown
 
 
 def test_with_an_ner_model(support_model, support_config, models, settings, db, keys):

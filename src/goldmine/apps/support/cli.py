@@ -86,5 +86,5 @@ def demo(out: Annotated[Path, typer.Option("--out", help="Where the demo writes 
         found = ", ".join(f"{e['type']}={e['text']!r}" for e in reply["entities"]) or "none"
         console.print(f"  intent {reply['intent']} ({reply['score']:.2f}); entities: {escape(found)}")
         console.print(f"  [bold]assistant:[/] {escape(said)}")
-    console.print(f"app config: {out / 'support.yaml'}; serve it with GOLDMINE_DATA_DIR={out / 'serving'} and "
-                  f"the serving setting apps: [{out / 'support.yaml'}]")
+    console.print(escape(f"app config: {out / 'support.yaml'}; serve it with GOLDMINE_DATA_DIR={out / 'serving'} "
+                         f"and the serving setting apps: [{out / 'support.yaml'}]"), highlight=False)
