@@ -11,6 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 import goldmine.apps.monitor.store  # noqa: F401 - the monitor's tables are part of the serving schema
+import goldmine.apps.support.store  # noqa: F401 - the assistant's tables are part of the serving schema
 from goldmine.serving.db import Base, Tenant, migrate, open_database, utcnow
 from goldmine.serving.settings import load_settings
 
@@ -36,7 +37,7 @@ def test_migrations_match_the_orm_on_both_backends(db, backend):
 def test_migrate_twice_is_a_no_op(db):
     migrate(db.engine)
     with db.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0005"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
 
 
 def test_session_commits_or_rolls_back(db):
@@ -70,7 +71,7 @@ def test_concurrent_migrations_from_several_processes(settings, backend):
 
     engine = make_engine(settings.url)
     with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0005"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
     engine.dispose()
 
 

@@ -11,4 +11,5 @@ from goldmine.registry import Registry
 
 APPS: Registry = Registry("app", {
     "monitor": "goldmine.apps.monitor",
+    "support": "goldmine.apps.support",
 })

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import goldmine.apps.monitor.store  # noqa: F401 - apps' tables live in the serving database too
+import goldmine.apps.support.store  # noqa: F401 - apps' tables live in the serving database too
 from goldmine.serving.db import Base
 
 config = context.config
