@@ -9,8 +9,10 @@ carries its provenance (git commit, command line, model directories, machine, da
 
 monitor (financial sentiment monitor, goldmine.apps.monitor):
 - accuracy and macro-F1 on the financial_phrasebank all-agree dev split and the twitter_financial_news_sentiment
-  dev split, each from the bundled MiniLM fine-tuned by `goldmine train` on its train split (bench/configs/
-  monitor_{fpb,twitter}.yaml; fixed schedule, no selection on dev), measured through the served inference path;
+  dev split of the monitor's one sentiment model: the bundled MiniLM fine-tuned by `goldmine train` on both train
+  splits together (bench/configs/monitor_combined.yaml: labels mapped to negative/neutral/positive, phrasebank
+  twice; fixed schedule, no selection on dev), measured through the served inference path. Models fine-tuned on one
+  set alone (monitor_fpb.yaml, monitor_twitter.yaml) are measured beside it when their runs exist (`--also`);
 - items/s of the whole pipeline (read, sentiment, companies, aggregates, rules, store, deliver) on
   financial_news/headlines.csv in this process, and with the model on 2 local Ray Data workers (`backfill`);
 - alert delivery latency (alert committed -> the signed webhook received it) and `alerts_lost`: an ingest process
@@ -53,9 +55,14 @@ def _relative(path: Path) -> str:
 
 # ---------------------------------------------------------------------------------------------- monitor: accuracy
 
-MONITOR_SETS = {  # name: (config, data folder, result key)
-    "fpb": ("monitor_fpb.yaml", "financial_phrasebank", "fpb_accuracy"),
-    "twitter": ("monitor_twitter.yaml", "twitter_financial_news_sentiment", "twitter_accuracy"),
+MONITOR_DEV = {  # result key prefix: (data folder, label -> polarity or None to keep)
+    "fpb": ("financial_phrasebank", None),
+    "twitter": ("twitter_financial_news_sentiment", {"0": "negative", "1": "positive", "2": "neutral"}),
+}
+MONITOR_MODELS = {  # name: (config, the data sets its train file holds with their repeats, dev sets it answers)
+    "combined": ("monitor_combined.yaml", {"fpb": 2, "twitter": 1}, ["fpb", "twitter"]),
+    "fpb": ("monitor_fpb.yaml", {"fpb": 1}, ["fpb"]),
+    "twitter": ("monitor_twitter.yaml", {"twitter": 1}, ["twitter"]),
 }
 MONITOR_TARGETS = {"fpb_accuracy": 0.97, "twitter_accuracy": 0.88}
 
@@ -64,16 +71,49 @@ def _finished(run_dir: Path) -> bool:
     return (run_dir / "goldmine.json").is_file() and (run_dir / "metrics.json").is_file()
 
 
+def monitor_data(name: str, data_root: Path, runs: Path) -> tuple[Path, dict[str, Path]]:
+    """The train file of model `name` and the dev files it is measured on, written under runs/data/ (never into
+    the repository): labels mapped to polarities, the train sets concatenated with their repeats. A single set
+    unmapped is its own files."""
+    _, repeats, devs = MONITOR_MODELS[name]
+    out = runs / "data"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def mapped(key: str, split: str, times: int = 1) -> list[str]:
+        folder, labels = MONITOR_DEV[key]
+        text = (data_root / folder / f"{split}.jsonl").read_text(encoding="utf-8")
+        rows = [json.loads(line) for line in text.split("\n") if line.strip()]  # not splitlines: U+2028 in tweets
+        if labels is not None and name == "combined":
+            rows = [{**r, "label": labels[str(r["label"])]} for r in rows]
+        return [json.dumps(r) for r in rows] * times  # ASCII: a raw U+2028 would split a line for some readers
+
+    if len(repeats) == 1:
+        train = data_root / MONITOR_DEV[devs[0]][0] / "train.jsonl"
+    else:
+        train = out / f"monitor_{name}_train.jsonl"
+        train.write_text("\n".join(line for key, times in repeats.items() for line in mapped(key, "train", times))
+                         + "\n")
+    dev_files = {}
+    for key in devs:
+        if name == "combined" and MONITOR_DEV[key][1] is not None:
+            dev_files[key] = out / f"{key}_dev_polarity.jsonl"
+            dev_files[key].write_text("\n".join(mapped(key, "dev")) + "\n")
+        else:
+            dev_files[key] = data_root / MONITOR_DEV[key][0] / "dev.jsonl"
+    return train, dev_files
+
+
 def train_or_reuse(name: str, data_root: Path, runs: Path, reuse: bool) -> tuple[Path, dict]:
     """The fine-tuned run of `name` (trained now, or with `reuse` a finished one whose settings match)."""
     import goldmine
     from goldmine.config import load_config
 
-    config_file, folder, _ = MONITOR_SETS[name]
-    data = data_root / folder
+    config_file = MONITOR_MODELS[name][0]
+    train, devs = monitor_data(name, data_root, runs)
+    first_dev = next(iter(devs.values()))
     config = load_config(CONFIGS / config_file, {
-        "data.train": str(data / "train.jsonl"), "data.dev": str(data / "dev.jsonl"),
-        "data.test": str(data / "dev.jsonl"),  # measured on dev: the test split is held back
+        "data.train": str(train), "data.dev": str(first_dev),
+        "data.test": str(first_dev),  # measured on dev: the test splits are held back
         "output_dir": str(runs / f"monitor_{name}")})
     run_dir = config.output_dir
     info: dict = {"reused": False}
@@ -94,11 +134,10 @@ def train_or_reuse(name: str, data_root: Path, runs: Path, reuse: bool) -> tuple
     return run_dir, info
 
 
-def accuracy(name: str, run_dir: Path, data_root: Path) -> dict:
+def accuracy(dev_file: Path, run_dir: Path) -> dict:
     import goldmine
 
-    _, folder, _ = MONITOR_SETS[name]
-    metrics = goldmine.evaluate(run_dir, data_root / folder / "dev.jsonl")  # runtime auto: what a server runs
+    metrics = goldmine.evaluate(run_dir, dev_file)  # runtime auto: what a server runs
     return {"accuracy": round(metrics["accuracy"], 4), "macro_f1": round(metrics["macro_f1"], 4),
             "dev_examples": metrics["n_examples"], "runtime": metrics["runtime"]["runtime"]}
 
@@ -265,18 +304,26 @@ def _wait_for_line(db, process, line: int) -> int:
 
 
 def bench_monitor(args) -> dict:
-    entry: dict = {}
-    runs = {}
-    for name, (_, _, key) in MONITOR_SETS.items():
-        run_dir, info = train_or_reuse(name, args.data, args.runs, args.reuse)
-        measured = accuracy(name, run_dir, args.data)
-        entry[key] = measured["accuracy"]
-        entry[key.replace("accuracy", "macro_f1")] = measured["macro_f1"]
-        entry[f"{name}_run"] = {**measured, **info, "model_dir": _relative(run_dir)}
-        runs[name] = run_dir
-    model = runs[args.pipeline_model]
-    measured = pipeline(model, args.data / "financial_news" / "headlines.csv", args.runs / "monitor-pipeline",
-                        args.ray_workers)
+    """The headline figures come from the combined model (the one the monitor runs); `--also fpb,twitter` adds
+    the single-set models, measured only if their runs are finished (never trained here)."""
+    entry: dict = {"models": {}}
+    run_dir, info = train_or_reuse("combined", args.data, args.runs, args.reuse)
+    runs = {"combined": run_dir}
+    for name in ["combined", *[n for n in args.also.split(",") if n]]:
+        if name != "combined":
+            if not _finished(args.runs / f"monitor_{name}"):
+                continue
+            run_dir, info = train_or_reuse(name, args.data, args.runs, reuse=True)
+            runs[name] = run_dir
+        _, devs = monitor_data(name, args.data, args.runs)
+        scores = {key: accuracy(dev, run_dir) for key, dev in devs.items()}
+        entry["models"][name] = {"dev": scores, **info, "model_dir": _relative(run_dir)}
+        if name == "combined":
+            for key, measured in scores.items():
+                entry[f"{key}_accuracy"] = measured["accuracy"]
+                entry[f"{key}_macro_f1"] = measured["macro_f1"]
+    measured = pipeline(runs["combined"], args.data / "financial_news" / "headlines.csv",
+                        args.runs / "monitor-pipeline", args.ray_workers)
     entry["items_per_s"] = measured["items_per_s"]
     entry["alerts_lost"] = measured["alerts_lost"]
     entry["pipeline"] = measured
@@ -290,7 +337,7 @@ def render_monitor(entry: dict) -> list[str]:
     lines = ["## monitor: financial sentiment monitor", "",
              "| measure | value | target |", "|---|---:|---:|"]
     for key in ("fpb_accuracy", "fpb_macro_f1", "twitter_accuracy", "twitter_macro_f1"):
-        lines.append(f"| {key} (dev) | {entry[key]:.4f} | {entry['targets'].get(key, '-')} |")
+        lines.append(f"| {key} (dev), combined model | {entry[key]:.4f} | {entry['targets'].get(key, '-')} |")
     lines.append(f"| items/s, whole pipeline, this process ({p['items']} headlines) | {entry['items_per_s']} | - |")
     if "ray" in p:
         lines.append(f"| items/s, model on {p['ray']['workers']} local Ray Data workers | {p['ray']['items_per_s']} | "
@@ -301,6 +348,12 @@ def render_monitor(entry: dict) -> list[str]:
                      f" - |")
     lines.append(f"| alerts lost after SIGKILL mid-stream with the webhook down | {entry['alerts_lost']} | 0 |")
     k = p["kill_9"]
+    lines += ["", "| model (fine-tuned on) | fpb dev accuracy / macro-F1 | twitter dev accuracy / macro-F1 "
+              "| train s |", "|---|---:|---:|---:|"]
+    for name, model in entry["models"].items():
+        cells = [f"{model['dev'][k]['accuracy']:.4f} / {model['dev'][k]['macro_f1']:.4f}" if k in model["dev"]
+                 else "-" for k in ("fpb", "twitter")]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {model.get('train_seconds')} |")
     lines += ["", f"Pipeline model: {p['model_dir']}. {p['alerts']} alerts on the uninterrupted run; the killed run "
               f"stopped at line {k['killed_at_line']} with {k['alerts_before_kill']} alerts queued, and after the "
               f"restart raised the same alerts: {k['same_alerts_as_uninterrupted']}; {k['alerts_received']} received, "
@@ -342,8 +395,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="shared data root")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench", help="where models and work go")
     parser.add_argument("--reuse", action="store_true", help="measure finished runs instead of training again")
-    parser.add_argument("--pipeline-model", default="twitter", choices=list(MONITOR_SETS),
-                        help="monitor: the sentiment model the pipeline runs on the headlines")
+    parser.add_argument("--also", default="fpb,twitter", help="monitor: single-set models measured beside the "
+                        "combined one when their runs in --runs are finished (they are never trained here)")
     parser.add_argument("--ray-workers", type=int, default=2, help="monitor: Ray workers (0: skip Ray)")
     parser.add_argument("--note", default=None, help="how the run was made (e.g. what else ran beside it)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where apps.json/.md are written")

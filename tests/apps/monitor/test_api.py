@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import datetime
 
 import pytest
@@ -91,3 +92,23 @@ def test_ner_model_adds_companies(db, settings, registered, write_config, tiny_r
     analysed = run.monitor.analyse(items, sentiment, run.runner.polarity, entities)
     expected = {" ".join(f.split()).strip(" .,;:'\"()") for f in found} - {""}
     assert {c for a in analysed for c in a.companies} == expected
+
+
+def test_a_quiet_live_stream_is_analysed_without_waiting_for_a_full_batch(db, registered, write_config):
+    import os
+    import threading
+
+    run = api.open_monitor(load_app_config(write_config(flush_seconds=0.2), "monitor"), db)
+    read_end, write_end = os.pipe()
+    reports = []
+    with os.fdopen(read_end, "rb") as reader, os.fdopen(write_end, "wb") as writer:
+        worker = threading.Thread(target=lambda: reports.append(api.ingest(run, "-", stream=reader, batch_size=64)))
+        worker.start()
+        writer.write(b'{"time": "2026-03-02T10:00:00Z", "text": "Tailspin cuts outlook"}\n')
+        writer.flush()
+        deadline = time.monotonic() + 20
+        while count(db) == 0 and time.monotonic() < deadline:  # 1 of 64: stored after flush_seconds, not at EOF
+            time.sleep(0.05)
+        assert count(db) == 1 and worker.is_alive()
+    worker.join(20)
+    assert reports[0].stored == 1

@@ -54,3 +54,16 @@ def test_webhook_secret_from_the_environment(monkeypatch):
         sink.secret_value()
     monkeypatch.setenv("HOOK_SECRET", "abc")
     assert sink.secret_value() == b"abc"
+
+
+def test_the_shipped_config_and_its_alias_file():
+    from pathlib import Path
+
+    from goldmine.apps.base import load_app_config
+    from goldmine.apps.monitor.companies import CompanyMatcher
+
+    config = load_app_config(Path(__file__).resolve().parents[3] / "configs" / "apps" / "monitor.yaml", "monitor")
+    matcher = CompanyMatcher.from_config(config)  # aliases_file, relative to the config
+    assert matcher.companies("Agilent beats; $AAPL flat", ("ABX",)) == [
+        "Barrick Gold", "Apple", "Agilent Technologies"]
+    assert config.polarity_of(["0", "1", "2"]) == {"0": "negative", "1": "positive", "2": "neutral"}

@@ -11,7 +11,9 @@ status, report.
 from __future__ import annotations
 
 import logging
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,13 +144,42 @@ def records(run: MonitorRun, source: str | Path, fmt: str = "auto", stream: IO[b
             handle.close()
 
 
+def _timed(records, seconds: float):
+    """The records, with a None whenever `seconds` pass without one (the reading runs in a thread), so that a live
+    stream that goes quiet has its partial batch analysed instead of held until more items come."""
+    pipe: queue.Queue = queue.Queue(maxsize=4096)
+    end = object()
+
+    def pump() -> None:
+        try:
+            for record in records:
+                pipe.put(record)
+        except BaseException as err:  # noqa: BLE001 - raised again in the consumer
+            pipe.put(err)
+        pipe.put(end)
+
+    threading.Thread(target=pump, name="monitor-stdin", daemon=True).start()
+    while True:
+        try:
+            record = pipe.get(timeout=seconds)
+        except queue.Empty:
+            yield None
+            continue
+        if record is end:
+            return
+        if isinstance(record, BaseException):
+            raise record
+        yield record
+
+
 def ingest(run: MonitorRun, source: str | Path, fmt: str = "auto", stream: IO[bytes] | None = None,
            resume: bool = True, deliver: bool = True, batch_size: int | None = None,
            on_issue: Callable[[DataIssue], None] | None = None,
            on_batch: Callable[[IngestReport], None] | None = None) -> IngestReport:
     """Read a stream (a CSV/JSONL file, or `-` for stdin) batch by batch: analyse, store, and deliver the alerts
     raised after each batch. A malformed record is reported (`on_issue`, the log and the report) and skipped. A file
-    is resumed after its last committed batch; items stored before are skipped by id in any case."""
+    is resumed after its last committed batch; items stored before are skipped by id in any case. From stdin (or a
+    `stream`), a batch is also analysed once it has waited `flush_seconds` for more."""
     report = IngestReport(str(source))
     started = time.perf_counter()
     key = source_key(source)
@@ -171,7 +202,14 @@ def ingest(run: MonitorRun, source: str | Path, fmt: str = "auto", stream: IO[by
             report.seconds = time.perf_counter() - started
             on_batch(report)
 
-    for record in records(run, source, fmt, stream, resume, report):
+    reading = records(run, source, fmt, stream, resume, report)
+    if key == STDIN or stream is not None:
+        reading = _timed(reading, run.config.flush_seconds)
+    for record in reading:
+        if record is None:  # the stream went quiet
+            if batch:
+                flush()
+            continue
         report.records += 1
         last = record
         if record.issue is not None:

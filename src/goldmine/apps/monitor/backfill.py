@@ -47,9 +47,13 @@ def predict_on_ray(texts: list[str], sentiment: str, ner: str | None, workers: i
     """Predictions for `texts` (in their order) from `workers` actors."""
     import ray.data
 
-    dataset = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)])
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the caller reports progress (on_batch); Ray's bars flood stderr
+    blocks = max(workers, -(-len(texts) // batch_size))  # about one batch per block: even work for the actors
+    dataset = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=blocks)
     predicted = dataset.map_batches(_Predictor, fn_constructor_kwargs={"sentiment": sentiment, "ner": ner},
-                                    batch_size=batch_size, concurrency=workers, num_cpus=1, batch_format="numpy")
+                                    batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
+                                    num_cpus=1, batch_format="numpy")
     rows = sorted(predicted.take_all(), key=lambda r: int(r["row"]))
     if len(rows) != len(texts):
         raise RuntimeError(f"Ray returned {len(rows)} predictions for {len(texts)} texts")

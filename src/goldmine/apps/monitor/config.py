@@ -209,6 +209,8 @@ class MonitorConfig(AppConfig):
     fields: InputFields = Field(default_factory=InputFields, description="Where an item's parts are in the input.")
     store_text: bool = Field(True, description="Keep each item's text in the database (for reports and the API).")
     batch_size: int = Field(64, ge=1, description="Items per analysed and committed batch (CLI streams).")
+    flush_seconds: float = Field(2.0, gt=0, description="stdin: a batch that has waited this long for more items "
+                                 "is analysed as it is (a quiet live stream still alerts promptly).")
     max_chars: int = Field(2000, ge=1, description="Longer items are reported as malformed and skipped.")
     backfill: Backfill = Field(default_factory=Backfill, description="How `backfill` runs.")
     delivery: Delivery = Field(default_factory=Delivery, description="The alert outbox.")
