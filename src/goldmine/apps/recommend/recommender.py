@@ -311,7 +311,8 @@ class Recommender:
         half_life = self.config.recency_half_life
         weights = np.ones(len(liked)) if half_life is None else 0.5 ** (np.arange(len(liked))[::-1] / half_life)
         taste = weights @ vectors
-        return taste / max(float(np.linalg.norm(taste)), 1e-12)
+        # float32 like the item vectors: a float64 taste would make numpy copy the whole (N, H) matrix per request
+        return (taste / max(float(np.linalg.norm(taste)), 1e-12)).astype(np.float32)
 
     def _candidates(self, taste: np.ndarray, allowed: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cosine similarities) of the `count` allowed items most similar to `taste`. Exact (one matrix
@@ -323,7 +324,9 @@ class Recommender:
             keep = allowed[rows]
             if keep.sum() >= count:
                 return rows[keep][:count], np.array([h.score for h in hits], dtype=np.float32)[keep][:count]
-        similarity = self.index.vectors @ taste  # (N,)
+        # (N,): einsum's own loop, one thread. A BLAS matrix-vector product would spread this over every core, and
+        # on a busy 2-core server its threads wait for each other: 11 ms against 1 ms for 10k items
+        similarity = np.einsum("nh,h->n", self.index.vectors, taste)
         rows = np.flatnonzero(allowed)
         count = min(count, len(rows))
         top = rows[np.argpartition(-similarity[rows], count - 1)[:count]] if count < len(rows) else rows
