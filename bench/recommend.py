@@ -112,6 +112,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    started_at = provenance()  # the commit measured is the one the run started from (a run takes an hour)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     for noisy in ("sentence_transformers", "transformers", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -205,7 +206,8 @@ def main() -> None:
     results["cold_recall10"] = results["cold"]["goldmine"]["among_new_items"]["recall10"]
     results["cold"]["random_among_new_items_recall10"] = round(K / len(cold_ids), 4)
     results["cold"]["users"], results["cold"]["items"] = len(cold.positives), len(cold_ids)
-    result = {**provenance({"untuned": str(encoders["untuned"]), "goldmine": str(encoders["goldmine"])}),
+    started_at["model_dirs"] = {"untuned": str(encoders["untuned"]), "goldmine": str(encoders["goldmine"])}
+    result = {**started_at,
               "machine": machine_info(), "data": str(DATA), "read_warnings": read.skipped,
               "protocol": {"hold_out": HOLD_OUT, "like_threshold": 4.0, "k": K, "cold_share": COLD_SHARE,
                            "seed": SEED, "test": test.summary(), "validation": val.summary(),
