@@ -5,7 +5,7 @@ MovieLens cannot ship with the product (research use only), so the demo makes it
 each book with a templated title, tags and a one-line description; 40 readers, each fond of one or two shelves
 (ratings 4-5 there, an occasional 1-3 elsewhere). Everything draws from one `random.Random(seed)`, so a seed always
 writes byte-identical files. `run_demo` builds a recommender from them, answers a few readers with explanations,
-then adds a new book and shows that it is recommended from its text alone.
+then adds a new book and answers the readers of its shelf again: it is recommended from its text alone.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from itertools import permutations
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,7 @@ def write_demo_data(directory: str | Path, seed: int = 13) -> DemoFiles:
     books: dict[str, list[str]] = {}
     lines = []
     for s, (shelf, (words, tags, template)) in enumerate(SHELVES.items()):
-        for b in range(BOOKS_PER_SHELF):
-            first, second = rng.sample(words, 2)
+        for b, (first, second) in enumerate(rng.sample(list(permutations(words, 2)), BOOKS_PER_SHELF)):
             book = f"b{s}{b}"
             books.setdefault(shelf, []).append(book)
             lines.append(json.dumps({"id": book, "title": f"The {first} of the {second}", "categories": [shelf],
@@ -101,9 +101,9 @@ def run_demo(directory: str | Path, base_model: str = "bundled", users: tuple[st
     liked = {user: [i.item_id for i in recommender.users[user] if is_like(i, threshold)] for user in users}
     before = {user: recommender.recommend(user_id=user, k=k) for user in users}
     recommender.add_items([NEW_BOOK])
-    science_fiction = {item.id for item in items if NEW_BOOK.categories[0] in item.categories}
-    fans = [u for u, rows in recommender.users.items()
-            if any(i.item_id in science_fiction and is_like(i, threshold) for i in rows)]
+    shelf = {item.id for item in items if NEW_BOOK.categories[0] in item.categories}
+    fans = [u for u, rows in recommender.users.items()  # readers who like the new book's shelf and no other
+            if {i.item_id in shelf for i in rows if is_like(i, threshold)} == {True}]
     after = {user: recommender.recommend(user_id=user, k=k) for user in fans[:3]}
     return {"files": {"items": str(files.items), "interactions": str(files.interactions)},
             "recommender": str(directory / "recommender"), "liked": liked, "recommendations": before,
