@@ -212,3 +212,28 @@ def test_bad_catalogs_are_refused_before_anything_is_written(tmp_path, tiny_enco
     assert not (tmp_path / "r").exists()
     with pytest.raises(ConfigError, match="popularity_weight"):
         RecommenderConfig.from_dict({"popularity_weight": -1})
+
+
+def test_past_the_faiss_size_candidates_come_from_the_index_and_filters_fall_back_to_exact(rec, monkeypatch):
+    from goldmine.apps.recommend import recommender as module
+    from goldmine.retrieval import index as index_module
+
+    rec.config = rec.config.model_copy(update={"candidates": 10})
+    exact = rec.recommend(user_id="u4", k=5)
+    exact_cooking = rec.recommend(user_id="u4", k=10, filters={"categories": ["Cooking"]})
+    monkeypatch.setattr(index_module, "FAISS_FROM", 10)
+    monkeypatch.setattr(module, "FAISS_FROM", 10)
+    rec.index.save()  # 36 entries >= 10: saved with an IVF structure
+    assert rec.index.meta["backend"] == "faiss"
+    exact_scoring = []
+    einsum = np.einsum
+    monkeypatch.setattr(np, "einsum", lambda *a, **kw: exact_scoring.append(1) or einsum(*a, **kw))
+    approximate = rec.recommend(user_id="u4", k=5)
+    assert not exact_scoring  # the 10 candidates came from the IVF index
+    vectors = rec.index.vectors
+    taste = unit(vectors[[rec.row[i] for i in liked(rec, "u4")]].mean(axis=0))
+    for answer in approximate:  # IVF may miss an item, never misstate one
+        assert answer["score"] == pytest.approx(float(vectors[rec.row[answer["item_id"]]] @ taste), abs=1e-5)
+    assert approximate[0] == exact[0]
+    assert rec.recommend(user_id="u4", k=10, filters={"categories": ["Cooking"]}) == exact_cooking
+    assert exact_scoring  # too few Cooking books among the IVF's answers: scored exactly
