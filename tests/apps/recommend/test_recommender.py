@@ -111,6 +111,7 @@ def test_filters_seen_categories_ids(built, bookshop):
     with_seen = built.recommend(user_id="u1", k=36, filters={"exclude_seen": False})
     assert len(with_seen) == 36 and seen <= {a["item_id"] for a in with_seen}
     assert len(built.recommend(user_id="u1", k=100)) == 36 - len(seen)  # fewer than k: all that is left
+    assert len(built.recommend(user_id="u1", k=np.int64(2))) == 2  # a numpy integer is a whole number too
     only = built.recommend(user_id="u1", k=10, filters={"items": ["b00", "b11", "b22"], "exclude_items": ["b11"]})
     assert {a["item_id"] for a in only} == {"b00", "b22"} - seen
     assert built.recommend(user_id="u1", k=3, filters={"items": sorted(seen)}) == []  # all seen: nothing left
@@ -145,10 +146,12 @@ def test_without_a_liked_item_the_most_popular_items_are_recommended(built):
     ({"user_id": "u1", "k": 101}, "got 101"),
     ({"user_id": "u1", "k": "3"}, "got '3'"),
     ({"user_id": "u1", "k": True}, "got True"),
+    ({"user_id": "u1", "k": 2.0}, "got 2.0"),
     ({"history": ["b00", "zz"]}, r"1 item id\(s\) not in the catalog: \['zz'\]"),
     ({"history": "b00"}, "history: expected a list"),
     ({"history": [{"rating": 5}]}, r"history\[0\]: expected an item id"),
     ({"history": [{"item_id": "b00", "rating": float("nan")}]}, "finite numbers"),
+    ({"history": ["b00"] * 10_001}, "10001 entries; the limit is 10000"),
     ({"user_id": "u1", "filters": {"categories": ["Cookin"]}}, "did you mean 'Cooking'"),
     ({"user_id": "u1", "filters": {"category": ["Cooking"]}}, r"unknown field\(s\) \['category'\]"),
     ({"user_id": "u1", "filters": {"items": "b00"}}, "filters.items: expected a list"),

@@ -40,6 +40,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 META_FILE, USERS_FILE, INDEX_DIR, MODEL_DIR = "recommender.json", "users.jsonl", "index", "model"
 FORMAT = 1
 UNKNOWN_SHOWN = 20  # unknown item ids kept as examples in the build report
+MAX_HISTORY = 10_000  # interactions in a history sent with one request
 
 
 class UnknownUser(InputError):
@@ -233,13 +235,14 @@ class Recommender:
     def recommend(self, user_id: str | None = None, history: Sequence[str | Mapping | Interaction] | None = None,
                   k: int = 10, filters: Filters | Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """The `k` best items for a known user (`user_id`) or for a history given with the request (item ids
-        oldest first, or {"item_id", "rating", "timestamp"} mappings): a list of
+        oldest first, or {"item_id", "rating", "timestamp"} mappings; sorted by timestamp when every entry has one,
+        else taken in the order given; no rating: a like): a list of
         {"item_id", "title", "score", "explanation": {"text", "similar_to": [{"item_id", "title", "similarity"}]}},
         best first. Fewer than `k` when the filters leave fewer items."""
         if (user_id is None) == (history is None):
             raise InputError("give either user_id (a user the recommender knows) or history (item ids, oldest "
                              "first), not both and not neither")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        if isinstance(k, bool) or not isinstance(k, Integral) or not 1 <= k <= MAX_K:
             raise InputError(f"k: give a whole number from 1 to {MAX_K}, got {k!r}")
         chosen = Filters.parse(filters)
         events = self._events(user_id, history)
@@ -265,6 +268,8 @@ class Recommender:
         if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
             raise InputError("history: expected a list of item ids (oldest first) or of {item_id, rating, "
                              "timestamp} mappings")
+        if len(history) > MAX_HISTORY:
+            raise InputError(f"history: {len(history)} entries; the limit is {MAX_HISTORY} (send the most recent)")
         events = []
         for n, entry in enumerate(history):
             if isinstance(entry, Interaction):
@@ -282,7 +287,8 @@ class Recommender:
         if unknown := list(dict.fromkeys(i.item_id for i in events if i.item_id not in self.row)):
             raise InputError(f"history: {len(unknown)} item id(s) not in the catalog: {unknown[:10]}; add the items "
                              "first (add_items) or leave them out")
-        return sorted(events, key=lambda i: i.timestamp)
+        timed = all(isinstance(e, Interaction) or (isinstance(e, Mapping) and "timestamp" in e) for e in history)
+        return sorted(events, key=lambda i: i.timestamp) if timed else events  # else: the order given
 
     def _allowed(self, filters: Filters, seen: set[int]) -> np.ndarray:
         allowed = np.ones(len(self.index.entries), dtype=bool)
