@@ -8,7 +8,7 @@ import pytest
 
 from goldmine.apps.recommend import FinetuneConfig, Interaction, Recommender, RecommenderConfig
 from goldmine.apps.recommend.finetune import co_liked_pairs
-from goldmine.errors import DataError
+from goldmine.errors import ConfigError, DataError
 
 
 def likes(user: str, items: str, rating: float = 5.0) -> list[Interaction]:
@@ -47,6 +47,10 @@ def test_fit_fine_tunes_on_co_liked_pairs_and_builds_with_the_result(tmp_path, b
     assert len(rec.recommend(user_id="u0", k=3)) == 3
     loaded = Recommender.load(tmp_path / "shop")
     assert loaded.recommend(user_id="u0", k=3) == rec.recommend(user_id="u0", k=3)
+    with pytest.raises(ConfigError, match="holds another encoder"):  # never taken for the untrained one
+        Recommender.build(items, interactions, tmp_path / "shop", base_model=str(tiny_encoder_dir))
+    rebuilt = Recommender.build(items, interactions, tmp_path / "shop", model_dir=rec.model_dir)
+    assert rebuilt.recommend(user_id="u0", k=3) == rec.recommend(user_id="u0", k=3)
 
 
 def test_fit_without_a_pair_says_what_to_do(tmp_path, bookshop, tiny_encoder_dir):

@@ -454,10 +454,16 @@ def _load_model(model_dir: Path, batch_size: int):
 def _save_pretrained(base_model: str, out: Path, max_length: int) -> None:
     """The base encoder, untrained, as a goldmine retrieval model (reused when it is already there)."""
     from goldmine.config import load_config
+    from goldmine.inference.model import RunMeta
     from goldmine.training.retrieval import save_pretrained_encoder
 
     if (out / "goldmine.json").is_file():
-        return
+        meta = RunMeta.load(out)
+        if meta.extra.get("pretrained") and meta.base_model == base_model and meta.max_length == max_length:
+            return
+        raise ConfigError(f"{out} holds another encoder ({meta.base_model}, "
+                          f"{'untrained' if meta.extra.get('pretrained') else 'fine-tuned'}); pass it as model_dir "
+                          "to build on it, or build in a new directory")
     save_pretrained_encoder(load_config(None, {"task": "retrieval", "output_dir": out, "model.name": base_model,
                                                "model.max_length": max_length}))
 
