@@ -33,7 +33,6 @@ on validation for it). Every variant's test figures are reported beside them (si
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
@@ -58,29 +57,6 @@ K = 10
 HOLD_OUT = 5
 COLD_SHARE = 0.05
 SEED = 13
-HALF_LIVES = (None, 5.0, 20.0, 50.0)
-POPULARITY_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-DIVERSITIES = (0.0, 0.1, 0.2)
-
-
-def metrics_of(recommender, positives: dict[str, set[str]], filters: dict | None = None) -> dict:
-    from goldmine.apps.recommend.evaluation import ranking_metrics
-
-    rankings = {u: [r["item_id"] for r in recommender.recommend(user_id=u, k=K, filters=filters)] for u in positives}
-    return ranking_metrics(rankings, positives, K)
-
-
-def tune(recommender, positives: dict[str, set[str]], log) -> tuple[dict, list[dict]]:
-    """Every setting of the grid on the validation positives; the best by nDCG@10 (then recall@10)."""
-    rows = []
-    for half_life, weight, diversity in itertools.product(HALF_LIVES, POPULARITY_WEIGHTS, DIVERSITIES):
-        settings = {"recency_half_life": half_life, "popularity_weight": weight, "diversity": diversity}
-        recommender.config = recommender.config.model_copy(update=settings)
-        measured = metrics_of(recommender, positives)
-        rows.append({**settings, "recall10": measured["recall10"], "ndcg10": measured["ndcg10"]})
-        log.info("validation %s: recall@10 %.4f nDCG@10 %.4f", settings, measured["recall10"], measured["ndcg10"])
-    best = max(rows, key=lambda r: (r["ndcg10"], r["recall10"]))
-    return {k: best[k] for k in ("recency_half_life", "popularity_weight", "diversity")}, rows
 
 
 def latency(recommender, users: list[str], rounds: int) -> dict:
@@ -121,10 +97,12 @@ def main() -> None:
     from goldmine.apps.recommend import FinetuneConfig, Recommender, RecommenderConfig, read_movielens
     from goldmine.apps.recommend.evaluation import (
         ColdStart,
+        evaluate_recommender,
         hold_out_items,
         leave_last_out,
         popularity_rankings,
         ranking_metrics,
+        tune_reranking,
     )
     from goldmine.apps.recommend.finetune import finetune_encoder
     from goldmine.apps.recommend.recommender import _save_pretrained
@@ -175,7 +153,7 @@ def main() -> None:
         started = time.perf_counter()
         recommender = Recommender.build(warm_items, val.train, work / f"{name}-recommender", encoder, base_config)
         timing[f"{name}_build_s"] = round(time.perf_counter() - started, 1)
-        chosen, grid = tune(recommender, val.positives, log)
+        chosen, grid = tune_reranking(recommender, val.positives, k=K)  # RERANKING_GRID
         results["validation"][name] = grid
         results["chosen"][name] = chosen
         recommender.add_interactions(extra)
@@ -185,7 +163,7 @@ def main() -> None:
                                 ("tuned, no diversity", {**chosen, "diversity": 0.0}),
                                 ("tuned, no popularity", {**chosen, "popularity_weight": 0.0})):
             recommender.config = recommender.config.model_copy(update=settings)
-            variants[label] = {**settings, **metrics_of(recommender, test.positives)}
+            variants[label] = {**settings, **evaluate_recommender(recommender, test.positives, K)}
             log.info("%s %s on test: %s", name, label, variants[label])
         results["variants"][name] = variants
         results["recall10"][name] = variants["tuned on validation"]["recall10"]
@@ -198,8 +176,8 @@ def main() -> None:
         recommender.add_items(cold_items)
         timing[f"{name}_add_cold_items_s"] = round(time.perf_counter() - started, 2)
         cold = cold or ColdStart.from_interactions(cold_ids, cold_interactions, recommender.users)
-        among_cold = metrics_of(recommender, cold.positives, {"items": sorted(cold_ids)})
-        whole = metrics_of(recommender, cold.positives)
+        among_cold = evaluate_recommender(recommender, cold.positives, K, {"items": sorted(cold_ids)})
+        whole = evaluate_recommender(recommender, cold.positives, K)
         results["cold"][name] = {"among_new_items": among_cold, "whole_catalog": whole}
         log.info("%s cold: among new items %s; whole catalog %s", name, among_cold, whole)
 

@@ -240,3 +240,16 @@ def test_past_the_faiss_size_candidates_come_from_the_index_and_filters_fall_bac
     assert approximate[0] == exact[0]
     assert rec.recommend(user_id="u4", k=10, filters={"categories": ["Cooking"]}) == exact_cooking
     assert exact_scoring  # too few Cooking books among the IVF's answers: scored exactly
+
+
+def test_evaluation_and_tuning_go_through_recommend(rec):
+    from goldmine.apps.recommend.evaluation import evaluate_recommender, ranking_metrics, tune_reranking
+
+    top = {u: rec.recommend(user_id=u, k=3)[0]["item_id"] for u in ("u1", "u2")}
+    positives = {"u1": {top["u1"]}, "u2": {top["u2"], "b00"}}
+    assert evaluate_recommender(rec, positives, k=3) == ranking_metrics(
+        {u: [a["item_id"] for a in rec.recommend(user_id=u, k=3)] for u in positives}, positives, 3)
+    # the most popular item first for everyone (a huge popularity weight) cannot beat each user's own top item
+    chosen, rows = tune_reranking(rec, positives, {"popularity_weight": (100.0, 0.0)}, k=3)
+    assert chosen == {"popularity_weight": 0.0} and rec.config.popularity_weight == 0.0
+    assert [r["popularity_weight"] for r in rows] == [100.0, 0.0] and rows[1]["recall3"] >= rows[0]["recall3"]

@@ -10,18 +10,24 @@ built on the rest ranks items for each evaluated user, seen items excluded, and 
                 first, at most k of them): binary relevance
 
 averaged over users. Everything here is a pure function of its arguments (nothing is read or written), so the
-metrics can be checked by hand (tests/apps/recommend/test_evaluation.py) and tuning can cut a validation split from
-the training histories with the very same `leave_last_out`.
+metrics can be checked by hand (tests/apps/recommend/test_recommend_metrics.py) and tuning can cut a validation
+split from the training histories with the very same `leave_last_out`. `evaluate_recommender` and `tune_reranking`
+measure a `Recommender` through `recommend`, the call that serves requests.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from goldmine.apps.recommend.data import Interaction, is_like, time_ordered
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,9 +123,41 @@ def popularity_rankings(train: Iterable[Interaction], users: Iterable[str], k: i
     return out
 
 
-def rankings_of(recommend: Callable[[str], list[dict]], users: Iterable[str]) -> dict[str, list[str]]:
-    """{user: recommended item ids} through a recommend function (user id -> `Recommender.recommend` answers)."""
-    return {user: [r["item_id"] for r in recommend(user)] for user in users}
+def evaluate_recommender(recommender, positives: Mapping[str, set[str]], k: int = 10,
+                         filters: Mapping | None = None) -> dict[str, float]:
+    """`ranking_metrics` of a recommender's answers (`Recommender.recommend(user_id=...)`, seen items excluded):
+    measured through the very call that serves requests."""
+    rankings = {user: [r["item_id"] for r in recommender.recommend(user_id=user, k=k, filters=filters)]
+                for user in positives}
+    return ranking_metrics(rankings, positives, k)
+
+
+RERANKING_GRID: dict[str, tuple] = {
+    "recency_half_life": (None, 5.0, 20.0, 50.0),
+    "popularity_weight": (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0),
+    "diversity": (0.0, 0.1, 0.2),
+}
+
+
+def tune_reranking(recommender, positives: Mapping[str, set[str]], grid: Mapping[str, Sequence] | None = None,
+                   k: int = 10) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every combination of `grid` (settings of `RecommenderConfig`; default `RERANKING_GRID`) measured on
+    `positives`, which must be a validation split cut from the training histories (`leave_last_out` of the
+    recommender's own interactions), never the evaluation positives. Returns the best settings by nDCG@k (then
+    recall@k) and every row; the recommender is left with the best settings."""
+    grid = grid or RERANKING_GRID
+    rows = []
+    for values in itertools.product(*grid.values()):
+        settings = dict(zip(grid, values, strict=True))
+        recommender.config = recommender.config.model_copy(update=settings)
+        measured = evaluate_recommender(recommender, positives, k)
+        rows.append({**settings, f"recall{k}": measured[f"recall{k}"], f"ndcg{k}": measured[f"ndcg{k}"]})
+        log.info("recommend tuning %s: recall@%d %.4f nDCG@%d %.4f", settings, k, measured[f"recall{k}"], k,
+                 measured[f"ndcg{k}"])
+    best = max(rows, key=lambda r: (r[f"ndcg{k}"], r[f"recall{k}"]))
+    chosen = {name: best[name] for name in grid}
+    recommender.config = recommender.config.model_copy(update=chosen)
+    return chosen, rows
 
 
 @dataclass
