@@ -33,7 +33,8 @@ class FinetuneConfig(_Section):
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1: use epochs.")
     batch_size: int = Field(64, ge=2, description="Pairs per batch: each item's partner must rank first among the "
                             "2 x batch_size - 1 other items of the batch (in-batch negatives).")
-    learning_rate: float = Field(5e-5, gt=0, lt=1, description="Peak AdamW learning rate.")
+    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak AdamW learning rate (goldmine's training "
+                                 "default: a short run needs the larger step).")
     scale: float = Field(20.0, gt=0, le=1000, description="Inverse temperature of the in-batch ranking loss.")
     max_length: int = Field(64, gt=8, le=512, description="Longest item text in tokens; longer ones are truncated.")
     seed: int = Field(13, description="Seed of the pair draw and of training.")
