@@ -57,6 +57,21 @@ def test_scores_are_cosine_similarities_of_the_models_embeddings(run, tmp_path):
     assert len(above) == 2
 
 
+def test_a_query_vector_made_by_the_caller_searches_like_a_text(run, tmp_path):
+    index = Index.build(run, corpus(tmp_path), name="faq")
+    model = Model.load(run, runtime="torch")
+    vector = model.embed(["my package is late"])
+    assert index.search_vectors(3 * vector, k=3) == index.search(["my package is late"], k=3)  # scaled to unit
+    mean = index.vectors[[0, 2]].mean(axis=0, keepdims=True)  # e.g. a user's taste: a mean of entry vectors
+    [hits] = index.search_vectors(mean, k=2)
+    assert {h.id for h in hits} == {"refund", "password"}
+    assert index.search_vectors(np.zeros((0, index.vectors.shape[1])), k=1) == []
+    with pytest.raises(InputError, match="expected shape"):
+        index.search_vectors(np.ones((1, 3)), k=1)
+    with pytest.raises(InputError, match="k: give 1 to"):
+        index.search_vectors(mean, k=0)
+
+
 def test_add_and_delete_keep_the_other_vectors_and_bump_the_version(run, tmp_path, monkeypatch):
     index = Index.build(run, corpus(tmp_path), name="faq")
     before = index.vectors.copy()

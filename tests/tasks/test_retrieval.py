@@ -150,6 +150,20 @@ def test_an_index_is_built_from_a_retrieval_model(retrieval_run, tmp_path):
     assert hits[0].id == "b" and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_pretrained_encoder_saved_untrained_embeds_as_sentence_transformers_does(tmp_path, tiny_model_dir):
+    from goldmine.training.retrieval import encoder_embed, save_pretrained_encoder
+
+    out = tmp_path / "pretrained"
+    meta = save_pretrained_encoder(load_config(None, {"task": "retrieval", "output_dir": out,
+                                                      "model.name": str(tiny_model_dir), "model.max_length": 32}))
+    assert meta.task == "retrieval" and meta.extra["pretrained"] and meta.extra["global_step"] == 0
+    texts = ["where is my parcel", "i lost my card"]
+    expected = encoder_embed(sentence_encoder(str(tiny_model_dir), 32))(texts)
+    assert unit(Model.load(out).embed(texts)) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ConfigError, match="saved as task retrieval"):
+        save_pretrained_encoder(load_config(None, {"output_dir": out, "model.name": str(tiny_model_dir)}))
+
+
 def test_bad_retrieval_input_gets_a_clear_error(tmp_path, demo_files, tiny_model_dir):
     base = {"task": "retrieval", "model.name": str(tiny_model_dir), "output_dir": str(tmp_path / "r"),
             "training.max_steps": 1}

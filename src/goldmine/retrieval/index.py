@@ -196,7 +196,21 @@ class Index:
             model = _load_model(self.meta["model_dir"])
         elif getattr(model, "directory", None) is not None:
             self.check_model(model.directory)
-        q = _unit(model.embed_features(features) if features is not None else model.embed(queries))
+        q = model.embed_features(features) if features is not None else model.embed(queries)
+        return self.search_vectors(q, k, min_score)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 5, min_score: float | None = None) -> list[list[Hit]]:
+        """`search` for queries already embedded by the index's model (N, dimension): what a caller that builds
+        its query vector itself searches with, e.g. a recommender's mean of the vectors of a user's items.
+        The vectors are scaled to unit length here."""
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k: give 1 to {MAX_K}, got {k}")
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or (len(self.entries) and vectors.shape[1] != self.vectors.shape[1]):
+            raise InputError(f"query vectors: expected shape (N, {self.meta['dimension']}), got {vectors.shape}")
+        if not len(vectors) or not self.entries:
+            return [[] for _ in range(len(vectors))]
+        q = _unit(vectors)
         k = min(k, len(self.entries))
         if self.meta.get("backend") == "faiss":
             scores, rows = self._faiss_index().search(q, k)

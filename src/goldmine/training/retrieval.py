@@ -37,6 +37,7 @@ from goldmine.data.fingerprint import fingerprint
 from goldmine.data.report import quality_report
 from goldmine.data.schema import LabeledData
 from goldmine.data.splits import load_splits
+from goldmine.errors import ConfigError
 from goldmine.evaluation.evaluate import evaluate
 from goldmine.evaluation.plots import plot_training_curve
 from goldmine.inference.model import Model, RunMeta
@@ -222,19 +223,14 @@ def train_retrieval(config: TrainConfig, resume: bool = False, callbacks: list |
     # ---- save as goldmine's pooled encoder, with the match threshold fitted on dev through it ----
     out = config.output_dir
     task = Retrieval([SIMILARITY], tokenizer, config.model.max_length)
-    network = pooled_network(task, base, encoder)
-    meta = RunMeta(
-        task=task.name, label_names=task.label_names, base_model=config.model.name, strategy="full",
-        pooling="mean", max_length=config.model.max_length,
-        extra={"fingerprint": fingerprint(splits, {k: _file_of(v.path) for k, v in splits.items()}),
-               "versions": versions(), "train_seconds": round(train_seconds, 2),
-               "global_step": trainer.state.global_step,
-               "train_examples_per_second": output.metrics.get("train_samples_per_second"),
-               "peak_rss_mb": peak_rss_mb(),
-               "retrieval": {"positive_label": positive, "hard_negatives": negatives,
-                             "scale": config.retrieval.scale, "match_threshold": None}},
-    )
-    save_model(network, tokenizer, meta, config, out, STRATEGIES.get("full")())
+    meta = save_encoder(pooled_network(task, base, encoder), tokenizer, config, extra={
+        "fingerprint": fingerprint(splits, {k: _file_of(v.path) for k, v in splits.items()}),
+        "versions": versions(), "train_seconds": round(train_seconds, 2),
+        "global_step": trainer.state.global_step,
+        "train_examples_per_second": output.metrics.get("train_samples_per_second"),
+        "peak_rss_mb": peak_rss_mb(),
+        "retrieval": {"positive_label": positive, "hard_negatives": negatives,
+                      "scale": config.retrieval.scale, "match_threshold": None}})
     served = Model.load(out, batch_size=t.eval_batch_size)
     threshold = fit_match_threshold(lambda texts: unit(served.embed(texts)), problems.get("dev"))
     meta.extra["retrieval"]["match_threshold"] = threshold
@@ -253,17 +249,43 @@ def train_retrieval(config: TrainConfig, resume: bool = False, callbacks: list |
                        report.warnings)
 
 
-def pooled_network(task: Retrieval, base: str, encoder) -> torch.nn.Module:
-    """goldmine's pooled encoder (mean pooling, unit length) carrying the trained transformer's weights; its
-    one-output head is zero (nothing reads it)."""
+def save_encoder(network: torch.nn.Module, tokenizer, config: TrainConfig, extra: dict) -> RunMeta:
+    """Write a pooled encoder (`pooled_network`) to `config.output_dir` as a goldmine retrieval model: the run
+    directory `Model.load`, `Index.build`, export and serving read. Returns its metadata."""
+    meta = RunMeta(task=Retrieval.name, label_names=[SIMILARITY], base_model=config.model.name, strategy="full",
+                   pooling="mean", max_length=config.model.max_length, extra=extra)
+    save_model(network, tokenizer, meta, config, config.output_dir, STRATEGIES.get("full")())
+    return meta
+
+
+def save_pretrained_encoder(config: TrainConfig) -> RunMeta:
+    """`config.model.name` (the bundled encoder, a directory or a hub name) as it is, untrained, saved to
+    `config.output_dir` as a goldmine retrieval model: the "before" of a fine-tuned encoder, searchable through
+    the same index and runtime (no match threshold: nothing was fitted)."""
+    if config.task != "retrieval":
+        raise ConfigError(f"task: a pretrained encoder is saved as task retrieval, not {config.task!r}")
+    base = resolve_base_model(config.model.name)
+    tokenizer = load_tokenizer(base)
+    network = pooled_network(Retrieval([SIMILARITY], tokenizer, config.model.max_length), base)
+    return save_encoder(network, tokenizer, config, extra={
+        "versions": versions(), "train_seconds": 0.0, "global_step": 0, "pretrained": True,
+        "retrieval": {"positive_label": None, "hard_negatives": None, "scale": config.retrieval.scale,
+                      "match_threshold": None}})
+
+
+def pooled_network(task: Retrieval, base: str, encoder=None) -> torch.nn.Module:
+    """goldmine's pooled encoder (mean pooling, unit length) carrying the weights of `encoder`'s transformer (a
+    trained sentence-transformers model), or `base`'s own when `encoder` is None; its one-output head is zero
+    (nothing reads it)."""
     network = task.build_model(base, {"goldmine_pooling": "mean", "goldmine_normalize": True,
                                       "classifier_dropout": 0.0})
-    trained = encoder[0].auto_model.state_dict()
-    backbone = getattr(network, network.base_model_prefix)
-    wanted = backbone.state_dict()
-    if missing := sorted(set(wanted) - set(trained)):
-        raise RuntimeError(f"the trained encoder lacks weights the pooled network needs: {missing[:5]}")
-    backbone.load_state_dict({k: trained[k] for k in wanted})
+    if encoder is not None:
+        trained = encoder[0].auto_model.state_dict()
+        backbone = getattr(network, network.base_model_prefix)
+        wanted = backbone.state_dict()
+        if missing := sorted(set(wanted) - set(trained)):
+            raise RuntimeError(f"the trained encoder lacks weights the pooled network needs: {missing[:5]}")
+        backbone.load_state_dict({k: trained[k] for k in wanted})
     with torch.no_grad():
         network.classifier.weight.zero_()
         network.classifier.bias.zero_()
