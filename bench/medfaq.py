@@ -397,7 +397,6 @@ def faq_section(medquad: list[dict], runs: dict[str, Path], work: Path, limit: i
     reranker = Model.load(runs["mqp-pairs"]) if "mqp-pairs" in runs else None
     for name, directory in encoders.items():
         model = Model.load(directory)
-        model.directory = directory
         started = time.perf_counter()
         index = build_index(directory, entries, name=f"medquad-bench{'-smoke' if limit else ''}", model=model)
         build_s = time.perf_counter() - started
@@ -438,7 +437,6 @@ def latency_section(medquad: list[dict], runs: dict[str, Path], work: Path) -> d
     index_dir = directory / "indexes" / "medquad-full"
     if not (index_dir / "index.json").is_file():
         model = Model.load(directory)
-        model.directory = directory
         build_index(directory, [_entry(r) for r in medquad], name="medquad-full", model=model)
     threshold = "auto" if "mqp-retrieval" in runs else 0.5  # the bundled encoder has no fitted threshold
     config = MedFaqConfig(retriever=directory, index=index_dir, ner=runs.get("conll-ner"), threshold=threshold)

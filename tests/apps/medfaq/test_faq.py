@@ -25,7 +25,6 @@ def retriever(tiny_encoder):
     from goldmine.inference.model import Model
 
     model = Model.load(tiny_encoder)
-    model.directory = tiny_encoder
     return model
 
 

@@ -176,7 +176,6 @@ def run_demo(out_dir: str | Path, retriever: str | Path | None = None,
         if not (retriever / "goldmine.json").is_file():
             save_pretrained_encoder(retriever)
     model = Model.load(retriever)
-    model.directory = Path(retriever)
     index = build_index(retriever, files.faq, name="demo", out=out_dir / "index", model=model)
     provisional = MedFaq(MedFaqConfig(retriever=Path(retriever), index=out_dir / "index", threshold=0.0), model, index)
     rows = [json.loads(line) for line in files.calibration.read_text().splitlines()]

@@ -159,6 +159,8 @@ class MedFaq:
 
     def __init__(self, config: MedFaqConfig, retriever, index: Index, reranker=None, ner=None,
                  rules: UrgentRules | None = None):
+        # The index is checked against the retriever's files once, here: `Index.search` would hash the weights on
+        # every call if the model carried its directory (a tenth of a second per question).
         index.check_model(config.retriever)
         self.config, self.retriever, self.index, self.reranker = config, retriever, index, reranker
         self.rules = rules if rules is not None else UrgentRules.load(config.urgent_rules)
@@ -179,7 +181,6 @@ class MedFaq:
         if not isinstance(config, MedFaqConfig):
             config = MedFaqConfig.load(config)
         retriever = Model.load(config.retriever)
-        retriever.directory = Path(config.retriever)
         index = Index.load(config.index_dir)
         reranker = Model.load(config.reranker) if config.reranker else None
         ner = Model.load(config.ner) if config.ner else None
