@@ -456,7 +456,7 @@ def latency_section(medquad: list[dict], runs: dict[str, Path], work: Path) -> d
 
     return {"p50": statistics.median(times), "p90": times[int(0.9 * len(times)) - 1], "calls": len(times),
             "index_entries": len(faq.index.entries), "ner": config.ner is not None, "reranker": False,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0]}
 
 
 def _entry(row: dict):
@@ -543,8 +543,9 @@ def markdown(r: dict) -> str:
         if key in r:
             lines.append(f"| {key} | {_f(r[key])} |")
     if "latency_ms" in r:
-        lines.append(f"| latency of one answer, p50 / p90 ms | {_f(r['latency_ms']['p50'], 1)} / "
-                     f"{_f(r['latency_ms']['p90'], 1)} |")
+        lat = r["latency_ms"]
+        lines.append(f"| latency of one answer, p50 / p90 ms (NER on, load average {lat['load_average_1min']:.1f} on "
+                     f"{m['cores']} cores) | {_f(lat['p50'], 1)} / {_f(lat['p90'], 1)} |")
     lines.append("")
     if "models" in r:
         lines += ["## Models (medical_question_pairs dev; conll2003 dev)", "",
