@@ -25,7 +25,8 @@ faq      Topics held out of the FAQ: the `focus` groups of medquad (focus lower-
          half for the test. Questions are patient-style paraphrases of medquad questions written from their
          question type and focus ("how would i know if i have {focus}" for symptoms), so none is a copy of an
          indexed question; a paraphrase of a present topic is answered right when the answered entry has the same
-         focus group and question type, and a paraphrase of a removed topic should be handed off. The threshold
+         focus group and question type, and a paraphrase of a removed topic should be handed off. Questions are
+         masked as `MedFaq` masks them (the NER run and the kept FAQ's focus words) before the search. The threshold
          is calibrated (`calibrate_threshold`) on the calibration questions (present and removed topics) and
          measured on the test questions; `auto` (the bi-encoder's match threshold from its medical_question_pairs
          dev pairs) is measured beside it. Encoders: the bundled one as it is, and the fine-tuned bi-encoder, with
@@ -51,6 +52,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -348,8 +350,9 @@ def faq_questions(medquad: list[dict], limit: int | None) -> tuple[list[dict], d
 
 
 def decisions(faq, questions: list[dict]) -> list[dict]:
-    """Each question's best score, whether its best match is a right entry, and the rules' verdict."""
-    best = faq.best_scores([q["question"] for q in questions])
+    """Each question's best score and whether its best match is a right entry (right focus group and type) or the
+    right topic. The questions come masked by the product's masker (`masked`)."""
+    best = faq.best_scores([q["masked"] for q in questions])
     return [{"score": score, "right": q["present"] and topic(hit.payload.get("focus", "")) == q["topic"] and
              hit.payload.get("qtype") == q["qtype"], "right_topic": q["present"] and
              topic(hit.payload.get("focus", "")) == q["topic"], "present": q["present"]}
@@ -374,6 +377,8 @@ def measure(rows: list[dict], threshold: float) -> dict:
 def faq_section(medquad: list[dict], runs: dict[str, Path], work: Path, limit: int | None) -> dict:
     from goldmine.apps.medfaq import MedFaq, MedFaqConfig, build_index, calibrate_threshold
     from goldmine.apps.medfaq.encoder import save_pretrained_encoder
+    from goldmine.apps.medfaq.faq import focus_words
+    from goldmine.apps.medfaq.masking import PiiMasker
     from goldmine.apps.medfaq.urgent import UrgentRules
     from goldmine.inference.model import Model
     from goldmine.retrieval.index import Entry
@@ -381,7 +386,16 @@ def faq_section(medquad: list[dict], runs: dict[str, Path], work: Path, limit: i
     kept, splits = faq_questions(medquad, limit)
     entries = [Entry(r["id"], r["question"], {k: r[k] for k in ("answer", "url", "focus", "qtype")}) for r in kept]
     rules = UrgentRules.load()
+    # Masked once, as `MedFaq` masks them: with the NER run and the kept FAQ's focus words when there is a run.
+    masker = PiiMasker(Model.load(runs["conll-ner"]) if "conll-ner" in runs else None,
+                       keep_words=focus_words(SimpleNamespace(entries=entries)))
+    for questions in splits.values():
+        for question, masked in zip(questions, masker.mask_many([q["question"] for q in questions]), strict=True):
+            question["masked"] = masked.text
+    changed = sum(q["masked"] != q["question"] for qs in splits.values() for q in qs)
     section: dict = {"index_entries": len(entries), "removed_topics": REMOVED_TOPICS,
+                     "masked_by": "patterns + ner + focus words" if "conll-ner" in runs else "patterns",
+                     "paraphrases_changed_by_masking": changed,
                      "topics": len({topic(r["focus"]) for r in medquad}),
                      "questions": {s: {"present": sum(q["present"] for q in qs),
                                        "removed": sum(not q["present"] for q in qs)} for s, qs in splits.items()},
@@ -594,6 +608,8 @@ def markdown(r: dict) -> str:
                                  f"| {_f(c['answer_topic_accuracy_present_topics'])} | "
                                  f"{_f(c['top1_accuracy_present_topics'])} | {_f(c['decided_right'])} | "
                                  f"{_f(entry['ms_per_question'], 1)} |")
+        lines += ["", f"Questions masked by {f['masked_by']} before the search "
+                      f"({f['paraphrases_changed_by_masking']} paraphrases changed by it)."]
         u = f["urgent_false_alarms"]
         lines += ["", f"Urgent rules fire on {100 * u['medquad_questions']:.2f}% of all medquad questions and "
                       f"{100 * u['test_paraphrases']:.2f}% of the test paraphrases (hand-offs on the safe side).", ""]
