@@ -119,12 +119,24 @@ def model_figures(runs: dict[str, Path]) -> dict:
         extra = json.loads((out / "goldmine.json").read_text())["extra"]
         wall = json.loads((out / "bench_wall.json").read_text())["wall_s"] if (out / "bench_wall.json").is_file() \
             else None
-        figures[name] = {"settings": RUNS[name], "before_after": metrics["before_after"], "test": metrics["test"],
+        trained_here = (out / "bench_wall.json").is_file()  # train_models writes it
+        settings = RUNS[name] if trained_here else {"reused_run": str(out), **_run_settings(out)}
+        figures[name] = {"settings": settings, "before_after": metrics["before_after"], "test": metrics["test"],
                          "train_seconds": extra.get("train_seconds"), "global_step": extra.get("global_step"),
                          "wall_s": wall}
         if name == "mqp-retrieval":
             figures[name]["match_threshold"] = extra["retrieval"]["match_threshold"]
     return figures
+
+
+def _run_settings(out: Path) -> dict:
+    """What a run reused from elsewhere was trained on: a few keys of its config.yaml."""
+    import yaml
+
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    return {"task": config["task"], "data.train": config["data"]["train"], "data.test": config["data"]["test"],
+            "training.epochs": config["training"]["epochs"], "training.max_steps": config["training"]["max_steps"],
+            "data.case_features": config["data"].get("case_features")}
 
 
 # ---------------------------------------------------------------- the PII test set
@@ -487,6 +499,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-medfaq", help="trained runs (kept)")
     parser.add_argument("--no-ner", action="store_true", help="patterns only: do not train or use the NER run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
+    parser.add_argument("--ner-run", type=Path, help="an existing goldmine NER run to mask with, instead of training "
+                        "conll-ner here (recorded with its own config)")
     parser.add_argument("--no-train", action="store_true", help="use the runs --work holds, train none (sections "
                         "leave out what needs a missing run)")
     parser.add_argument("--limit", type=int, help="a smoke run on this many questions per set: printed, not written")
@@ -498,11 +512,13 @@ def main() -> None:
     if unknown := sorted(set(only) - set(sections)):
         parser.error(f"unknown sections {unknown}")
     origin = provenance()
-    names = ["mqp-retrieval", "mqp-pairs"] + ([] if args.no_ner else ["conll-ner"])
+    names = ["mqp-retrieval", "mqp-pairs"] + ([] if args.no_ner or args.ner_run else ["conll-ner"])
     if args.no_train:
         runs = {name: args.work / name for name in names if (args.work / name / "goldmine.json").is_file()}
     else:
         runs = train_models(args.work, names)
+    if args.ner_run and not args.no_ner:
+        runs["conll-ner"] = args.ner_run
     origin["model_dirs"] = {name: str(path) for name, path in runs.items()}
     medquad = read_jsonl(MEDQUAD)
     path = RESULTS / "medfaq.json"
