@@ -10,7 +10,7 @@ Sections:
 models   Three goldmine runs, trained once into --work and reused after: the cross-encoder (pair classification)
          and the bi-encoder (`task: retrieval`) on medical_question_pairs train with dev split off it (10%) and the
          dev file as test, as bench/fewshot.py trains them; and a small NER run on conll2003 (MAX NER_STEPS steps,
-         not the full 3 epochs, for time). `pair_accuracy` is the cross-encoder's accuracy on medical_question_pairs
+         not the full 3 epochs, for time; or --ner-run: an existing one). `pair_accuracy` is the cross-encoder's accuracy on medical_question_pairs
          dev, `mrr10` the bi-encoder's MRR@10 there (each dev question's paraphrase among every dev second
          question), both from the runs' own test rows.
 pii      A PII test set written here: PII_QUESTIONS real medquad questions (seeded sample), most of them wrapped in
@@ -32,8 +32,9 @@ faq      Topics held out of the FAQ: the `focus` groups of medquad (focus lower-
          dev pairs) is measured beside it. Encoders: the bundled one as it is, and the fine-tuned bi-encoder, with
          and without the cross-encoder re-ranking its top RERANK_CANDIDATES.
          The urgent rules' false alarms: the share of all medquad questions, and of the test paraphrases, they fire on.
-latency  One `MedFaq.answer` call (NER masking, urgent rules, search of the whole medquad index with the fine-tuned
-         encoder, no re-ranker): median and p90 over LATENCY_CALLS calls of different questions, after warm-up.
+latency  One `MedFaq.answer` call (NER masking, urgent rules, search of the medquad index with the fine-tuned
+         encoder: the faq section's index when it is there, else all of medquad; no re-ranker): median and p90 over
+         LATENCY_CALLS calls of different questions, after warm-up.
 
 Result keys: bench/results/medfaq.json {"pair_accuracy", "mrr10", "pii_recall", "pii_precision" (patterns + NER +
 focus words), "handoff_rate_removed_topics", "answer_rate_present_topics", "answer_accuracy_present_topics"
@@ -460,7 +461,9 @@ def latency_section(medquad: list[dict], runs: dict[str, Path], work: Path) -> d
     from goldmine.inference.model import Model
 
     directory = runs.get("mqp-retrieval", work / "bundled-encoder")
-    index_dir = directory / "indexes" / "medquad-full"
+    index_dir = directory / "indexes" / "medquad-bench"  # the faq section's index (held-out topics removed)
+    if not (index_dir / "index.json").is_file():
+        index_dir = directory / "indexes" / "medquad-full"
     if not (index_dir / "index.json").is_file():
         model = Model.load(directory)
         build_index(directory, [_entry(r) for r in medquad], name="medquad-full", model=model)
