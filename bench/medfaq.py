@@ -9,10 +9,10 @@ Sections:
 
 models   Three goldmine runs, trained once into --work and reused after: the cross-encoder (pair classification)
          and the bi-encoder (`task: retrieval`) on medical_question_pairs train with dev split off it (10%) and the
-         dev file as test, as bench/fewshot.py trains them; and a small NER run on conll2003 (MAX NER_STEPS steps,
-         not the full 3 epochs, for time; or --ner-run: an existing one). `pair_accuracy` is the cross-encoder's accuracy on medical_question_pairs
-         dev, `mrr10` the bi-encoder's MRR@10 there (each dev question's paraphrase among every dev second
-         question), both from the runs' own test rows.
+         dev file as test, as bench/fewshot.py trains them; and a small NER run on conll2003 (NER_STEPS steps,
+         not the full 3 epochs, for time), or with --ner-run an existing goldmine NER run. `pair_accuracy` is the
+         cross-encoder's accuracy on medical_question_pairs dev, `mrr10` the bi-encoder's MRR@10 there (each dev
+         question's paraphrase among every dev second question), both from the runs' own test rows.
 pii      A PII test set written here: PII_QUESTIONS real medquad questions (seeded sample), most of them wrapped in
          a patient's sentence carrying invented personal data (names, dates of birth and other dates, phone numbers,
          e-mails, street addresses and towns, record numbers, member/policy/SSN ids) at known character spans, the
