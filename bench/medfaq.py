@@ -277,15 +277,14 @@ def score_masking(rows: list[dict], spans_per_row: list[list[tuple[int, int, obj
 
 
 def pii_section(medquad: list[dict], ner_dir: Path | None, limit: int | None) -> dict:
+    from goldmine.apps.medfaq.faq import focus_words
     from goldmine.apps.medfaq.masking import PiiMasker
     from goldmine.inference.model import Model
 
     rng = random.Random(SEED)
     questions = [r["question"] for r in rng.sample(medquad, limit or PII_QUESTIONS)]
     rows = pii_set(questions, SEED)
-    focus = set()
-    for r in medquad:
-        focus.update(w for w in re.findall(r"[a-z]+", re.sub(r"['’]s\b", "", r["focus"].lower())) if len(w) >= 3)
+    focus = focus_words(SimpleNamespace(entries=[SimpleNamespace(payload=r) for r in medquad]))
     maskers = {"patterns": PiiMasker()}
     if ner_dir is not None:
         ner = Model.load(ner_dir)

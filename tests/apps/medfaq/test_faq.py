@@ -228,3 +228,14 @@ def test_focus_words_spare_eponyms_from_the_ner(tiny_encoder, faq_index_dir, ret
     faq = make_faq(tiny_encoder, faq_index_dir, retriever, ner=stub_ner([("PER", "parkinson"), ("PER", "Ana")]))
     reply = faq.answer("is parkinson disease inherited? Ana")
     assert reply.masked_question == "is parkinson disease inherited? <NAME>"
+
+
+def test_focus_words_take_every_word_of_the_topics():
+    from types import SimpleNamespace
+
+    from goldmine.apps.medfaq.faq import focus_words
+
+    index = SimpleNamespace(entries=[SimpleNamespace(payload={"focus": "Al Gazali Sabrinathan Nair syndrome"}),
+                                     SimpleNamespace(payload={"focus": "Parkinson's Disease"}),
+                                     SimpleNamespace(payload={})])
+    assert focus_words(index) == {"al", "gazali", "sabrinathan", "nair", "syndrome", "parkinson", "disease"}

@@ -136,3 +136,8 @@ def test_a_real_goldmine_ner_run_plugs_in(tiny_run):
 def test_placeholders_are_dropped_for_search():
     assert without_placeholders("my son <NAME> has a fever, call <PHONE>") == "my son has a fever, call"
     assert without_placeholders("<NAME>") == ""
+
+
+def test_form_labels_are_not_names(stub_ner):
+    masker = PiiMasker(stub_ner([("PER", "DOB"), ("LOC", "MRN"), ("PER", "Ana")]))
+    assert masker.mask("Ana, DOB 04/12/1979, MRN 00482913").text == "<NAME>, DOB <DATE>, MRN <MRN>"

@@ -276,13 +276,13 @@ class MedFaq:
 
 
 def focus_words(index: Index, field: str = "focus") -> set[str]:
-    """Lower-case words of the FAQ's topic names (3+ letters): medical words an NER entity may consist of without
-    being a person or a place."""
+    """Lower-case words of the FAQ's topic names: medical words an NER entity may consist of without being a person
+    or a place ("Al Gazali Sabrinathan Nair syndrome": al, gazali, sabrinathan, nair, syndrome)."""
     words: set[str] = set()
     for entry in index.entries:
         focus = entry.payload.get(field)
         if isinstance(focus, str):
-            words.update(w for w in re.findall(r"[a-z]+", re.sub(r"['’]s\b", "", focus.lower())) if len(w) >= 3)
+            words.update(re.findall(r"[a-z]+", re.sub(r"['’]s\b", "", focus.lower())))
     return words
 
 

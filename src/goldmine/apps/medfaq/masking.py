@@ -80,6 +80,9 @@ RELATIONS = (r"son|daughter|wife|husband|partner|mother|mom|mum|father|dad|broth
 _STOP_ALT = "|".join(sorted((re.escape(w) for w in STOPWORDS), key=len, reverse=True))
 CAP_NAME = rf"(?!(?i:{_STOP_ALT})\b)(?:[A-Z]['’]|Mc|Mac)?[A-Z][a-z]+(?:-[A-Z][a-z]+)?"  # not a stopword
 ANY_NAME = rf"(?!(?i:{_STOP_ALT})\b)(?:[A-Za-z]['’])?[A-Za-z][a-z]+(?:-[A-Za-z][a-z]+)?"
+# The labels of personal data, never personal data themselves (an NER entity made only of them is dropped).
+FIELD_WORDS = frozenset(["dob", "d.o.b", "mrn", "ssn", "id", "zip", "dr", "mr", "mrs", "ms", "mx", "phone", "tel",
+                         "cell", "fax", "email", "e-mail", "patient", "name"])
 MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
          r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
 ORDINAL = r"(?:st|nd|rd|th)?"
@@ -252,8 +255,10 @@ class PiiMasker:
                 kind = self.ner_kinds.get(entity["type"])
                 if kind is None or entity["score"] < self.ner_min_score:
                     continue
-                words = [_bare(w) for w in re.split(r"[\s-]+", entity["text"])]
-                if self.keep_words and all(w in self.keep_words for w in words if w):
+                words = [w for w in (_bare(w) for w in re.split(r"[\s-]+", entity["text"])) if w]
+                if all(w in FIELD_WORDS for w in words):
+                    continue  # "DOB", "MRN": the tagger takes a form's labels for names; they are not personal
+                if self.keep_words and all(w in self.keep_words for w in words):
                     continue  # an eponym the FAQ knows as medical ("Parkinson", "Lyme")
                 spans.append((entity["start"], entity["end"], kind))
             found.append(spans)
