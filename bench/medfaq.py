@@ -424,7 +424,7 @@ def faq_section(medquad: list[dict], runs: dict[str, Path], work: Path, limit: i
     for name, directory in encoders.items():
         model = Model.load(directory)
         started = time.perf_counter()
-        index = build_index(directory, entries, name=f"medquad-bench{'-smoke' if limit else ''}", model=model)
+        index = cached_index(directory, entries, f"medquad-bench{'-smoke' if limit else ''}", model)
         build_s = time.perf_counter() - started
         variants = [("cosine", None)] + ([("re-ranked", reranker)] if reranker is not None and name == "fine-tuned"
                                          else [])
@@ -452,6 +452,25 @@ def faq_section(medquad: list[dict], runs: dict[str, Path], work: Path, limit: i
                 f"{c['handoff_rate_removed_topics']:.3f} answer rate {c['answer_rate_present_topics']:.3f} "
                 f"accuracy {c['answer_accuracy_present_topics']}")
     return section
+
+
+def cached_index(directory: Path, entries: list, name: str, model):
+    """The index `build_index` would write, loaded when one of exactly these entries by this model is there (an
+    index build of medquad takes minutes on a busy machine)."""
+    from goldmine.apps.medfaq import build_index
+    from goldmine.retrieval.index import Index, IndexUnusable
+
+    path = directory / "indexes" / name
+    if (path / "index.json").is_file():
+        try:
+            index = Index.load(path)
+            index.check_model(directory)
+            if [(e.id, e.text) for e in index.entries] == [(e.id, e.text) for e in entries]:
+                log(f"reusing the index {path}")
+                return index
+        except IndexUnusable:
+            pass
+    return build_index(directory, entries, name=name, model=model)
 
 
 # ---------------------------------------------------------------- latency of one answer
