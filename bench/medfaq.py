@@ -387,7 +387,7 @@ def measure(rows: list[dict], threshold: float) -> dict:
 
 
 def faq_section(medquad: list[dict], runs: dict[str, Path], work: Path, limit: int | None) -> dict:
-    from goldmine.apps.medfaq import MedFaq, MedFaqConfig, build_index, calibrate_threshold
+    from goldmine.apps.medfaq import MedFaq, MedFaqConfig, calibrate_threshold
     from goldmine.apps.medfaq.encoder import save_pretrained_encoder
     from goldmine.apps.medfaq.faq import focus_words
     from goldmine.apps.medfaq.masking import PiiMasker
