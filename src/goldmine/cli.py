@@ -82,35 +82,20 @@ def data_check(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
 ) -> None:
     """Validate a file (every bad line as file:line: reason) and print its quality report."""
-    from goldmine.data.readers import ReadOptions, read_file
-    from goldmine.data.report import quality_report, render_report
-    from goldmine.data.validate import check_splits
+    from goldmine.data.check import check_files, report_of
+    from goldmine.data.readers import ReadOptions
+    from goldmine.data.report import render_report
 
     options = ReadOptions(text_column=text_column, label_column=label_column, strict=strict)
     try:
-        splits = {"train": read_file(file, options)}
-        for name, path in (("dev", dev), ("test", test)):
-            if path:
-                splits[name] = read_file(path, options)
-        check_splits(splits["train"], {k: v for k, v in splits.items() if k != "train"})
+        splits = check_files(file, dev, test, options)
     except GoldmineError as err:
         _fail(err)
-    report = quality_report(splits, _bundled_token_counter(), max_length)
+    report = report_of(splits, max_length)
     render_report(report, console)
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
     console.print(f"[green]ok[/]: {sum(len(s) for s in splits.values())} examples read, nothing dropped")
-
-
-def _bundled_token_counter():
-    """Count tokens with the bundled tokenizer when it is installed (for the over-length check)."""
-    try:
-        from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
-
-        tokenizer = load_tokenizer(resolve_base_model("bundled"))
-    except GoldmineError:
-        return None
-    return lambda texts: [len(ids) for ids in tokenizer(texts)["input_ids"]]
 
 
 @data_app.command("split")
