@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ models_app = typer.Typer(help="The serving registry: register model versions, pr
                          no_args_is_help=True)
 keys_app = typer.Typer(help="API keys for the serving API.", no_args_is_help=True)
 billing_app = typer.Typer(help="Invoices from usage records.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Fine-tuning jobs run by workers (the same jobs as /v1/jobs).", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(billing_app, name="billing")
@@ -673,6 +676,62 @@ def serve(
 
     try:
         run(load_settings(config), host, port)
+    except GoldmineError as err:
+        _fail(err)
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    max_jobs: Annotated[int | None, typer.Option(help="Exit after this many queue messages (default: run until "
+                                                 "interrupted).")] = None,
+) -> None:
+    """Run fine-tuning jobs from the queue (jobs.queue_url: a SQLite file here, or Redis shared by many machines)."""
+    from goldmine.serving.worker import Worker
+
+    settings, db = _serving(config)
+    logging.getLogger("goldmine").setLevel(logging.INFO)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a running job is resumed by the next worker
+        Worker(settings, db).run(max_jobs=max_jobs)
+
+
+def _job_line(job) -> str:
+    total = job.total_steps if job.total_steps is not None else "?"
+    return (f"{job.id}  {job.model}  {job.status}  step {job.step}/{total}  attempts {job.attempts}  "
+            f"cpu {job.cpu_seconds:.1f}s  {job.created_at}")
+
+
+@jobs_app.command("list")
+def jobs_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
+              config: ConfigOpt = None) -> None:
+    """Jobs, newest first: id, model, status, step/total, attempts, CPU time."""
+    from goldmine.serving.jobs import list_jobs
+
+    _, db = _serving(config)
+    for job in list_jobs(db, tenant):
+        console.print(_job_line(job), highlight=False, markup=False)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, config: ConfigOpt = None) -> None:
+    """One job as JSON (what GET /v1/jobs/{id} returns)."""
+    from goldmine.serving.jobs import get_job
+
+    _, db = _serving(config)
+    try:
+        console.print_json(json.dumps(get_job(db, None, job_id).to_dict()))
+    except GoldmineError as err:
+        _fail(err)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, config: ConfigOpt = None) -> None:
+    """Cancel a job: a queued one at once, a running one at its next step."""
+    from goldmine.serving.jobs import cancel_job
+
+    _, db = _serving(config)
+    try:
+        console.print(_job_line(cancel_job(db, None, job_id)), highlight=False, markup=False)
     except GoldmineError as err:
         _fail(err)
 

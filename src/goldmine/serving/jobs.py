@@ -120,16 +120,16 @@ def build_config(settings: ServingSettings, config: dict[str, Any], paths: dict[
     for name in overrides:
         if name in SERVER_FIELDS or any(name.startswith(f"{field}.") for field in SERVER_FIELDS):
             raise InvalidRequest(f"config.{name}: set by the server (datasets are given by id in train/dev/test)")
-    base = overrides.get("model.name", "bundled")
-    if base not in settings.jobs.base_models:
-        raise InvalidRequest(f"config.model.name: {base!r} is not offered here; choose one of "
-                             f"{settings.jobs.base_models}")
     overrides.update({f"data.{split}": str(path) for split, path in paths.items()})
     overrides["output_dir"] = str(output_dir)
     try:
-        return load_config(None, overrides), overrides
+        config = load_config(None, overrides)
     except ConfigError as err:
         raise InvalidRequest(f"config: {err}") from None
+    if config.model.name not in settings.jobs.base_models:
+        raise InvalidRequest(f"config.model.name: {config.model.name!r} is not offered here; choose one of "
+                             f"{settings.jobs.base_models}")
+    return config, overrides
 
 
 def create_job(db: Database, settings: ServingSettings, tenant: str, request: JobRequest) -> JobInfo:
