@@ -687,11 +687,17 @@ def worker(
                                                  "interrupted).")] = None,
 ) -> None:
     """Run fine-tuning jobs from the queue (jobs.queue_url: a SQLite file here, or Redis shared by many machines)."""
+    import signal
+
     from goldmine.serving.worker import Worker
+
+    def stop(signum, frame):  # SIGTERM (goldmine serve stopping, systemd, Kubernetes) as Ctrl-C
+        raise KeyboardInterrupt
 
     settings, db = _serving(config)
     logging.getLogger("goldmine").setLevel(logging.INFO)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a running job is resumed by the next worker
+    signal.signal(signal.SIGTERM, stop)
+    with contextlib.suppress(KeyboardInterrupt):  # a running job goes back on the queue for the next worker
         Worker(settings, db).run(max_jobs=max_jobs)
 
 

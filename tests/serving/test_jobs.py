@@ -37,11 +37,23 @@ def client(job_settings, keys):
         yield c
 
 
+@pytest.fixture(scope="session")
+def intents(demo_files) -> bytes:
+    """The first 300 demo intents: jobs in tests train and evaluate in seconds."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(demo_files.intents.read_text())))[:301]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode()
+
+
 @pytest.fixture
-def dataset(client, keys, demo_files):
+def dataset(client, keys, intents):
     def upload(key: str = "acme") -> str:
-        response = client.post("/v1/datasets", params={"name": "intents.csv"},
-                               content=demo_files.intents.read_bytes(), headers=auth(keys[key]))
+        response = client.post("/v1/datasets", params={"name": "intents.csv"}, content=intents,
+                               headers=auth(keys[key]))
         assert response.status_code in (200, 201), response.text
         return response.json()["id"]
 
@@ -221,9 +233,9 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(client, keys, da
                                                                 tiny_model_dir, tmp_path):
     """SIGKILL a real worker process mid-job: after the lease expires another worker resumes the job from its last
     checkpoint, and it ends at the same step count."""
-    steps = 240
-    job = start(client, keys, dataset(), tiny_config(tiny_model_dir, steps=steps, save_steps=20,
-                                                     logging_steps=20)).json()["id"]
+    steps = 120
+    job = start(client, keys, dataset(), tiny_config(tiny_model_dir, steps=steps, save_steps=10,
+                                                     logging_steps=10)).json()["id"]
     config = tmp_path / "serving.yaml"
     config.write_text(yaml.safe_dump(job_settings.model_dump(mode="json")))
     log = (tmp_path / "workers.log").open("a")
@@ -231,11 +243,11 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(client, keys, da
     second = None
     try:
         deadline = time.monotonic() + 120
-        while get_job(db, None, job).step < 60 and time.monotonic() < deadline:
+        while get_job(db, None, job).step < 30 and time.monotonic() < deadline:
             assert first.poll() is None, (tmp_path / "workers.log").read_text()[-3000:]
-            time.sleep(0.1)
+            time.sleep(0.05)
         killed_at = get_job(db, None, job).step
-        assert 60 <= killed_at < steps
+        assert 30 <= killed_at < steps
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
         second = _worker(config, log)
@@ -246,6 +258,7 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(client, keys, da
         assert done.status == "succeeded", (done.error, (tmp_path / "workers.log").read_text()[-3000:])
         assert (done.step, done.total_steps, done.attempts) == (steps, steps, 2)
         text = "\n".join(done.log)
+        (tmp_path / "job.log").write_text(text)
         assert "worker lost" in text and "resuming from the last checkpoint" in text
         with db.session() as session:
             assert session.get(ModelAlias, ("intents-ft", "candidate")).version == done.version

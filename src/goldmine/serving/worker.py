@@ -103,7 +103,8 @@ class Progress(PhaseCallback):
         return self.cpu_base_ms + int((time.process_time() - self.cpu_start) * 1000)
 
     def line(self, text: str) -> None:
-        self.lines = [*self.lines, text][-LOG_LINES:]
+        stamp = utcnow().strftime("%H:%M:%S")
+        self.lines = [*self.lines, f"{stamp} {text}"][-LOG_LINES:]
 
     @contextmanager
     def phase(self, name: str, total: int | None = None):
@@ -259,7 +260,7 @@ class Worker:
         """Claim, train (resuming from the last checkpoint if an earlier attempt left one), register the run as a
         `candidate` version, and record the end and the CPU used."""
         from goldmine.config import load_config
-        from goldmine.training.trainer import train
+        from goldmine.training.trainer import last_checkpoint, train
 
         row = self.claim(job_id)
         if row is None:
@@ -268,8 +269,7 @@ class Worker:
         self.lost.clear()
         progress = Progress(self, job_id, row.cpu_ms)
         config = load_config(None, json.loads(row.config_json))
-        checkpoints = Path(config.output_dir) / "checkpoints"
-        resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+        resume = last_checkpoint(Path(config.output_dir)) is not None
         progress.lines = json.loads(row.log_json)
         progress.line(f"attempt {row.attempts} on {self.name}" + (": resuming from the last checkpoint"
                                                                    if resume else ""))
@@ -291,6 +291,9 @@ class Worker:
         except LeaseLost:
             log.warning("job %s: lease lost to another worker; stopping", job_id)
             return
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see `goldmine worker`): hand the job on at once
+            self.release(job_id, progress)
+            raise
         except GoldmineError as err:
             progress.line(f"failed: {err}")
             values = dict(status="failed", error=str(err))
@@ -301,6 +304,13 @@ class Worker:
         self.write(job_id, step=progress.step, total_steps=progress.total, phase=None, eta_seconds=None,
                    log_json=json.dumps(progress.lines), cpu_ms=progress.cpu_ms(), finished_at=utcnow(),
                    dev_metrics_json=json.dumps(progress.dev) if progress.dev else None, **values)
+
+    def release(self, job_id: str, progress: Progress) -> None:
+        """Give a job back to the queue now (this worker is stopping): the next worker resumes it from its last
+        checkpoint without waiting for the lease to expire. The CPU billed stays at the last checkpoint's."""
+        progress.line(f"worker {self.name} stopped; queued again")
+        if self.write(job_id, status="queued", worker=None, eta_seconds=None, log_json=json.dumps(progress.lines)):
+            self.queue.enqueue(job_id)
 
     def register(self, row: Job, run_dir: Path) -> str:
         """The run as a new version of the job's model, with alias `candidate` (never `production` by itself)."""
