@@ -685,6 +685,8 @@ def worker(
     config: ConfigOpt = None,
     max_jobs: Annotated[int | None, typer.Option(help="Exit after this many queue messages (default: run until "
                                                  "interrupted).")] = None,
+    parent_pid: Annotated[int | None, typer.Option(help="Stop when this process is gone (the local worker of "
+                                                   "`goldmine serve`).")] = None,
 ) -> None:
     """Run fine-tuning jobs from the queue (jobs.queue_url: a SQLite file here, or Redis shared by many machines)."""
     import signal
@@ -698,7 +700,7 @@ def worker(
     logging.getLogger("goldmine").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, stop)
     with contextlib.suppress(KeyboardInterrupt):  # a running job goes back on the queue for the next worker
-        Worker(settings, db).run(max_jobs=max_jobs)
+        Worker(settings, db).run(max_jobs=max_jobs, parent_pid=parent_pid)
 
 
 def _job_line(job) -> str:

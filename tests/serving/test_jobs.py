@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
@@ -70,13 +71,14 @@ def tiny_config(tiny_model_dir, steps: int = 4, **training) -> dict:
                          **training}}
 
 
-def start(client, keys, train: str, config: dict, key: str = "acme", model: str = "intents-ft"):
-    return client.post("/v1/jobs", json={"model": model, "train": train, "config": config}, headers=auth(keys[key]))
+def start(client, keys, train: str, config: dict, key: str = "acme", model: str = "intents-ft", **extra):
+    return client.post("/v1/jobs", json={"model": model, "train": train, "config": config, **extra},
+                       headers=auth(keys[key]))
 
 
 def test_a_job_runs_on_a_worker_and_registers_a_candidate(client, keys, dataset, job_settings, db, tiny_model_dir):
     config = tiny_config(tiny_model_dir, steps=4, eval_strategy="steps", eval_steps=2)
-    response = start(client, keys, dataset(), config)
+    response = start(client, keys, dataset(), config, export="onnx")
     assert response.status_code == 201, response.text
     job = response.json()
     assert job["status"] == "queued" and job["step"] == 0
@@ -91,7 +93,7 @@ def test_a_job_runs_on_a_worker_and_registers_a_candidate(client, keys, dataset,
     assert aliases == {"candidate": done["version"]}
     report = client.get(f"/v1/jobs/{job['id']}/report", headers=auth(keys["acme"])).json()
     assert report["version"] == done["version"] and "fine-tuned" in json.dumps(report["before_after"])
-    assert report["before_after_markdown"] and report["parity"] is None  # parity once exported
+    assert report["before_after_markdown"] and report["parity"]["runtimes"]  # exported behind the parity gate
     assert client.get(f"/v1/jobs/{job['id']}/report", headers=auth(keys["globex"])).status_code == 404
     events = client.get(f"/v1/jobs/{job['id']}/events", headers=auth(keys["acme"])).text
     assert events.startswith("event: progress\ndata: {") and "event: end\n" in events
@@ -230,9 +232,9 @@ def _worker(config, log):
 
 
 def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(client, keys, dataset, job_settings, db,
-                                                                tiny_model_dir, tmp_path):
-    """SIGKILL a real worker process mid-job: after the lease expires another worker resumes the job from its last
-    checkpoint, and it ends at the same step count."""
+                                                                tiny_model_dir, tmp_path, start_server):
+    """SIGKILL a real `goldmine worker` process mid-job: once its lease expires the local worker of a `goldmine
+    serve` resumes the job from its last checkpoint, and it ends at the same step count."""
     steps = 120
     job = start(client, keys, dataset(), tiny_config(tiny_model_dir, steps=steps, save_steps=10,
                                                      logging_steps=10)).json()["id"]
@@ -240,9 +242,8 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(client, keys, da
     config.write_text(yaml.safe_dump(job_settings.model_dump(mode="json")))
     log = (tmp_path / "workers.log").open("a")
     first = _worker(config, log)
-    second = None
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a shared, loaded machine: imports alone may take a minute
         while get_job(db, None, job).step < 30 and time.monotonic() < deadline:
             assert first.poll() is None, (tmp_path / "workers.log").read_text()[-3000:]
             time.sleep(0.05)
@@ -250,21 +251,22 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(client, keys, da
         assert 30 <= killed_at < steps
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
-        second = _worker(config, log)
-        deadline = time.monotonic() + 120
-        while get_job(db, None, job).status not in ("succeeded", "failed") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        done = get_job(db, None, job)
-        assert done.status == "succeeded", (done.error, (tmp_path / "workers.log").read_text()[-3000:])
-        assert (done.step, done.total_steps, done.attempts) == (steps, steps, 2)
-        text = "\n".join(done.log)
-        (tmp_path / "job.log").write_text(text)
-        assert "worker lost" in text and "resuming from the last checkpoint" in text
-        with db.session() as session:
-            assert session.get(ModelAlias, ("intents-ft", "candidate")).version == done.version
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(10)
+        if first.poll() is None:
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
         log.close()
+    assert get_job(db, None, job).status == "running"  # until its lease expires
+    server = start_server(job_settings, GOLDMINE_CONFIG=str(config), GOLDMINE_JOBS__LOCAL_WORKER="true")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = httpx.get(f"{server.url}/v1/jobs/{job}", headers=auth(keys["acme"]), timeout=10).json()
+        if done["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.5)
+    assert done["status"] == "succeeded", (done["error"], server.log.read_text()[-3000:])
+    assert (done["step"], done["total_steps"], done["attempts"]) == (steps, steps, 2)
+    text = "\n".join(done["log"])
+    assert "worker lost" in text and "resuming from the last checkpoint" in text
+    with db.session() as session:
+        assert session.get(ModelAlias, ("intents-ft", "candidate")).version == done["version"]

@@ -179,6 +179,7 @@ class Job(Base):
     model_name: Mapped[str] = mapped_column(String(128))
     config_json: Mapped[str] = mapped_column(Text)  # the validated goldmine training config (dotted overrides)
     datasets_json: Mapped[str] = mapped_column(Text)  # {"train": id, "dev": id?, "test": id?}
+    export: Mapped[str | None] = mapped_column(String(16), default=None)  # onnx | onnx-int8: exported, gated
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued running succeeded failed cancelled
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

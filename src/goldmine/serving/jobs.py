@@ -25,7 +25,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -56,6 +56,9 @@ class JobRequest(BaseModel):
     test: str | None = Field(None, description="Dataset id of the test file (split off train when absent).")
     config: dict[str, Any] = Field(default_factory=dict, description="goldmine training config fields, nested or "
                                    "dotted (task, model, tuning, training, data options, out_of_scope, ...).")
+    export: Literal["onnx", "onnx-int8"] | None = Field(None, description="Also export the run for fast serving "
+                                                        "behind the parity gate (`goldmine export`); its parity "
+                                                        "report is then part of the job's report.")
 
 
 @dataclass
@@ -152,8 +155,8 @@ def create_job(db: Database, settings: ServingSettings, tenant: str, request: Jo
             raise RateLimited(f"{active} jobs are queued or running, the most this tenant may have at once; wait "
                               "for one to finish or cancel one", headers={"Retry-After": "60"})
         row = Job(id=job_id, tenant_id=tenant, model_name=request.model, config_json=json.dumps(overrides),
-                  datasets_json=json.dumps(ids), status="queued", cancel_requested=False, attempts=0, step=0,
-                  log_json="[]", cpu_ms=0, created_at=utcnow())
+                  datasets_json=json.dumps(ids), export=request.export, status="queued", cancel_requested=False,
+                  attempts=0, step=0, log_json="[]", cpu_ms=0, created_at=utcnow())
         session.add(row)
         session.flush()
         return info(row)

@@ -59,4 +59,17 @@ def start_local_worker(settings: ServingSettings) -> subprocess.Popen:
     path = private_file(folder / "worker-settings.yaml")
     path.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOLDMINE_")}
-    return subprocess.Popen([sys.executable, "-m", "goldmine.cli", "worker", "--config", str(path)], env=env)
+    return subprocess.Popen([sys.executable, "-m", "goldmine.cli", "worker", "--config", str(path), "--parent-pid",
+                             str(os.getpid())], env=env, preexec_fn=_terminate_with_parent)
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGTERM when the parent dies (even by SIGKILL), so a local worker never
+    outlives its server; the worker then hands its job back to the queue. Elsewhere `--parent-pid` polls."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass

@@ -176,12 +176,16 @@ class Worker:
 
     # ---- the loop ----
 
-    def run(self, max_jobs: int | None = None) -> None:
+    def run(self, max_jobs: int | None = None, parent_pid: int | None = None) -> None:
+        """Take jobs until stopped, `max_jobs` messages were taken, or process `parent_pid` is gone."""
         global _current
         _current = self
         done = 0
         log.info("worker %s: waiting for jobs", self.name)
         while not self.stopping.is_set() and (max_jobs is None or done < max_jobs):
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.info("worker %s: the server is gone; stopping", self.name)
+                return
             if self.run_once():
                 done += 1
             else:
@@ -280,6 +284,8 @@ class Worker:
                 if row.cancel_requested:
                     raise JobCancelled()
                 result = train(config, resume=resume, callbacks=[progress])
+                if row.export:
+                    self.export(row.export, Path(config.output_dir), progress)
                 progress.phase_name = "registering"
                 version = self.register(row, config.output_dir)
             progress.step = result.global_step
@@ -304,6 +310,20 @@ class Worker:
         self.write(job_id, step=progress.step, total_steps=progress.total, phase=None, eta_seconds=None,
                    log_json=json.dumps(progress.lines), cpu_ms=progress.cpu_ms(), finished_at=utcnow(),
                    dev_metrics_json=json.dumps(progress.dev) if progress.dev else None, **values)
+
+    def export(self, kind: str, run_dir: Path, progress: Progress) -> None:
+        """`goldmine export` of the run behind its parity gate. A rejected export leaves the run as it was (it is
+        served by torch) and says why in the job's log; the job still succeeds."""
+        from goldmine.export import ParityError
+        from goldmine.export.exporter import export_model
+
+        with progress.phase("export"):
+            try:
+                export_model(run_dir, "onnx", "int8" if kind == "onnx-int8" else None)
+            except ParityError as err:
+                progress.line(f"export rejected by the parity gate: {err}")
+            else:
+                progress.line(f"exported ({kind}); parity report in the job's report")
 
     def release(self, job_id: str, progress: Progress) -> None:
         """Give a job back to the queue now (this worker is stopping): the next worker resumes it from its last

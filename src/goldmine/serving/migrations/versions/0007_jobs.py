@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("model_name", sa.String(128), nullable=False),
         sa.Column("config_json", sa.Text(), nullable=False),
         sa.Column("datasets_json", sa.Text(), nullable=False),
+        sa.Column("export", sa.String(16), nullable=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
