@@ -14,7 +14,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from goldmine.serving.datasets import Upload, delete_dataset, get_dataset, list_datasets, store, upload_limit
+from goldmine.serving.datasets import (
+    FILE_NAME,
+    Upload,
+    delete_dataset,
+    get_dataset,
+    list_datasets,
+    store,
+    upload_limit,
+)
 from goldmine.serving.deps import PredictKey, ServicesDep
 from goldmine.serving.errors import PayloadTooLarge, error_responses
 
@@ -37,10 +45,13 @@ class DatasetList(BaseModel):
 
 
 @router.post("", response_model=DatasetOut, status_code=201,
-             responses=error_responses(401, 403, 413, 415, 422))
+             responses=error_responses(401, 403, 413, 415, 422),
+             openapi_extra={"requestBody": {"required": True, "description": "The file's bytes (UTF-8 text).",
+                                            "content": {"application/octet-stream": {
+                                                "schema": {"type": "string", "format": "binary"}}}}})
 async def upload_dataset(request: Request, response: Response, key: PredictKey, services: ServicesDep,
-                         name: Annotated[str, Query(max_length=255, description="The file's name, e.g. train.csv: "
-                                                    "its suffix says the format.")]) -> DatasetOut:
+                         name: Annotated[str, Query(pattern=FILE_NAME.pattern, description="The file's name, e.g. "
+                                                    "train.csv: its suffix says the format.")]) -> DatasetOut:
     """Upload one file (CSV/TSV/JSONL/CoNLL/chat JSONL) as the request body. It is validated as `goldmine data
     check` validates a file: every problem as `name:line: reason` in a 422's `issues`. 201 with the quality
     report when new, 200 when this tenant has the same bytes already."""
