@@ -122,6 +122,11 @@ def test_an_invalid_config_field_is_422_naming_it(client, keys, dataset, tiny_mo
     assert field in response.json()["error"]["message"]
 
 
+def test_a_bad_model_name_is_422(client, keys, dataset, tiny_model_dir):
+    response = start(client, keys, dataset(), tiny_config(tiny_model_dir), model="../Intents")
+    assert response.status_code == 422 and "model" in response.json()["error"]["message"]
+
+
 def test_foreign_or_unknown_ids_read_404(client, keys, dataset, tiny_model_dir):
     theirs = dataset("globex")
     assert start(client, keys, theirs, tiny_config(tiny_model_dir)).status_code == 404  # acme using globex's data

@@ -36,7 +36,7 @@ from goldmine.errors import ConfigError
 from goldmine.serving.datasets import dataset_path, tenant_root
 from goldmine.serving.db import Database, Job, RegisteredModel, utcnow
 from goldmine.serving.errors import InvalidRequest, NotFound, RateLimited
-from goldmine.serving.registry import check_name, ensure_tenant
+from goldmine.serving.registry import NAME, check_name, ensure_tenant
 from goldmine.serving.settings import ServingSettings
 
 ACTIVE = ("queued", "running")
@@ -49,8 +49,8 @@ LOG_LINES = 50  # log lines a job keeps
 class JobRequest(BaseModel):
     """The body of `POST /v1/jobs`."""
 
-    model: str = Field(description="Registry model name the trained run is registered under (a new version with "
-                       "alias `candidate`); created for this tenant when new.")
+    model: str = Field(pattern=NAME.pattern, description="Registry model name the trained run is registered "
+                       "under (a new version with alias `candidate`); created for this tenant when new.")
     train: str = Field(description="Dataset id of the training file.")
     dev: str | None = Field(None, description="Dataset id of the dev file (split off train when absent).")
     test: str | None = Field(None, description="Dataset id of the test file (split off train when absent).")
