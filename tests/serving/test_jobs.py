@@ -273,5 +273,5 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint(client, keys, da
     assert (done["step"], done["total_steps"], done["attempts"]) == (steps, steps, 2)
     text = "\n".join(done["log"])
     assert "worker lost" in text and "resuming from the last checkpoint" in text
-    with db.session() as session:
-        assert session.get(ModelAlias, ("intents-ft", "candidate")).version == done["version"]
+    models = httpx.get(f"{server.url}/v1/models", headers=auth(keys["acme"]), timeout=10).json()["models"]
+    assert [(m["name"], m["aliases"]) for m in models] == [("intents-ft", {"candidate": done["version"]})]
