@@ -130,6 +130,10 @@ def test_a_bad_model_name_is_422(client, keys, dataset, tiny_model_dir):
 def test_foreign_or_unknown_ids_read_404(client, keys, dataset, tiny_model_dir):
     theirs = dataset("globex")
     assert start(client, keys, theirs, tiny_config(tiny_model_dir)).status_code == 404  # acme using globex's data
+    for bad in ("", "0" * 64):
+        assert start(client, keys, bad, tiny_config(tiny_model_dir)).status_code == 404
+        assert client.post("/v1/jobs", json={"model": "m", "train": theirs, "dev": bad},
+                           headers=auth(keys["globex"])).status_code == 404
     job = start(client, keys, dataset(), tiny_config(tiny_model_dir)).json()["id"]
     for method, path in (("get", ""), ("get", "/events"), ("post", "/cancel"), ("get", "/report")):
         response = getattr(client, method)(f"/v1/jobs/{job}{path}", headers=auth(keys["globex"]))

@@ -139,7 +139,8 @@ def create_job(db: Database, settings: ServingSettings, tenant: str, request: Jo
     """Validate the request (datasets checked together as `goldmine data check --dev --test` checks them) and
     store the job as queued. The caller puts it on the queue (`worker.enqueue`)."""
     check_name(request.model)
-    ids = {split: getattr(request, split) for split in ("train", "dev", "test") if getattr(request, split)}
+    ids = {split: getattr(request, split) for split in ("train", "dev", "test")
+           if split == "train" or getattr(request, split) is not None}
     paths = {split: dataset_path(db, tenant, dataset_id) for split, dataset_id in ids.items()}
     check_files(paths["train"], paths.get("dev"), paths.get("test"))
     job_id = f"job_{secrets.token_hex(12)}"
