@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,8 @@ models_app = typer.Typer(help="The serving registry: register model versions, pr
                          no_args_is_help=True)
 keys_app = typer.Typer(help="API keys for the serving API.", no_args_is_help=True)
 billing_app = typer.Typer(help="Invoices from usage records.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Fine-tuning jobs run by workers (the same jobs as /v1/jobs).", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(billing_app, name="billing")
@@ -84,35 +87,20 @@ def data_check(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
 ) -> None:
     """Validate a file (every bad line as file:line: reason) and print its quality report."""
-    from goldmine.data.readers import ReadOptions, read_file
-    from goldmine.data.report import quality_report, render_report
-    from goldmine.data.validate import check_splits
+    from goldmine.data.check import check_files, report_of
+    from goldmine.data.readers import ReadOptions
+    from goldmine.data.report import render_report
 
     options = ReadOptions(text_column=text_column, label_column=label_column, strict=strict)
     try:
-        splits = {"train": read_file(file, options)}
-        for name, path in (("dev", dev), ("test", test)):
-            if path:
-                splits[name] = read_file(path, options)
-        check_splits(splits["train"], {k: v for k, v in splits.items() if k != "train"})
+        splits = check_files(file, dev, test, options)
     except GoldmineError as err:
         _fail(err)
-    report = quality_report(splits, _bundled_token_counter(), max_length)
+    report = report_of(splits, max_length)
     render_report(report, console)
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
     console.print(f"[green]ok[/]: {sum(len(s) for s in splits.values())} examples read, nothing dropped")
-
-
-def _bundled_token_counter():
-    """Count tokens with the bundled tokenizer when it is installed (for the over-length check)."""
-    try:
-        from goldmine.modeling.backbone import load_tokenizer, resolve_base_model
-
-        tokenizer = load_tokenizer(resolve_base_model("bundled"))
-    except GoldmineError:
-        return None
-    return lambda texts: [len(ids) for ids in tokenizer(texts)["input_ids"]]
 
 
 @data_app.command("split")
@@ -690,6 +678,70 @@ def serve(
 
     try:
         run(load_settings(config), host, port)
+    except GoldmineError as err:
+        _fail(err)
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    max_jobs: Annotated[int | None, typer.Option(help="Exit after this many queue messages (default: run until "
+                                                 "interrupted).")] = None,
+    parent_pid: Annotated[int | None, typer.Option(help="Stop when this process is gone (the local worker of "
+                                                   "`goldmine serve`).")] = None,
+) -> None:
+    """Run fine-tuning jobs from the queue (jobs.queue_url: a SQLite file here, or Redis shared by many machines)."""
+    import signal
+
+    from goldmine.serving.worker import Worker
+
+    def stop(signum, frame):  # SIGTERM (goldmine serve stopping, systemd, Kubernetes) as Ctrl-C
+        raise KeyboardInterrupt
+
+    settings, db = _serving(config)
+    logging.getLogger("goldmine").setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, stop)
+    with contextlib.suppress(KeyboardInterrupt):  # a running job goes back on the queue for the next worker
+        Worker(settings, db).run(max_jobs=max_jobs, parent_pid=parent_pid)
+
+
+def _job_line(job) -> str:
+    total = job.total_steps if job.total_steps is not None else "?"
+    return (f"{job.id}  {job.model}  {job.status}  step {job.step}/{total}  attempts {job.attempts}  "
+            f"cpu {job.cpu_seconds:.1f}s  {job.created_at}")
+
+
+@jobs_app.command("list")
+def jobs_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
+              config: ConfigOpt = None) -> None:
+    """Jobs, newest first: id, model, status, step/total, attempts, CPU time."""
+    from goldmine.serving.jobs import list_jobs
+
+    _, db = _serving(config)
+    for job in list_jobs(db, tenant):
+        console.print(_job_line(job), highlight=False, markup=False)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, config: ConfigOpt = None) -> None:
+    """One job as JSON (what GET /v1/jobs/{id} returns)."""
+    from goldmine.serving.jobs import get_job
+
+    _, db = _serving(config)
+    try:
+        console.print_json(json.dumps(get_job(db, None, job_id).to_dict()))
+    except GoldmineError as err:
+        _fail(err)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, config: ConfigOpt = None) -> None:
+    """Cancel a job: a queued one at once, a running one at its next step."""
+    from goldmine.serving.jobs import cancel_job
+
+    _, db = _serving(config)
+    try:
+        console.print(_job_line(cancel_job(db, None, job_id)), highlight=False, markup=False)
     except GoldmineError as err:
         _fail(err)
 

@@ -141,7 +141,8 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOLDMINE_")}
         env.update(GOLDMINE_DATA_DIR=str(self.data_dir), GOLDMINE_INFERENCE_THREADS="1", HF_HUB_OFFLINE="1",
-                   GOLDMINE_BATCHING__MAX_WAIT_MS="5", **self.env)
+                   GOLDMINE_BATCHING__MAX_WAIT_MS="5", GOLDMINE_JOBS__LOCAL_WORKER="false")
+        env.update(self.env)  # a test may start the local job worker
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "goldmine.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],

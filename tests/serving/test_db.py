@@ -37,7 +37,7 @@ def test_migrations_match_the_orm_on_both_backends(db, backend):
 def test_migrate_twice_is_a_no_op(db):
     migrate(db.engine)
     with db.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0007"
 
 
 def test_session_commits_or_rolls_back(db):
@@ -71,7 +71,7 @@ def test_concurrent_migrations_from_several_processes(settings, backend):
 
     engine = make_engine(settings.url)
     with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0007"
     engine.dispose()
 
 

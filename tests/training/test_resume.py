@@ -86,6 +86,6 @@ def test_killed_run_resumes_to_the_same_model(tiny_model_dir, demo_files, tmp_pa
 
 def test_resume_without_checkpoint_is_a_config_error(tiny_model_dir, demo_files, tmp_path):
     config = _config(tiny_model_dir, demo_files.intents, tmp_path / "fresh")
-    with pytest.raises(ConfigError, match=r"--resume: no checkpoint found under .*fresh/checkpoints"):
+    with pytest.raises(ConfigError, match=r"--resume: no complete checkpoint found under .*fresh/checkpoints"):
         goldmine.train(config, resume=True)
     assert not config.output_dir.exists()  # checked first: nothing loaded, nothing written

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from goldmine.apps import http as apps_http
-from goldmine.errors import GoldmineError
+from goldmine.errors import DataError, GoldmineError
 from goldmine.serving.cache import TtlCache
 from goldmine.serving.db import ModelAlias, ModelVersion, open_database
 from goldmine.serving.deps import Services
@@ -30,7 +30,18 @@ from goldmine.serving.metering import Meter, purge_periodically
 from goldmine.serving.metrics import Metrics
 from goldmine.serving.middleware import SENT_CONTENT_TYPE, RequestMiddleware
 from goldmine.serving.ratelimit import Limiter, LocalLimiter, RedisLimiter
-from goldmine.serving.routers import admin, completions, embeddings, health, models, predict, search, usage
+from goldmine.serving.routers import (
+    admin,
+    completions,
+    datasets,
+    embeddings,
+    health,
+    jobs,
+    models,
+    predict,
+    search,
+    usage,
+)
 from goldmine.serving.runtime import ModelPool
 from goldmine.serving.settings import ServingSettings, load_settings
 from goldmine.version import __version__
@@ -50,6 +61,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500 and not isinstance(err, ServingError):  # e.g. a broken model directory: say no paths
             log.error("%s: %s", type(err).__name__, err)
             message = "internal server error"
+        if isinstance(err, DataError):  # an invalid dataset: every problem, as file:line: reason
+            return JSONResponse({"error": {"code": error_code(err), "message": message.split("\n")[0],
+                                           "issues": [str(issue) for issue in err.issues]}}, status_code=status)
         return _error(status, error_code(err), message, getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -171,9 +185,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                                 "logs": settings.opentelemetry}
     app = FastAPI(title="goldmine", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Metered, authenticated predictions from fine-tuned goldmine models.", **options)
-    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes,
+                       streamed=(datasets.PATH,))
     install_error_handlers(app)
-    for module in (predict, embeddings, completions, search, models, usage, admin, health):
+    for module in (predict, embeddings, completions, search, models, datasets, jobs, usage, admin, health):
         app.include_router(module.router)
     apps_http.mount(app)  # /v1/apps/<name>/...: every registered app
     install_docs(app)

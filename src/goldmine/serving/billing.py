@@ -11,6 +11,10 @@ tokens of a plan cover input tokens only.
 An app (`goldmine.apps`) is a product of its own: its calls (whichever models they ran) make one line, after the
 model lines, priced per call at the plan's `app_per_call_minor[app]` (else `per_call_minor`), with no token price
 and no free tier.
+
+Fine-tuning jobs are one more line, `model` = `JOBS_LINE` (`kind` "jobs"), when the tenant has jobs that ended in
+the month: their CPU time (`goldmine.serving.jobs` says what is counted, for cancelled and failed jobs too) at
+`per_cpu_hour_minor`, `round_half_up(cpu_ms * per_cpu_hour_minor / 3_600_000)`.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from goldmine.errors import ConfigError
 from goldmine.serving.db import Database, Tenant
 from goldmine.serving.errors import NotFound
+from goldmine.serving.jobs import job_cpu_ms
 from goldmine.serving.metering import usage_summary
 from goldmine.serving.ratelimit import next_month_start
 from goldmine.serving.settings import ServingSettings
 
 CSV_FIELDS = ["tenant", "month", "model", "calls", "free_calls", "items", "input_tokens", "free_tokens",
               "output_tokens", "per_call_minor", "per_1k_tokens_minor", "per_1k_output_tokens_minor", "amount_minor",
-              "currency", "app"]
+              "currency", "app", "kind", "jobs", "cpu_ms", "per_cpu_hour_minor"]
+JOBS_LINE = "(fine-tuning jobs)"  # the model column of the jobs line: parentheses keep it apart from model names
 
 
 @dataclass
@@ -48,6 +54,10 @@ class InvoiceLine:
     output_tokens: int = 0  # generated tokens (completions)
     per_1k_output_tokens_minor: int = 0
     app: str | None = None  # an app's line (its calls, whichever models they ran); model is then ""
+    kind: str = "api"  # "api": calls to a model; "jobs": fine-tuning jobs by CPU time
+    jobs: int = 0  # jobs line: jobs that ended in the month
+    cpu_ms: int = 0  # jobs line: their CPU time
+    per_cpu_hour_minor: int = 0
 
 
 @dataclass
@@ -122,6 +132,12 @@ def invoice(db: Database, settings: ServingSettings, tenant: str, month: str) ->
         price = plan.app_per_call_minor.get(usage["app"], plan.per_call_minor)
         result.lines.append(InvoiceLine("", usage["calls"], usage["items"], usage["input_tokens"], 0, 0, price, 0,
                                         usage["calls"] * price, usage["output_tokens"], 0, app=usage["app"]))
+    jobs, cpu_ms = job_cpu_ms(db, tenant, start, end)
+    if jobs:
+        amount = int((Decimal(cpu_ms) * plan.per_cpu_hour_minor / 3_600_000).quantize(Decimal(1),
+                                                                                      rounding=ROUND_HALF_UP))
+        result.lines.append(InvoiceLine(JOBS_LINE, 0, 0, 0, 0, 0, 0, 0, amount, kind="jobs", jobs=jobs,
+                                        cpu_ms=cpu_ms, per_cpu_hour_minor=plan.per_cpu_hour_minor))
     result.total_minor = sum(line.amount_minor for line in result.lines)
     result.calls = summary["calls"]
     result.input_tokens = summary["input_tokens"]

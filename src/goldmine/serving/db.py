@@ -153,6 +153,53 @@ class AliasChange(Base):
     rolled_back_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class Dataset(Base):
+    """An uploaded, validated data file of a tenant. `id` is the sha256 of its bytes: the same file uploaded
+    twice is one dataset (per tenant: another tenant's upload of the same bytes is its own row and copy)."""
+
+    __tablename__ = "datasets"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    examples: Mapped[int] = mapped_column(Integer)
+    report_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """A fine-tuning job: its request, its state on the workers, its progress and the compute it used."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_tenant_status", "tenant_id", "status"),
+                      Index("ix_jobs_tenant_finished", "tenant_id", "finished_at"))
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    model_name: Mapped[str] = mapped_column(String(128))
+    config_json: Mapped[str] = mapped_column(Text)  # the validated goldmine training config (dotted overrides)
+    datasets_json: Mapped[str] = mapped_column(Text)  # {"train": id, "dev": id?, "test": id?}
+    export: Mapped[str | None] = mapped_column(String(16), default=None)  # onnx | onnx-int8: exported, gated
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued running succeeded failed cancelled
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
+    phase: Mapped[str | None] = mapped_column(String(64), default=None)
+    eta_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    dev_metrics_json: Mapped[str | None] = mapped_column(Text, default=None)
+    log_json: Mapped[str] = mapped_column(Text, default="[]")  # the last log lines
+    cpu_ms: Mapped[int] = mapped_column(Integer, default=0)  # billed CPU time (see goldmine.serving.jobs)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    version: Mapped[str | None] = mapped_column(String(64), default=None)  # the registered model version
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
     """An engine for `url`; SQLite files get WAL, a busy timeout, foreign keys and the chosen fsync level, and are
     owner-only: the file is made 0600 before SQLite opens it (its -wal and -shm take the file's mode)."""

@@ -42,6 +42,15 @@ class Services:
     versions: TtlCache[tuple[str, str]] = field(default_factory=lambda: TtlCache(0))  # (model, ref, tenant) -> ...
     apps: dict = field(default_factory=dict)  # (app, tenant) -> its AppConfig (goldmine.apps.http)
     ready: bool = False
+    job_queue: object | None = None  # goldmine.serving.worker.JobQueue, opened on first use
+
+    def queue(self):
+        """The jobs queue (huey), opened on first use so a server that runs no jobs never touches it."""
+        if self.job_queue is None:
+            from goldmine.serving.worker import JobQueue
+
+            self.job_queue = JobQueue(self.settings)
+        return self.job_queue
 
 
 async def get_services(request: Request) -> Services:

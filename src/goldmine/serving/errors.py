@@ -45,6 +45,12 @@ class PayloadTooLarge(ServingError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ServingError):
+    """An upload that is not one of the accepted file types."""
+
+    code = "unsupported_media_type"
+
+
 class InvalidRequest(ServingError):
     code = "invalid_request"
 
@@ -82,6 +88,7 @@ STATUS: list[tuple[type[Exception], int]] = [  # first match wins: subclasses be
     (NotFound, 404),
     (Conflict, 409),
     (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
     (InvalidRequest, 422),
     (RateLimited, 429),
     (QuotaExhausted, 429),
@@ -115,6 +122,8 @@ class ErrorDetail(BaseModel):
     message: str = Field(description="What went wrong and what to do; never the request's input.")
     details: list[dict[str, Any]] | None = Field(
         None, description="422 from validation only: one {loc, msg, type} per problem (no input values).")
+    issues: list[str] | None = Field(None, description="422 for invalid data only: every problem as "
+                                     "`file:line: reason`, as `goldmine data check` reports it.")
 
 
 class ErrorBody(BaseModel):
@@ -129,9 +138,11 @@ _MEANING = {
     403: "The key lacks the scope (or the tenant) this needs.",
     404: "No such model, version, alias or app for this tenant.",
     409: "Conflict: an Idempotency-Key reused for another request, or nothing to roll back.",
-    413: "Over a limit: texts per call, characters per text or body bytes.",
-    422: "Malformed body or parameters (the input is never echoed).",
-    429: "Rate limit (Retry-After, RateLimit-*) or monthly quota exhausted.",
+    413: "Over a limit: texts per call, characters per text, body bytes, or dataset size and storage.",
+    415: "Not an accepted dataset file type (.csv, .tsv, .jsonl, .conll, ...).",
+    422: "Malformed body or parameters (the input is never echoed), or invalid data (every problem as "
+         "file:line: reason in `issues`).",
+    429: "Rate limit (Retry-After, RateLimit-*), monthly quota exhausted, or too many concurrent jobs.",
     503: "Overloaded (Retry-After), rate-limit store unreachable, usage not recorded, or an app misconfigured.",
 }
 

@@ -1,7 +1,8 @@
 """One ASGI middleware for every request: request id, body-size limit, Prometheus counts and one log line.
 
 Bodies are read here, up to `max_body_bytes` (declared or chunked), and replayed to the app, so an oversized
-body is refused with 413 before anything parses it.
+body is refused with 413 before anything parses it. The exception is a dataset upload (`streamed` paths): its
+route streams the body to disk under limits of its own.
 
 Every body the API takes is JSON, so a body sent without a Content-Type, or as a form (what `curl -d` sends), is
 read as JSON; if it is not JSON, the 422 says to send `Content-Type: application/json` (the type it came with is
@@ -35,8 +36,9 @@ def new_request_id() -> str:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, streamed: tuple[str, ...] = ()):
         self.app = app
+        self.streamed = frozenset(streamed)  # paths whose bodies the route streams itself, under its own limits
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
 
@@ -59,7 +61,8 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            body = await _read_body(scope, receive, self.max_body_bytes)
+            streamed = scope["path"] in self.streamed
+            body = None if streamed else await _read_body(scope, receive, self.max_body_bytes)
             if body is _TOO_LARGE:
                 await _too_large(send_with_id, self.max_body_bytes)
             elif body is not None:

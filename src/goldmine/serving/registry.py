@@ -162,8 +162,10 @@ def ensure_tenant(session: Session, tenant: str, plan: str | None = None) -> Ten
     return row
 
 
-def register(db: Database, registry_dir: str | Path, name: str, model_dir: str | Path, tenant: str) -> VersionInfo:
-    """Register `model_dir` as a version of `name` owned by `tenant`; the first version becomes `production`."""
+def register(db: Database, registry_dir: str | Path, name: str, model_dir: str | Path, tenant: str,
+             first_alias: str | None = "production") -> VersionInfo:
+    """Register `model_dir` as a version of `name` owned by `tenant`; the first version becomes `first_alias`
+    (`production`; None: no alias, as for the versions fine-tuning jobs register)."""
     check_name(name)
     model_dir = Path(model_dir)
     meta = RunMeta.load(model_dir)
@@ -185,8 +187,8 @@ def register(db: Database, registry_dir: str | Path, name: str, model_dir: str |
         session.add(ModelVersion(model_name=name, version=version, path=str(path), task=meta.task,
                                  created_at=utcnow()))
         session.flush()
-        if session.get(ModelAlias, (name, "production")) is None:
-            _move_alias(session, name, "production", version)
+        if first_alias is not None and session.get(ModelAlias, (name, first_alias)) is None:
+            _move_alias(session, name, first_alias, version)
     return VersionInfo(name, version, str(path), meta.task, created=True)
 
 

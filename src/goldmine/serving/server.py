@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 
 from goldmine.serving.settings import ServingSettings
@@ -33,5 +35,41 @@ def serve(settings: ServingSettings, host: str | None = None, port: int | None =
 
     open_database(settings).dispose()
     _request_log_to_stderr()
-    uvicorn.run(create_app(settings), host=host or settings.host, port=settings.port if port is None else port,
-                log_level=log_level, proxy_headers=False, server_header=False, access_log=False)
+    worker = start_local_worker(settings) if settings.jobs.local_worker else None
+    try:
+        uvicorn.run(create_app(settings), host=host or settings.host, port=settings.port if port is None else port,
+                    log_level=log_level, proxy_headers=False, server_header=False, access_log=False)
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def start_local_worker(settings: ServingSettings) -> subprocess.Popen:
+    """One `goldmine worker` process beside the API (jobs never train in the API process), on the same settings,
+    which are written to an owner-only YAML file the worker reads (they may hold database credentials)."""
+    import yaml
+
+    from goldmine.serving.private import private_dir, private_file
+
+    folder = private_dir(settings.data_dir)
+    path = private_file(folder / "worker-settings.yaml")
+    path.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOLDMINE_")}
+    return subprocess.Popen([sys.executable, "-m", "goldmine.cli", "worker", "--config", str(path), "--parent-pid",
+                             str(os.getpid())], env=env, preexec_fn=_terminate_with_parent)
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGTERM when the parent dies (even by SIGKILL), so a local worker never
+    outlives its server; the worker then hands its job back to the queue. Elsewhere `--parent-pid` polls."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass

@@ -79,6 +79,29 @@ class PricePlan(BaseModel):
         "calls only.")
     free_calls: int = Field(0, ge=0, description="Calls per month not charged.")
     free_tokens: int = Field(0, ge=0, description="Input tokens per month not charged.")
+    per_cpu_hour_minor: int = Field(0, ge=0, description="Price of one CPU-hour of a fine-tuning job (its worker "
+                                    "process's CPU time, all threads; rounded half-up per invoice line).")
+
+
+class Jobs(BaseModel):
+    """Uploaded datasets and fine-tuning jobs (`/v1/datasets`, `/v1/jobs`), run by workers over a huey queue."""
+
+    storage_dir: Path | None = Field(None, description="Root of uploaded datasets and job runs, one folder per "
+                                     "tenant; default <data_dir>/storage. Nothing is written outside it.")
+    max_upload_bytes: int = Field(50_000_000, gt=0, description="Largest dataset file; a larger upload gets 413.")
+    max_storage_bytes: int = Field(1_000_000_000, gt=0, description="Dataset bytes one tenant may store; an "
+                                   "upload past it gets 413.")
+    max_concurrent_jobs: int = Field(2, gt=0, description="Queued plus running jobs per tenant; more get 429.")
+    queue_url: str | None = Field(None, description="Where the job queue lives: None = a SQLite file under "
+                                  "data_dir (workers on this machine), or redis://host:port/db (workers anywhere).")
+    local_worker: bool = Field(True, description="`goldmine serve` starts one worker process beside the API.")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker renews the lease of its job.")
+    lease_seconds: float = Field(60.0, gt=0, description="A running job whose lease was not renewed for this long "
+                                 "is given to another worker, which resumes it from its last checkpoint.")
+    poll_seconds: float = Field(1.0, gt=0, description="How often an idle worker looks for work and lost jobs.")
+    base_models: list[str] = Field(["bundled"], description="Base models (`model.name`) a job may start from.")
+    max_attempts: int = Field(3, gt=0, description="Times a job is started (first run plus resumes after lost "
+                              "workers) before it is marked failed.")
 
 
 def _default_plans() -> dict[str, PricePlan]:
@@ -112,6 +135,7 @@ class ServingSettings(BaseSettings):
         "replies hold entity text). After it the reply is deleted (within the hour, or within this time if shorter) "
         "and the key may be used again as a new call; the usage record itself stays for billing.")
     log_raw_inputs: bool = Field(False, description="Log input texts (masked: e-mails, phones, card/ID numbers).")
+    jobs: Jobs = Field(default_factory=Jobs, description="Datasets and fine-tuning jobs over HTTP.")
     plans: dict[str, PricePlan] = Field(default_factory=_default_plans, description="Price plans by name.")
     apps: list[Path] = Field(default_factory=list, description="App configs (YAML, one per app and tenant; "
                              "examples in configs/apps/) served under /v1/apps/<app>/ to the tenant each names.")
@@ -139,6 +163,8 @@ class ServingSettings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'goldmine.db'}"
         if self.registry_dir is None:
             self.registry_dir = self.data_dir / "models"
+        if self.jobs.storage_dir is None:
+            self.jobs.storage_dir = self.data_dir / "storage"
         if "default" not in self.plans:
             raise ValueError("plans: a plan named 'default' is required (tenants start on it)")
         return self

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from goldmine.config import TrainConfig, TrainingConfig
 from goldmine.data.fingerprint import fingerprint
@@ -383,10 +384,28 @@ def _check_checkpointing(t: TrainingConfig) -> None:
                           f"that the best evaluated model has a checkpoint, got {t.save_steps}")
 
 
-def _last_checkpoint(output_dir: Path) -> str | None:
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint under `<output_dir>/checkpoints`, or None.
+
+    The Trainer writes `trainer_state.json` last, so a checkpoint without a readable one was cut short (the
+    process was killed while saving it) and is skipped: resuming from it would fail, the one before it is whole.
+    """
     folder = output_dir / CHECKPOINTS
-    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    complete = []
+    for candidate in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if folder.is_dir() else ():
+        step = candidate.name.rpartition("-")[2]
+        try:
+            json.loads((candidate / TRAINER_STATE_NAME).read_text())
+        except (OSError, ValueError):
+            continue
+        if step.isdigit():
+            complete.append((int(step), candidate))
+    return max(complete)[1] if complete else None
+
+
+def _last_checkpoint(output_dir: Path) -> str | None:
+    checkpoint = last_checkpoint(output_dir)
     if checkpoint is None:
-        raise ConfigError(f"--resume: no checkpoint found under {folder}")
+        raise ConfigError(f"--resume: no complete checkpoint found under {output_dir / CHECKPOINTS}")
     log.info("resuming from %s", checkpoint)
-    return checkpoint
+    return str(checkpoint)
