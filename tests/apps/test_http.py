@@ -55,7 +55,7 @@ def test_app_call_is_metered_with_the_app_name_and_billed_on_its_own_line(client
     assert (app_line.model, app_line.app, app_line.calls, app_line.per_call_minor, app_line.amount_minor) == (
         "", "echo", 2, 25, 50)
     assert bill.total_minor == model_line.amount_minor + 50 and bill.calls == 3
-    assert bill.to_csv().splitlines()[2].endswith(",50,EUR,echo")
+    assert bill.to_csv().splitlines()[2].endswith(",50,EUR,echo,api,0,0,0")  # no job columns on a calls line
 
 
 def test_unknown_app_route_and_tenant(client, keys):
