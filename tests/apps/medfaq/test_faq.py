@@ -186,7 +186,7 @@ def test_relative_paths_are_read_from_the_config_folder(tmp_path):
 def test_the_shipped_example_config_loads():
     from pathlib import Path
 
-    config = MedFaqConfig.load(Path(__file__).resolve().parents[3] / "configs" / "medfaq.yaml")
+    config = MedFaqConfig.load(Path(__file__).resolve().parents[3] / "configs" / "apps" / "medfaq" / "medfaq.yaml")
     assert config.threshold == "auto" and config.ner is not None and config.reranker is None
 
 
