@@ -210,9 +210,6 @@ class Outputs:
     def __len__(self) -> int:
         return len(self.logits)
 
-    def __getitem__(self, rows) -> Outputs:
-        return Outputs(self.logits[rows], None if self.embeddings is None else self.embeddings[rows])
-
     def scores(self, method: str, prototypes: Prototypes | None) -> np.ndarray:
         if not len(self):
             return np.zeros(0)
