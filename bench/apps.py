@@ -1,7 +1,14 @@
 """Applications benchmark (issue 15): each app measured on real data from ../shared/data, one section per app.
 
+    python bench/apps.py                           # every app (hours on 2 cores: run it in the background)
     python bench/apps.py --only monitor            # train (or --reuse) the models, then measure (long: background)
     python bench/apps.py --only monitor --reuse    # measure finished runs in runs/bench/monitor_{fpb,twitter}
+    python bench/apps.py --only support,recommend,medfaq --collect   # gather what their own scripts measured last
+
+support, recommend and medfaq each have their own script (bench/apps_support.py, bench/recommend.py,
+bench/medfaq.py: the method is described there), which trains what it lacks and writes a detailed result file;
+their section here runs it and copies the headline keys, with the detailed file's own provenance (the commit and
+command that measured them). `--collect` only copies.
 
 Results merge into bench/results/apps.json and .md: a run of some sections rewrites only theirs. Every section
 carries its provenance (git commit, command line, model directories, machine, date). To add an app, write
@@ -362,7 +369,95 @@ def render_monitor(entry: dict) -> list[str]:
     return lines
 
 
-SECTIONS = {"monitor": (bench_monitor, render_monitor)}
+# ------------------------------------------------------------- support, recommend, medfaq: their own scripts
+
+APP_SCRIPTS = {  # section: (script, its result file, the arguments of a full run)
+    "support": ("apps_support.py", "apps_support.json", ["--train", "clinc150", "--train", "bitext"]),
+    "recommend": ("recommend.py", "recommend.json", []),
+    "medfaq": ("medfaq.py", "medfaq.json", []),
+}
+
+
+def run_app_script(name: str, args) -> dict:
+    """Run the app's own benchmark script (it trains what it lacks and writes its detailed result file), unless
+    `--collect`, then read that file. The detailed file keeps its own provenance: the commit and command that
+    measured it, which is what the section reports (collecting is not measuring)."""
+    script, result, full = APP_SCRIPTS[name]
+    if not args.collect:
+        subprocess.run([sys.executable, str(ROOT / "bench" / script), *full], check=True)
+    path = args.results / result
+    if not path.is_file():
+        raise SystemExit(f"{_relative(path)} does not exist: run python bench/{script} (or drop --collect)")
+    return json.loads(path.read_text())
+
+
+def _measured_by(detail: dict, result: str) -> dict:
+    keys = ("git_commit", "git_dirty", "command", "model_dirs")
+    return {"detail": f"bench/results/{result}", "provenance": {k: detail.get(k) for k in keys},
+            "machine": detail["machine"]}
+
+
+def bench_support(args) -> dict:
+    detail = run_app_script("support", args)
+    section = detail["support"]
+    entry = {k: section[k] for k in ("intent_accuracy", "oos_recall", "handoff_f1", "p99_ms", "p50_ms")}
+    entry["datasets"] = {name: {k: d.get(k) for k in ("texts", "intent_accuracy", "oos_recall", "handoff_precision",
+                                                      "handoff_recall", "handoff_f1", "answer_accuracy", "answered")}
+                         for name, d in section["datasets"].items()}
+    entry["latency"], entry["missing"] = section["latency"], section["missing"]
+    return entry | _measured_by(detail, "apps_support.json")
+
+
+def render_support(entry: dict) -> list[str]:
+    lines = ["## support: customer-service assistant", "",
+             f"Headline: intent accuracy {entry['intent_accuracy']} (mean over the data sets), out-of-scope recall "
+             f"{entry['oos_recall']} (clinc150), hand-off F1 {entry['handoff_f1']} (pooled), HTTP p50 "
+             f"{entry['p50_ms']} ms / p99 {entry['p99_ms']} ms (one message at a time).", "",
+             "| data set | texts | intent acc | OOS recall | hand-off P / R / F1 | answer acc | answered |",
+             "|---|---:|---:|---:|---|---:|---:|"]
+    for name, d in entry["datasets"].items():
+        lines.append(f"| {name} | {d['texts']} | {d['intent_accuracy']} | {d['oos_recall'] or '-'} | "
+                     f"{d['handoff_precision'] or '-'} / {d['handoff_recall'] or '-'} / {d['handoff_f1'] or '-'} | "
+                     f"{d['answer_accuracy']} | {d['answered']} |")
+    lines += [f"\nNot measured: {name}: {why}" for name, why in entry["missing"].items()]
+    return lines + ["", f"Details: {entry['detail']} (method: bench/apps_support.py)."]
+
+
+def bench_recommend(args) -> dict:
+    detail = run_app_script("recommend", args)
+    entry = {key: detail[key] for key in ("recall10", "ndcg10", "cold_recall10")}
+    entry["latency"], entry["timing"], entry["protocol"] = detail.get("latency"), detail["timing"], detail["protocol"]
+    return entry | _measured_by(detail, "recommend.json")
+
+
+def render_recommend(entry: dict) -> list[str]:
+    lines = ["## recommend: text-based recommender (MovieLens ml-latest-small, leave-last-5-out)", "",
+             "| method | recall@10 | nDCG@10 |", "|---|---:|---:|"]
+    for method in ("popularity", "untuned", "goldmine"):
+        lines.append(f"| {method} | {entry['recall10'][method]:.4f} | {entry['ndcg10'][method]:.4f} |")
+    lines += ["", f"Cold start (items with no training ratings, ranked among the new items): recall@10 "
+              f"{entry['cold_recall10']:.4f}. Latency: {json.dumps(entry['latency'])}.",
+              f"Details: {entry['detail']} (method: bench/recommend.py)."]
+    return lines
+
+
+def bench_medfaq(args) -> dict:
+    detail = run_app_script("medfaq", args)
+    keys = ("pair_accuracy", "mrr10", "pii_recall", "pii_precision", "handoff_rate_removed_topics",
+            "answer_rate_present_topics", "answer_accuracy_present_topics", "latency_ms")
+    return {key: detail.get(key) for key in keys} | _measured_by(detail, "medfaq.json")
+
+
+def render_medfaq(entry: dict) -> list[str]:
+    lines = ["## medfaq: medical FAQ with privacy", "", "| measure | value |", "|---|---:|"]
+    lines += [f"| {key} | {entry[key]} |" for key in ("pair_accuracy", "mrr10", "pii_recall", "pii_precision",
+                                                     "handoff_rate_removed_topics", "answer_rate_present_topics",
+                                                     "answer_accuracy_present_topics", "latency_ms")]
+    return lines + ["", f"Details: {entry['detail']} (method: bench/medfaq.py)."]
+
+
+SECTIONS = {"monitor": (bench_monitor, render_monitor), "support": (bench_support, render_support),
+            "recommend": (bench_recommend, render_recommend), "medfaq": (bench_medfaq, render_medfaq)}
 
 
 # ------------------------------------------------------------------------------------------------------ results
@@ -398,6 +493,8 @@ def main() -> None:
     parser.add_argument("--also", default="fpb,twitter", help="monitor: single-set models measured beside the "
                         "combined one when their runs in --runs are finished (they are never trained here)")
     parser.add_argument("--ray-workers", type=int, default=2, help="monitor: Ray workers (0: skip Ray)")
+    parser.add_argument("--collect", action="store_true", help="support, recommend, medfaq: read the result file "
+                        "their own script wrote last instead of running it")
     parser.add_argument("--note", default=None, help="how the run was made (e.g. what else ran beside it)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where apps.json/.md are written")
     args = parser.parse_args()
@@ -406,8 +503,8 @@ def main() -> None:
         parser.error(f"unknown {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
     for name in names:
         entry = SECTIONS[name][0](args)
-        entry["machine"] = machine_info()
-        entry["provenance"] = provenance(entry.get("model_dirs"))
+        entry.setdefault("machine", machine_info())
+        entry.setdefault("provenance", provenance(entry.get("model_dirs")))
         if args.note:
             entry["note"] = args.note
         results = _load(args.results / "apps.json")  # again: another section may have been written meanwhile
