@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from goldmine.apps import http as apps_http
 from goldmine.errors import DataError, GoldmineError
+from goldmine.monitoring.windows import DriftMonitor
 from goldmine.serving.cache import TtlCache
 from goldmine.serving.db import ModelAlias, ModelVersion, open_database
 from goldmine.serving.deps import Services
@@ -38,6 +39,7 @@ from goldmine.serving.routers import (
     health,
     jobs,
     models,
+    monitoring,
     predict,
     search,
     usage,
@@ -154,6 +156,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                       replay_ttl_seconds=settings.idempotency_ttl_seconds)
         services = Services(settings, db, meter, build_limiter(settings, meter), ModelPool(settings, metrics),
                             metrics, TtlCache(settings.auth_cache_seconds), TtlCache(settings.alias_cache_seconds))
+        services.drift = DriftMonitor(settings.drift, metrics, db)
         services.apps = await asyncio.to_thread(apps_http.load_served_apps, settings)
         await asyncio.to_thread(apps_http.check_served_apps, services)
         app.state.services = services
@@ -175,6 +178,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
+            await services.drift.flush()
             await services.pool.close()
             await services.limiter.close()
             db.dispose()
@@ -188,7 +192,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes,
                        streamed=(datasets.PATH,))
     install_error_handlers(app)
-    for module in (predict, embeddings, completions, search, models, datasets, jobs, usage, admin, health):
+    for module in (predict, embeddings, completions, search, models, monitoring, datasets, jobs, usage, admin,
+                   health):
         app.include_router(module.router)
     apps_http.mount(app)  # /v1/apps/<name>/...: every registered app
     install_docs(app)
