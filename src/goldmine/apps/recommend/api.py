@@ -145,7 +145,9 @@ class RecommendApp:
         with self._reload:
             if _stamp(self.directory) != self._stamp:
                 log.info("recommend: %s changed on disk; reloading it", self.directory)
+                loaded = self.recommender._model  # the same encoder files: no need to load them again
                 self.recommender = _open_state(self.config, self.encoder)
+                self.recommender._model = self.recommender._model or loaded
                 self._stamp = _stamp(self.directory)
             return self.recommender
 
