@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from goldmine.apps.base import load_app_config
-from goldmine.apps.recommend import Interaction, Item, UnknownUser, api
+from goldmine.apps.recommend import Interaction, Item, UnknownUser
 from goldmine.apps.recommend.api import RecommendApp, StateMissing
 from goldmine.apps.recommend.demo import NEW_BOOK
 from goldmine.apps.recommend.recommender import Recommender

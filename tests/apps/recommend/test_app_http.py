@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from goldmine.apps.recommend.demo import NEW_BOOK
 from goldmine.serving.app import create_app
-from goldmine.serving.db import UsageRecord
+from goldmine.serving.billing import invoice
+from goldmine.serving.db import UsageRecord, utcnow
 
 URL = "/v1/apps/recommend"
 
@@ -34,7 +35,7 @@ def client(built_app, recommend_config, settings, keys):
         yield c
 
 
-def test_recommend_items_and_interactions_are_metered(client, keys, db, encoder):
+def test_recommend_items_and_interactions_are_metered(client, keys, db, encoder, settings):
     h = auth(keys["acme"])
     r = client.post(f"{URL}/recommend", json={"user_id": "u0", "k": 3}, headers=h)
     assert r.status_code == 200, r.text
@@ -62,6 +63,8 @@ def test_recommend_items_and_interactions_are_metered(client, keys, db, encoder)
                                                                   ("recommend", "shop-encoder", 1)]
     with db.session() as s:
         assert s.query(UsageRecord).filter(UsageRecord.items == 1).first().version == encoder.version
+    [line] = invoice(db, settings, "acme", utcnow().strftime("%Y-%m")).lines  # the app's own invoice line
+    assert (line.app, line.model, line.calls, line.items) == ("recommend", "", 6, 5)
 
 
 def test_bad_input(client, keys, db, settings):
