@@ -143,3 +143,25 @@ def test_a_new_encoder_version_embeds_the_catalog_again(built_app, encoder_run, 
     assert app.encoder.version == version and len(app.recommender.index.entries) == 37  # nothing lost
     assert app.recommender.index.meta["model_dir"] == app.encoder.path
     assert len(app.recommender.users) == 40 and app.recommend(user_id="u1", k=3)
+
+
+def test_the_recommenders_own_lock_keeps_concurrent_additions(built_app):
+    """The Recommender alone (no file lock around it): two threads adding items and interactions to one object."""
+    recommender = built_app.recommender
+    start = threading.Barrier(2)
+
+    def add(prefix: str) -> None:
+        start.wait()
+        for n in range(5):
+            recommender.add_items([Item(f"{prefix}{n}", f"Book {prefix} {n}", ("Travel",))])
+            recommender.add_interactions([Interaction(prefix, f"{prefix}{n}", 5.0, float(n))])
+
+    threads = [threading.Thread(target=add, args=(p,)) for p in "pq"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    reloaded = Recommender.load(recommender.directory, built_app.encoder.path)
+    for state in (recommender, reloaded):
+        assert {f"{p}{n}" for p in "pq" for n in range(5)} <= set(state.row) and len(state.index.entries) == 46
+        assert (len(state.users["p"]), len(state.users["q"])) == (5, 5)
