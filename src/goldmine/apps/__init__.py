@@ -11,5 +11,6 @@ from goldmine.registry import Registry
 
 APPS: Registry = Registry("app", {
     "monitor": "goldmine.apps.monitor",
+    "recommend": "goldmine.apps.recommend",
     "support": "goldmine.apps.support",
 })
