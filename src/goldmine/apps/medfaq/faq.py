@@ -231,7 +231,7 @@ class MedFaq:
         """The FAQ over run directories that are not registered (`index` default: `<retriever>/indexes/medfaq`)."""
         from goldmine.inference.model import Model
 
-        index_dir = Path(index) if index is not None else Path(retriever) / "indexes" / "medfaq"
+        index_dir = Path(index) if index is not None else Path(retriever) / INDEXES_DIR / "medfaq"
         return cls(settings, Model.load(retriever), Index.load(index_dir),
                    reranker=Model.load(reranker) if reranker else None, ner=Model.load(ner) if ner else None,
                    retriever_dir=retriever)
