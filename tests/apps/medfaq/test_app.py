@@ -201,6 +201,7 @@ def test_bad_input_over_http(client, keys, db, settings, medfaq_config):
         ({"questions": ["is parkinson disease inherited", ""]}, 422, "questions[1] is empty"),
         ({"questions": too_many}, 413, "17 questions in one call; this FAQ takes at most 16"),
         ({"questions": []}, 422, "questions: give at least one"),
+        ({"question": None}, 422, "give either question (one) or questions (a batch)"),
         ({}, 422, "give either question (one) or questions (a batch)"),
         ({"question": "a", "questions": ["b"]}, 422, "give either question (one) or questions (a batch)"),
         ({"question": 12}, 422, "question"),

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from goldmine.apps.http import Billed, app_model, check_texts, config_for, metered_call
 from goldmine.apps.medfaq.config import MedFaqConfig
@@ -48,11 +49,16 @@ LOADED_FAQS = 8
 
 
 class AskIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Exactly one of `question` and `questions` (the schema says so too, so that clients and fuzzers know)."""
 
-    question: str | None = Field(None, description="One question; the reply is its answer or hand-off.")
-    questions: list[str] | None = Field(None, description="A small batch of questions (at most the app config's "
-                                        "max_questions); the reply is {replies: [...]}, in order.")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["question"]},
+                                                                           {"required": ["questions"]}]})
+
+    question: str | SkipJsonSchema[None] = Field(None, description="One question; the reply is its answer or "
+                                                 "hand-off.")
+    questions: list[str] | SkipJsonSchema[None] = Field(
+        None, json_schema_extra={"minItems": 1}, description="A small batch of questions (at most the app config's "
+        "max_questions); the reply is {replies: [...]}, in order.")  # an empty list: check_texts says so
 
     @model_validator(mode="after")
     def _one_of(self) -> AskIn:
