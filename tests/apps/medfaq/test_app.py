@@ -110,11 +110,17 @@ def test_the_registered_index_is_rebuilt_whole(indexed, db, faq_file, tmp_path):
         "low_confidence"
 
 
-def test_a_missing_version_names_the_config_line(medfaq_model, medfaq_config, db):
+def test_a_missing_version_names_the_config_line(medfaq_model, medfaq_config, db, settings, keys):
     path = medfaq_config(models={"retriever": {"name": "medfaq-retriever", "version": "v404", "index": "faq"}})
     with pytest.raises(ConfigError, match=r"medfaq.yaml:4: models.retriever: model 'medfaq-retriever' has no alias "
                                           r"or version 'v404' \(versions: "):
         MedFaq.from_config(load_app_config(path), db)
+    settings.apps = [path]
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/apps/medfaq/ask", json={"question": "hi"}, headers=auth(keys["acme"]))
+    assert r.status_code == 503 and "models.retriever: model 'medfaq-retriever' has no alias or version 'v404'" \
+        in r.text
+    assert usage(db) == []
 
 
 def test_bad_config_values_name_the_line(medfaq_config):
@@ -165,6 +171,26 @@ def test_models_that_do_not_fit_their_field(indexed, medfaq_config, models, db):
     as_reranker = medfaq_config("rr.yaml", models={"retriever": retriever, "reranker": {"name": "intents"}})
     with pytest.raises(ConfigError, match=r"rr.yaml:\d+: models.reranker: a re-ranker is a pair classification"):
         MedFaq.from_config(load_app_config(as_reranker), db)
+
+
+def test_with_an_ner_model_and_a_reranker(indexed, medfaq_config, models, tiny_run, db, settings, keys):
+    register(db, settings.registry_dir, "medfaq-pairs", tiny_run("pair"), "acme")
+    path = medfaq_config("full.yaml", rerank_threshold=0.0, top_k=2, models={
+        "retriever": {"name": "medfaq-retriever", "index": "faq"}, "ner": {"name": "tickets"},
+        "reranker": {"name": "medfaq-pairs"}})
+    faq = MedFaq.from_config(load_app_config(path), db)
+    assert faq.masker.ner is not None and faq.reranker is not None and faq.threshold == 0.0
+    reply = faq.answer("how do i treat a sprained ankle")
+    assert reply.handoff is None and reply.score == reply.matches[0].rerank_score and len(reply.matches) == 2
+    settings.apps = [path]
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/apps/medfaq/ask", json={"questions": [PII_QUESTION, "my chest hurts"]},
+                        headers=auth(keys["acme"]))
+    assert r.status_code == 200, r.text
+    first, urgent = r.json()["replies"]
+    assert not [s for s in SECRETS if s in first["masked_question"]] and first["matches"][0]["rerank_score"] >= 0
+    assert urgent["handoff"]["rule"] == "chest_pain"
+    assert usage(db) == [("medfaq", "medfaq-retriever", 2)]
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------------------------
