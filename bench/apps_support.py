@@ -81,7 +81,8 @@ class Dataset:
 DATASETS = {
     "banking77": Dataset("banking77", "banking77/train.jsonl", "banking77/dev.jsonl"),
     "clinc150": Dataset("clinc150", "clinc150/train.jsonl", "clinc150/dev.jsonl", oos="oos",
-                        training=(("training.epochs", 3), ("out_of_scope.label", "oos"))),
+                        training=(("training.epochs", 3), ("out_of_scope.label", "oos"),
+                                  ("out_of_scope.method", "auto"))),
     "bitext": Dataset("support_bitext", "customer_support/bitext_v11.jsonl", None, label="intent", answer="response",
                       handoff_intents=("complaint", "contact_human_agent"), training=(("training.epochs", 1),)),
 }
@@ -123,6 +124,23 @@ def train_model(name: str, runs: Path) -> Path:
     goldmine.train(None, **{**COMMON_TRAINING, **dict(dataset.training), "data.train": str(data),
                             "output_dir": str(runs / dataset.run)})
     return runs / dataset.run
+
+
+def fit_out_of_scope(name: str, runs: Path) -> dict:
+    """Fit a trained run's out-of-scope threshold (`out_of_scope.method: auto`) on the dev split its training cut
+    from train, exactly as `goldmine train` does after training when the setting is on: the weights are not
+    touched. For a run trained before DATASETS asked for `auto` (it had the `oos` class alone)."""
+    from goldmine.config import load_config
+    from goldmine.data.splits import load_splits
+    from goldmine.inference import out_of_scope
+
+    run = runs / DATASETS[name].run
+    config = load_config(run / "config.yaml", {"out_of_scope.method": "auto"})
+    splits = load_splits(config.data, False, out_of_scope_label=config.out_of_scope.label)
+    report = out_of_scope.fit_and_store(run, splits["dev"], None, config.out_of_scope,
+                                        config.training.eval_batch_size, train=splits["train"])
+    config.to_yaml(run / "config.yaml")
+    return report
 
 
 def response_entries(dataset: Dataset, train: list[dict]) -> list:
@@ -342,9 +360,14 @@ def main() -> None:
                         help="Fine-tune this dataset's model first (long: see the module docstring).")
     parser.add_argument("--limit", type=int, default=None, help="At most this many held-out texts per dataset.")
     parser.add_argument("--no-serve", action="store_true", help="Skip the HTTP latency measurement.")
+    parser.add_argument("--fit-out-of-scope", action="append", choices=list(DATASETS), default=[],
+                        help="Fit this trained run's out-of-scope threshold (method auto) before measuring.")
     args = parser.parse_args()
     for name in args.train:
         train_model(name, args.runs)
+    for name in args.fit_out_of_scope:
+        report = fit_out_of_scope(name, args.runs)
+        print(f"{name}: out-of-scope rule {report['rule']}", file=sys.stderr)
     section = support_section(args.runs, args.only, args.limit, serve=not args.no_serve)
     machine = machine_info()
     model_dirs = {n: d["model_dir"] for n, d in section["datasets"].items()}
