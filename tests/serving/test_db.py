@@ -37,7 +37,7 @@ def test_migrations_match_the_orm_on_both_backends(db, backend):
 def test_migrate_twice_is_a_no_op(db):
     migrate(db.engine)
     with db.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0007"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0008"
 
 
 def test_session_commits_or_rolls_back(db):
@@ -71,7 +71,7 @@ def test_concurrent_migrations_from_several_processes(settings, backend):
 
     engine = make_engine(settings.url)
     with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0007"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0008"
     engine.dispose()
 
 
@@ -141,4 +141,34 @@ def test_upgrade_from_0001_keeps_stored_replies(settings):
         assert Meter(database).find("k1", "order-1", "h").body == body
     finally:
         engine.dispose()
+        database.dispose()
+
+
+def test_0008_downgrades_to_0007_and_upgrades_again(settings):
+    """The feedback migration is reversible: down to 0007 its tables and the tenant column go, and up again they
+    come back with the tenants' rows kept (keep_texts off)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from goldmine.serving.db import MIGRATIONS
+
+    database = open_database(settings)
+    with database.session() as session:
+        session.add(Tenant(id="acme", plan="default", created_at=utcnow()))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        for target in ("0007", "head"):
+            with database.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                (command.downgrade if target == "0007" else command.upgrade)(config, target)
+            tables = set(inspect(database.engine).get_table_names())
+            columns = {c["name"] for c in inspect(database.engine).get_columns("tenants")}
+            present = {"answered_items", "feedback", "eval_sets", "gate_reports"} <= tables
+            assert present == (target == "head") and ("keep_texts" in columns) == (target == "head")
+        with database.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        with database.session() as session:
+            assert session.get(Tenant, "acme").keep_texts is False
+    finally:
         database.dispose()
