@@ -253,6 +253,17 @@ def latest_report(db: Database, tenant: str | None, name: str) -> dict[str, Any]
 
 # ---- promotion under the gate ----
 
+def gated(path: Path) -> bool:
+    """Whether promotions over the version at `path` are gated: a single-label classifier of single texts trained
+    on data its config names (NER, multi-label, pairs, ensembles and label-file zero-shot models are not, yet)."""
+    from goldmine.config import load_config
+
+    meta = RunMeta.load(path)
+    if meta.task != "classification" or meta.pair or meta.members or not (path / "config.yaml").is_file():
+        return False
+    return load_config(path / "config.yaml").data.train is not None
+
+
 def require_pass(db: Database, settings: ServingSettings, name: str, version: str, alias: str,
                  tenant: str | None = None, force: bool = False) -> GateResult | None:
     """Run the gate when `alias` is the live alias and would change; raise GateFailed on a failure unless `force`
@@ -263,6 +274,11 @@ def require_pass(db: Database, settings: ServingSettings, name: str, version: st
         current = session.get(ModelAlias, (name, alias))
         if current is None or current.version == resolve(session, name, version, tenant).version:
             return None
+        live_path = Path(resolve(session, name, current.version).path)
+    if not gated(live_path):
+        log.info("no regression gate for %s: its live version is not a single-text classifier trained on data",
+                 name)
+        return None
     result = run_gate(db, settings, name, version, tenant, alias)
     if not result.passed and not force:
         raise GateFailed(f"version {result.candidate} of {name!r} failed the regression gate: "
