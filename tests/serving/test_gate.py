@@ -8,7 +8,6 @@ import csv
 import io
 import random
 
-import pytest
 from fastapi.testclient import TestClient
 
 import goldmine
@@ -60,7 +59,9 @@ def test_retrain_gate_and_promotion(settings, db, models, keys, demo_files, tiny
         merge = result.merge
         assert (merge.feedback, merge.texts) == (40, 40) and merge.held_out >= 1 and result.parent == v1
         assert merge.not_trained_evaluation > 0  # some of the 40 are dev/test texts of the live run: never trained
-        assert merge.duplicates + merge.not_trained_evaluation + merge.held_out == 40  # the rest repeat training
+        # the others repeat training examples, or are new: kept texts are masked (e-mails, numbers), so a text with
+        # personal data is a new example with placeholders
+        assert merge.duplicates + merge.added + merge.not_trained_evaluation + merge.held_out == 40
         with db.session() as session:
             aliases = {a.alias: a.version for a in session.query(ModelAlias).filter_by(model_name="intents")}
             frozen = session.get(EvalSet, "intents")
@@ -71,7 +72,7 @@ def test_retrain_gate_and_promotion(settings, db, models, keys, demo_files, tiny
         assert "frozen set accuracy" in names and "forgetting: original training sample accuracy" in names
         assert any(n.startswith("frozen set class") for n in names)
         held = next(c for c in result.gate.checks if c.name.startswith("feedback not trained on"))
-        assert held.examples == merge.held_out and held.candidate > held.live
+        assert held.examples >= merge.held_out and held.candidate > held.live  # held out, and dev texts
 
         shown = client.get("/v1/models/intents/gate", headers=auth(keys["acme"])).json()
         assert (shown["candidate"], shown["live"], shown["passed"]) == (result.version, v1, True)
@@ -104,9 +105,8 @@ def test_retrain_gate_and_promotion(settings, db, models, keys, demo_files, tiny
         assert forced.status_code == 200 and forced.json()["current"] == bad
 
 
-@pytest.mark.parametrize("auto", [True])
-def test_auto_promote_moves_a_passing_candidate_live(settings, db, models, keys, demo_files, auto):
-    cfg = loop_settings(settings, auto_promote=auto)
+def test_auto_promote_moves_a_passing_candidate_live(settings, db, models, keys, demo_files):
+    cfg = loop_settings(settings, auto_promote=True)
     with TestClient(create_app(cfg)) as client:  # texts not kept: the feedback carries them
         for text, label in demo_rows(demo_files)[:20]:
             answer = client.post("/v1/models/intents/predict", json={"texts": [text]},
