@@ -117,3 +117,28 @@ def test_auto_promote_moves_a_passing_candidate_live(settings, db, models, keys,
     assert result.gate.passed and result.promoted
     with db.session() as session:
         assert session.get(ModelAlias, ("intents", "production")).version == result.version
+
+
+def test_a_retrain_job_runs_on_a_worker(settings, db, models, keys, demo_files):
+    from goldmine.serving.worker import Worker
+
+    cfg = loop_settings(settings)
+    set_keep_texts(db, "acme", True)
+    with TestClient(create_app(cfg)) as client:
+        give_feedback(client, keys["acme"], demo_rows(demo_files)[:20])
+        job = {"kind": "retrain", "model": "intents", "config": STRONG}
+        assert client.post("/v1/jobs", json=job, headers=auth(keys["globex"])).status_code == 404  # acme's model
+        for bad, field in (({"config": {"data.train": "/etc/passwd"}}, "data.train"),
+                           ({"config": {"training.learnin_rate": 1}}, "learnin_rate"), ({"train": "0" * 64}, "train")):
+            refused = client.post("/v1/jobs", json={**job, **bad}, headers=auth(keys["acme"]))
+            assert refused.status_code == 422 and field in refused.json()["error"]["message"], refused.text
+        started = client.post("/v1/jobs", json=job, headers=auth(keys["acme"]))
+        assert started.status_code == 201 and started.json()["kind"] == "retrain", started.text
+        assert Worker(cfg, db).run_once()
+        done = client.get(f"/v1/jobs/{started.json()['id']}", headers=auth(keys["acme"])).json()
+    assert done["status"] == "succeeded", done["error"]
+    assert any("training examples + 20 feedback" in line for line in done["log"])
+    assert any(line.endswith("gate passed") for line in done["log"]), done["log"]
+    with db.session() as session:
+        assert session.get(ModelAlias, ("intents", "candidate")).version == done["version"]
+        assert session.get(ModelAlias, ("intents", "production")).version == models["intents"].version

@@ -179,6 +179,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     model_name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), default="train", server_default="train")  # train | retrain
     config_json: Mapped[str] = mapped_column(Text)  # the validated goldmine training config (dotted overrides)
     datasets_json: Mapped[str] = mapped_column(Text)  # {"train": id, "dev": id?, "test": id?}
     export: Mapped[str | None] = mapped_column(String(16), default=None)  # onnx | onnx-int8: exported, gated

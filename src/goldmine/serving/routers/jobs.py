@@ -43,6 +43,7 @@ class JobOut(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    kind: str = "train"
 
 
 class JobList(BaseModel):
@@ -61,7 +62,8 @@ class JobReport(BaseModel):
 
 @router.post("", response_model=JobOut, status_code=201, responses=error_responses(401, 403, 404, 422, 429))
 async def start_job(body: JobRequest, key: PredictKey, services: ServicesDep) -> JobOut:
-    """Queue a fine-tuning job on this tenant's datasets; a worker picks it up."""
+    """Queue a fine-tuning job on this tenant's datasets (or, `kind: retrain`, a retrain of a model's live version
+    on its data plus its feedback); a worker picks it up."""
     job = await asyncio.to_thread(create_job, services.db, services.settings, key.tenant, body)
     await asyncio.to_thread(services.queue().enqueue, job.id)
     return JobOut(**job.to_dict())

@@ -1,5 +1,5 @@
 """The feedback loop: answered items (what a feedback refers to), feedback, frozen evaluation sets, gate reports,
-and the tenant's choice to keep texts.
+the tenant's choice to keep texts, and the kind of a job (train, or retrain from feedback).
 
 Revision ID: 0008
 Revises: 0007
@@ -20,6 +20,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("tenants") as batch:
         batch.add_column(sa.Column("keep_texts", sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="train"))
     op.create_table(
         "answered_items",
         sa.Column("request_id", sa.String(64), nullable=False),
@@ -88,5 +90,7 @@ def downgrade() -> None:
     op.drop_table("feedback")
     op.drop_index("ix_answered_items_created", "answered_items")
     op.drop_table("answered_items")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("kind")
     with op.batch_alter_table("tenants") as batch:
         batch.drop_column("keep_texts")
