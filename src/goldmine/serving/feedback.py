@@ -41,7 +41,7 @@ from goldmine.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
-PURGE_CHUNK = 1000
+PURGE_CHUNK = 500  # calls per purge transaction: short write locks on SQLite
 RIGHT = case((Feedback.correct, 1), else_=0)  # portable: a boolean summed as 0/1
 
 
@@ -100,7 +100,10 @@ def answered_items(settings: ServingSettings, tenant: str, model: str, version: 
             for i, (text, p) in enumerate(zip(texts, predictions, strict=True))]
 
     def write(session: Session) -> None:
-        keep = bool(session.scalar(select(Tenant.keep_texts).where(Tenant.id == tenant)))
+        known = session.info.setdefault("goldmine_keep_texts", {})  # one look-up per tenant per group commit
+        if tenant not in known:
+            known[tenant] = bool(session.scalar(select(Tenant.keep_texts).where(Tenant.id == tenant)))
+        keep = known[tenant]
         session.execute(insert(AnsweredItem), [{**row, "text": mask(row["text"]) if keep else None}
                                                for row in rows])
 
@@ -204,15 +207,14 @@ def purge_answered(db: Database, settings: ServingSettings, now: datetime | None
     """Delete answered items (texts with them) older than `feedback.retention_days`; returns how many."""
     cutoff = (now or utcnow()) - timedelta(days=settings.feedback.retention_days)
     purged = 0
-    while True:
+    while True:  # short transactions of whole calls (a call's items share their created_at)
         with db.session() as session:
-            keys = session.execute(select(AnsweredItem.request_id, AnsweredItem.position)
-                                   .where(AnsweredItem.created_at < cutoff).limit(PURGE_CHUNK)).all()
-            for request_id, position in keys:
-                session.execute(delete(AnsweredItem).where(AnsweredItem.request_id == request_id,
-                                                           AnsweredItem.position == position))
-        purged += len(keys)
-        if len(keys) < PURGE_CHUNK:
+            calls = session.scalars(select(AnsweredItem.request_id).where(AnsweredItem.created_at < cutoff)
+                                    .distinct().limit(PURGE_CHUNK)).all()
+            if calls:
+                purged += session.execute(delete(AnsweredItem).where(AnsweredItem.request_id.in_(calls))
+                                          .execution_options(synchronize_session=False)).rowcount
+        if len(calls) < PURGE_CHUNK:
             return purged
 
 
