@@ -154,12 +154,19 @@ def trained_feedback(path: str | Path) -> set[int]:
     return set(json.loads(file.read_text())["trained_feedback"]) if file.is_file() else set()
 
 
-def _scores(settings: ServingSettings, path: str, data: LabeledData) -> dict[str, Any]:
-    from goldmine.evaluation.evaluate import evaluate
-    from goldmine.inference.model import Model
+class _Models:
+    """The two versions, each loaded once (on the serving runtime) and scored on every set."""
 
-    model = Model.load(path, runtime=settings.runtime, threads=settings.inference_threads)
-    return evaluate(model, data)
+    def __init__(self, settings: ServingSettings, paths: dict[str, str]):
+        from goldmine.inference.model import Model
+
+        self.models = {who: Model.load(path, runtime=settings.runtime, threads=settings.inference_threads)
+                       for who, path in paths.items()}
+
+    def scores(self, data: LabeledData) -> dict[str, dict[str, Any]]:
+        from goldmine.evaluation.evaluate import evaluate
+
+        return {who: evaluate(model, data) for who, model in self.models.items()}
 
 
 def _at_least(name: str, candidate: float, live: float, tolerance: float, examples: int) -> Check:
@@ -191,8 +198,8 @@ def run_gate(db: Database, settings: ServingSettings, name: str, candidate: str,
     result = GateResult(name, cand.version, live.version, False,
                         {"version": frozen.version, "sha256": frozen.sha256, "examples": len(evaluation),
                          "original_examples": len(original)})
-    scores = {who: _scores(settings, path, evaluation) for who, path in (("candidate", cand_path),
-                                                                         ("live", live_path))}
+    models = _Models(settings, {"candidate": cand_path, "live": live_path})
+    scores = models.scores(evaluation)
     n = len(evaluation)
     for metric in ("accuracy", "macro_f1"):
         result.checks.append(_at_least(f"frozen set {metric}", scores["candidate"][metric], scores["live"][metric],
@@ -205,14 +212,13 @@ def run_gate(db: Database, settings: ServingSettings, name: str, candidate: str,
     corrected = {text for _, text, _, correct in feedback if not correct}
     kept = LabeledData(original.kind, [ex for ex in original.examples if ex.text not in corrected], original.path)
     if len(kept):
-        forget = {who: _scores(settings, path, kept)["accuracy"] for who, path in (("candidate", cand_path),
-                                                                                  ("live", live_path))}
-        result.checks.append(_at_least("forgetting: original training sample accuracy", forget["candidate"],
-                                       forget["live"], cfg.forgetting_tolerance, len(kept)))
+        forget = models.scores(kept)
+        result.checks.append(_at_least("forgetting: original training sample accuracy", forget["candidate"]
+                                       ["accuracy"], forget["live"]["accuracy"], cfg.forgetting_tolerance, len(kept)))
     seen = trained_feedback(cand_path) | trained_feedback(live_path)
     frozen_texts = {ex.text for ex in evaluation.examples}
     unseen = [(text, label) for fid, text, label, _ in feedback if fid not in seen and text not in frozen_texts]
-    result.checks.append(_held_out_check(settings, cand_path, live_path, unseen))
+    result.checks.append(_held_out_check(models, unseen))
     result.passed = all(c.passed for c in result.checks)
     with db.session() as session:
         session.add(GateReport(model_name=name, candidate=cand.version, live=live.version, passed=result.passed,
@@ -222,18 +228,17 @@ def run_gate(db: Database, settings: ServingSettings, name: str, candidate: str,
     return result
 
 
-def _held_out_check(settings: ServingSettings, cand_path: str, live_path: str,
-                    unseen: list[tuple[str, str]]) -> Check:
+def _held_out_check(models: _Models, unseen: list[tuple[str, str]]) -> Check:
     """Candidate vs live on feedback neither trained on (labels both know: an out-of-scope label is not scored)."""
     name = "feedback not trained on: accuracy"
-    known = set(RunMeta.load(Path(cand_path)).label_names) & set(RunMeta.load(Path(live_path)).label_names)
+    known = set.intersection(*(set(model.meta.label_names) for model in models.models.values()))
     examples = [TextExample(text, (label,), source=f"feedback:{i}") for i, (text, label) in enumerate(unseen)
                 if label in known]
     if not examples:
         return Check(name, None, None, "> live", True, 0, "skipped: no feedback with text the candidate has not "
                      "trained on")
-    data = LabeledData(DataKind.TEXT, examples, "feedback")
-    ours, theirs = (_scores(settings, path, data)["accuracy"] for path in (cand_path, live_path))
+    scores = models.scores(LabeledData(DataKind.TEXT, examples, "feedback"))
+    ours, theirs = scores["candidate"]["accuracy"], scores["live"]["accuracy"]
     passed = ours > theirs or ours == theirs == 1.0
     return Check(name, round(ours, 6), round(theirs, 6), f"> {theirs:.4f}", passed, len(examples))
 
