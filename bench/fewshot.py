@@ -234,8 +234,7 @@ def every_score(run_dir: Path, config, dev_file: Path) -> list[dict]:
     fit_in, fit_out = splits["dev"], None
     if "oos" not in model.labels:
         fit_in, fit_out = oos.separate(fit_in, "oos")
-    prototypes = oos.fit_prototypes(model, splits["train"], "oos")
-    inside, labels_in, outside = oos.dev_outputs(model, fit_in, fit_out, embeddings=True)
+    inside, labels_in, outside, prototypes = oos.fit_inputs(model, fit_in, fit_out, splits["train"], "oos")
     measured_in, measured_out = (read_file(dev_file), None) if "oos" in model.labels else \
         oos.separate(read_file(dev_file), "oos")
     test_in, test_labels, test_out = oos.dev_outputs(model, measured_in, measured_out, embeddings=True)

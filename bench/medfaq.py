@@ -387,7 +387,7 @@ def measure(rows: list[dict], threshold: float) -> dict:
 
 
 def faq_section(medquad: list[dict], runs: dict[str, Path], work: Path, limit: int | None) -> dict:
-    from goldmine.apps.medfaq import MedFaq, MedFaqConfig, calibrate_threshold
+    from goldmine.apps.medfaq import MedFaq, MedFaqSettings, calibrate_threshold
     from goldmine.apps.medfaq.encoder import save_pretrained_encoder
     from goldmine.apps.medfaq.faq import focus_words
     from goldmine.apps.medfaq.masking import PiiMasker
@@ -429,10 +429,8 @@ def faq_section(medquad: list[dict], runs: dict[str, Path], work: Path, limit: i
         variants = [("cosine", None)] + ([("re-ranked", reranker)] if reranker is not None and name == "fine-tuned"
                                          else [])
         for variant, rerank in variants:
-            config = MedFaqConfig(retriever=directory, index=index.directory, threshold=0.0,
-                                  reranker=runs["mqp-pairs"] if rerank else None,
-                                  rerank_candidates=RERANK_CANDIDATES, top_k=1)
-            faq = MedFaq(config, model, index, reranker=rerank, rules=rules)
+            config = MedFaqSettings(threshold=0.0, rerank_candidates=RERANK_CANDIDATES, top_k=1)
+            faq = MedFaq(config, model, index, reranker=rerank, rules=rules)  # cached_index checked the index
             started = time.perf_counter()
             rows = {split: decisions(faq, questions) for split, questions in splits.items()}
             seconds = time.perf_counter() - started
@@ -475,7 +473,7 @@ def cached_index(directory: Path, entries: list, name: str, model):
 
 # ---------------------------------------------------------------- latency of one answer
 def latency_section(medquad: list[dict], runs: dict[str, Path], work: Path) -> dict:
-    from goldmine.apps.medfaq import MedFaq, MedFaqConfig, build_index
+    from goldmine.apps.medfaq import MedFaq, MedFaqSettings, build_index
     from goldmine.inference.model import Model
 
     directory = runs.get("mqp-retrieval", work / "bundled-encoder")
@@ -486,8 +484,7 @@ def latency_section(medquad: list[dict], runs: dict[str, Path], work: Path) -> d
         model = Model.load(directory)
         build_index(directory, [_entry(r) for r in medquad], name="medquad-full", model=model)
     threshold = "auto" if "mqp-retrieval" in runs else 0.5  # the bundled encoder has no fitted threshold
-    config = MedFaqConfig(retriever=directory, index=index_dir, ner=runs.get("conll-ner"), threshold=threshold)
-    faq = MedFaq.load(config)
+    faq = MedFaq.from_runs(MedFaqSettings(threshold=threshold), directory, index_dir, ner=runs.get("conll-ner"))
     rng = random.Random(SEED + 1)
     rows = rng.sample(medquad, LATENCY_CALLS + 5)
     questions = [f"Hi, I'm {rng.choice(FIRST)} {rng.choice(LAST)}. {paraphrase(r, rng)}" for r in rows]
@@ -502,7 +499,7 @@ def latency_section(medquad: list[dict], runs: dict[str, Path], work: Path) -> d
     import torch
 
     return {"p50": statistics.median(times), "p90": times[int(0.9 * len(times)) - 1], "calls": len(times),
-            "index_entries": len(faq.index.entries), "ner": config.ner is not None, "reranker": False,
+            "index_entries": len(faq.index.entries), "ner": "conll-ner" in runs, "reranker": False,
             "torch_threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0]}
 
 

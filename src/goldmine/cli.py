@@ -34,6 +34,9 @@ feedback_app = typer.Typer(help="Feedback on answered calls (the same as /v1/mod
                            no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(jobs_app, name="jobs")
+drift_app = typer.Typer(help="Monitoring: drift references of runs, drift reports of served models.",
+                        no_args_is_help=True)
+app.add_typer(drift_app, name="drift")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(billing_app, name="billing")
@@ -905,3 +908,60 @@ def retrain(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+# ---- monitoring -------------------------------------------------------------------------------------------------
+
+@drift_app.command("reference")
+def drift_reference(
+    model_dir: Annotated[Path, typer.Argument(help="Run directory of a classifier (`goldmine train`).")],
+    data: Annotated[Path, typer.Argument(help="Its training data (any labeled format), or other in-distribution "
+                                         "labeled texts.")],
+) -> None:
+    """Write the run's drift reference (drift_reference.npz) from DATA: for a run trained before goldmine wrote
+    one at training time, or to compare live traffic with other data. Register the run again to serve it."""
+    from goldmine.data.readers import ReadOptions, read_file
+    from goldmine.monitoring.reference import write_reference
+
+    try:
+        path = write_reference(model_dir, read_file(data, ReadOptions()))
+    except GoldmineError as err:
+        _fail(err)
+    if path is None:
+        _fail(GoldmineError(f"{model_dir}: a drift reference is for classifiers of single texts (this model pools "
+                            "no sentence embedding, or the data are text pairs)"))
+    console.print(f"drift reference written to {path}")
+
+
+@drift_app.command("report")
+def drift_report(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    out: Annotated[Path, typer.Option(help="Directory for drift.png and drift.html.")] = Path("drift-report"),
+    version: Annotated[str | None, typer.Option(help="Only this version id.")] = None,
+    limit: Annotated[int, typer.Option(help="The last this many windows.")] = 500,
+    config: ConfigOpt = None,
+) -> None:
+    """The model's monitoring windows over time (what `goldmine serve` measured): a table, a PNG and a page."""
+    from rich.table import Table
+
+    from goldmine.monitoring.report import windows, write_report
+
+    settings, db = _serving(config)
+    try:
+        rows = windows(db, name, None, version, limit)
+    except GoldmineError as err:
+        _fail(err)
+    table = Table("version", "closed (UTC)", "texts", "MMD p-value", "out-of-scope", "confidence", "alarm")
+    for row in rows:
+        r = row.report
+        p_value = f"{r['mmd_p_value']:.4f}" if r.get("mmd_p_value") is not None else "-"
+        confidence = f"{r['mean_confidence']:.3f}" if r.get("mean_confidence") is not None else "-"
+        table.add_row(row.version, f"{row.ended_at:%Y-%m-%d %H:%M}", str(r["texts"]), p_value,
+                      f"{r['out_of_scope_rate']:.3f}", confidence, "yes" if r.get("alarm") else "no")
+    console.print(table)
+    if not rows:
+        console.print(f"{name} has no closed monitoring windows yet (a window closes after "
+                      f"drift.window_texts = {settings.drift.window_texts} texts)")
+        return
+    written = write_report(rows, name, out, settings.drift.alarm_p_value)
+    console.print(f"report written to {written['html']} and {written['png']}")

@@ -12,7 +12,7 @@ from goldmine.errors import ConfigError
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "apps"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_app_configs_load(path):
     config = load_app_config(path)
     assert config.source == str(path) and config.model_refs()

@@ -12,8 +12,21 @@ from sqlalchemy import inspect
 
 import goldmine.apps.monitor.store  # noqa: F401 - the monitor's tables are part of the serving schema
 import goldmine.apps.support.store  # noqa: F401 - the assistant's tables are part of the serving schema
-from goldmine.serving.db import Base, Tenant, migrate, open_database, utcnow
+from goldmine.serving.db import MIGRATIONS, Base, Tenant, migrate, open_database, utcnow
 from goldmine.serving.settings import load_settings
+
+
+def _head() -> str:
+    """The newest revision, read from the migration files (one head: a second one would make this fail)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+HEAD = _head()
 
 
 def test_migrations_create_the_orm_schema(db):
@@ -37,7 +50,7 @@ def test_migrations_match_the_orm_on_both_backends(db, backend):
 def test_migrate_twice_is_a_no_op(db):
     migrate(db.engine)
     with db.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0008"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == HEAD
 
 
 def test_session_commits_or_rolls_back(db):
@@ -71,7 +84,7 @@ def test_concurrent_migrations_from_several_processes(settings, backend):
 
     engine = make_engine(settings.url)
     with engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0008"
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == HEAD
     engine.dispose()
 
 
@@ -144,9 +157,9 @@ def test_upgrade_from_0001_keeps_stored_replies(settings):
         database.dispose()
 
 
-def test_0008_downgrades_to_0007_and_upgrades_again(settings):
-    """The feedback migration is reversible: down to 0007 its tables and the tenant column go, and up again they
-    come back with the tenants' rows kept (keep_texts off)."""
+def test_0009_downgrades_to_0008_and_upgrades_again(settings):
+    """The feedback migration is reversible: down to 0008 its tables and the tenant and job columns go, and up
+    again they come back with the tenants' rows kept (keep_texts off)."""
     from alembic import command
     from alembic.config import Config
 
@@ -158,14 +171,16 @@ def test_0008_downgrades_to_0007_and_upgrades_again(settings):
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
-        for target in ("0007", "head"):
+        for target in ("0008", "0009"):
             with database.engine.begin() as connection:
                 config.attributes["connection"] = connection
-                (command.downgrade if target == "0007" else command.upgrade)(config, target)
+                (command.downgrade if target == "0008" else command.upgrade)(config, target)
             tables = set(inspect(database.engine).get_table_names())
             columns = {c["name"] for c in inspect(database.engine).get_columns("tenants")}
+            job_columns = {c["name"] for c in inspect(database.engine).get_columns("jobs")}
             present = {"answered_items", "feedback", "eval_sets", "gate_reports"} <= tables
-            assert present == (target == "head") and ("keep_texts" in columns) == (target == "head")
+            assert present == ("keep_texts" in columns) == ("kind" in job_columns) == (target == "0009")
+            assert "drift_windows" in tables  # 0008's own table is untouched
         with database.engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         with database.session() as session:

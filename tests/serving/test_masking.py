@@ -29,3 +29,12 @@ def test_logs_hold_no_text_unless_enabled():
     fields = describe_inputs(texts, log_raw=True)
     assert fields["texts"] == ["write to <email>", "hello"]
     assert "bob@example.com" not in str(fields)
+
+
+def test_the_patterns_are_public():
+    from goldmine.serving.masking import PATTERNS, pattern
+
+    assert [token for token, _ in PATTERNS] == ["<email>", "<iban>", "<card>", "<id>", "<phone>", "<number>"]
+    assert pattern("<email>").search("write to bob@example.com").group() == "bob@example.com"
+    with pytest.raises(KeyError):
+        pattern("<name>")

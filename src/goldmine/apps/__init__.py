@@ -10,6 +10,8 @@ from __future__ import annotations
 from goldmine.registry import Registry
 
 APPS: Registry = Registry("app", {
+    "medfaq": "goldmine.apps.medfaq",
     "monitor": "goldmine.apps.monitor",
+    "recommend": "goldmine.apps.recommend",
     "support": "goldmine.apps.support",
 })

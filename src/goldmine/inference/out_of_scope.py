@@ -357,6 +357,15 @@ def fit_prototypes(model, train, skip_label: str | None) -> Prototypes:
     return Prototypes.fit(outputs_of(model, encoded.features, embeddings=True).embeddings, labels, skip)
 
 
+def fit_inputs(model, dev, dev_out, train, label: str | None):
+    """What a rule is fitted on: the model's outputs on dev (in scope, their labels, out of scope) and, when
+    `train` is given, the class prototypes of its embeddings (None otherwise): (inside, labels_in, outside,
+    prototypes). bench/fewshot.py fits every score at several settings on the same inputs."""
+    prototypes = fit_prototypes(model, train, label) if train is not None else None
+    inside, labels_in, outside = dev_outputs(model, dev, dev_out, embeddings=train is not None)
+    return inside, labels_in, outside, prototypes
+
+
 def fit_and_store(run_dir, dev, dev_out, config, batch_size: int = 64, train=None) -> dict:
     """Fit the rule on dev through the saved model, write it into the run's goldmine.json (an embedding score's
     prototypes, from `train`, into PROTOTYPES_FILE) and the report into out_of_scope.json; returns the report."""
@@ -374,8 +383,7 @@ def fit_and_store(run_dir, dev, dev_out, config, batch_size: int = 64, train=Non
     if config.method in EMBEDDING_SCORES and not embeds:
         raise ConfigError(f"out_of_scope.method {config.method} measures distances between pooled embeddings: it "
                           "needs a classifier that pools one and training texts")
-    prototypes = fit_prototypes(model, train, config.label) if embeds else None
-    inside, labels_in, outside = dev_outputs(model, dev, dev_out, embeddings=embeds)
+    inside, labels_in, outside, prototypes = fit_inputs(model, dev, dev_out, train if embeds else None, config.label)
     rule, report = fit_rule(inside, labels_in, outside, model.labels, config.method, config.target_precision,
                             config.label, config.fallback_label, prototypes, config.min_in_scope_sent_away)
     (run_dir / PROTOTYPES_FILE).unlink(missing_ok=True)

@@ -77,7 +77,7 @@ class TorchBackend:
         import torch
 
         if not hasattr(self.network, "embed"):
-            raise ModelError(f"a {type(self.network).__name__} pools no sentence embedding (token models have none)")
+            self._no_embedding()
         with torch.inference_mode():
             return self.network.embed(**batch).float().numpy()
 
@@ -85,7 +85,7 @@ class TorchBackend:
         import torch
 
         if not self.has_embeddings:
-            raise ModelError(f"a {type(self.network).__name__} pools no sentence embedding (token models have none)")
+            self._no_embedding()
         with torch.inference_mode():
             logits, embeddings = self.network.logits_and_embeddings(**batch)
         return logits.float().numpy(), embeddings.float().numpy()
@@ -93,6 +93,9 @@ class TorchBackend:
     @property
     def has_embeddings(self) -> bool:
         return hasattr(self.network, "logits_and_embeddings")
+
+    def _no_embedding(self):
+        raise ModelError(f"a {type(self.network).__name__} pools no sentence embedding (token models have none)")
 
     def describe(self) -> dict[str, Any]:
         import torch

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from goldmine.apps import http as apps_http
 from goldmine.errors import DataError, GoldmineError
+from goldmine.monitoring.windows import DriftMonitor
 from goldmine.serving import feedback as feedback_store
 from goldmine.serving.cache import TtlCache
 from goldmine.serving.db import ModelAlias, ModelVersion, open_database
@@ -40,6 +41,7 @@ from goldmine.serving.routers import (
     health,
     jobs,
     models,
+    monitoring,
     predict,
     search,
     usage,
@@ -156,6 +158,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                       replay_ttl_seconds=settings.idempotency_ttl_seconds)
         services = Services(settings, db, meter, build_limiter(settings, meter), ModelPool(settings, metrics),
                             metrics, TtlCache(settings.auth_cache_seconds), TtlCache(settings.alias_cache_seconds))
+        services.drift = DriftMonitor(settings.drift, metrics, db)
         services.apps = await asyncio.to_thread(apps_http.load_served_apps, settings)
         await asyncio.to_thread(apps_http.check_served_apps, services)
         app.state.services = services
@@ -179,6 +182,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await services.drift.flush()
             await services.pool.close()
             await services.limiter.close()
             db.dispose()
@@ -192,8 +196,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes,
                        streamed=(datasets.PATH,))
     install_error_handlers(app)
-    for module in (predict, feedback, embeddings, completions, search, models, datasets, jobs, usage, admin,
-                   health):
+    for module in (predict, feedback, embeddings, completions, search, models, monitoring, datasets, jobs, usage,
+                   admin, health):
         app.include_router(module.router)
     apps_http.mount(app)  # /v1/apps/<name>/...: every registered app
     install_docs(app)

@@ -268,6 +268,22 @@ class GateReport(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DriftWindow(Base):
+    """One closed monitoring window of a model version (goldmine.monitoring): its figures, never its texts."""
+
+    __tablename__ = "drift_windows"
+    __table_args__ = (Index("ix_drift_windows_model_version", "model_name", "version", "ended_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime] = mapped_column(default=utcnow)
+    texts: Mapped[int] = mapped_column(Integer)
+    alarm: Mapped[bool] = mapped_column(default=False)
+    report_json: Mapped[str] = mapped_column(Text)  # goldmine.monitoring.windows.WindowReport
+
+
 def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
     """An engine for `url`; SQLite files get WAL, a busy timeout, foreign keys and the chosen fsync level, and are
     owner-only: the file is made 0600 before SQLite opens it (its -wal and -shm take the file's mode)."""

@@ -43,6 +43,7 @@ class Services:
     apps: dict = field(default_factory=dict)  # (app, tenant) -> its AppConfig (goldmine.apps.http)
     ready: bool = False
     job_queue: object | None = None  # goldmine.serving.worker.JobQueue, opened on first use
+    drift: object | None = None  # goldmine.monitoring.windows.DriftMonitor, set by the app's lifespan
 
     def queue(self):
         """The jobs queue (huey), opened on first use so a server that runs no jobs never touches it."""

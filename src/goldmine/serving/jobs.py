@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -65,29 +64,31 @@ class JobRequest(BaseModel):
                                                         "report is then part of the job's report.")
 
 
-@dataclass
-class JobInfo:
+class JobInfo(BaseModel):
+    """A job as its tenant sees it: the body of the /v1/jobs routes and what `goldmine jobs` prints."""
+
     id: str
-    model: str
-    status: str
-    step: int
+    model: str = Field(description="The registry model the run is registered under (alias `candidate`).")
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    step: int = Field(description="Optimizer steps done (of the attempt that is running, or the last one).")
     total_steps: int | None
-    eta_seconds: float | None
-    phase: str | None
-    dev_metrics: dict | None
-    log: list[str]
-    attempts: int
-    cpu_seconds: float
-    datasets: dict[str, str]
-    version: str | None
+    eta_seconds: float | None = Field(description="Estimated seconds to the end of training, while running.")
+    phase: str | None = Field(description="What the worker is doing: training, evaluation, export, ...")
+    dev_metrics: dict | None = Field(description="The last dev evaluation, when the config evaluates on dev.")
+    log: list[str] = Field(description="The last log lines, with times.")
+    attempts: int = Field(description="Times the job was started: more than 1 after a worker was lost.")
+    cpu_seconds: float = Field(description="CPU time billed so far (see the plans' per_cpu_hour_minor).")
+    datasets: dict[str, str] = Field(description="Dataset ids by split (train, dev, test).")
+    version: str | None = Field(description="The registered model version, once the job has succeeded.")
     error: str | None
     created_at: str
     started_at: str | None
     finished_at: str | None
-    kind: str = "train"
+    kind: str = Field("train", description="train (on the datasets given) | retrain (the live version's data plus "
+                      "its feedback).")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -95,11 +96,13 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def info(row: Job) -> JobInfo:
-    return JobInfo(row.id, row.model_name, row.status, row.step, row.total_steps,
-                   row.eta_seconds if row.status == "running" else None, row.phase,
-                   json.loads(row.dev_metrics_json) if row.dev_metrics_json else None, json.loads(row.log_json),
-                   row.attempts, row.cpu_ms / 1000, json.loads(row.datasets_json), row.version, row.error,
-                   _iso(row.created_at), _iso(row.started_at), _iso(row.finished_at), row.kind or "train")
+    return JobInfo(id=row.id, model=row.model_name, status=row.status, step=row.step, total_steps=row.total_steps,
+                   eta_seconds=row.eta_seconds if row.status == "running" else None, phase=row.phase,
+                   dev_metrics=json.loads(row.dev_metrics_json) if row.dev_metrics_json else None,
+                   log=json.loads(row.log_json), attempts=row.attempts, cpu_seconds=row.cpu_ms / 1000,
+                   datasets=json.loads(row.datasets_json), version=row.version, error=row.error,
+                   created_at=_iso(row.created_at), started_at=_iso(row.started_at),
+                   finished_at=_iso(row.finished_at), kind=row.kind or "train")
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, NonNegativeInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from goldmine.errors import ConfigError
@@ -133,6 +133,22 @@ class FeedbackSettings(BaseModel):
                                        "their accuracies are compared for the automatic rollback.")
 
 
+class Drift(BaseModel):
+    """Monitoring of what each model version is asked and answers (goldmine.monitoring), per server process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Count labels, confidence and out-of-scope answers per version and test "
+                          "each window of inputs for drift against the version's training data.")
+    window_texts: int = Field(1000, ge=2, description="Texts per window: a window closes, is tested and is "
+                              "written to the database once it has seen this many.")
+    sample_texts: int = Field(200, ge=2, description="Texts of a window embedded for the MMD test (a reservoir "
+                              "sample held in memory until the window closes, then dropped).")
+    permutations: int = Field(200, ge=10, description="Permutations of the MMD test (its p-value's resolution).")
+    alarm_p_value: float = Field(0.01, gt=0, lt=1, description="A window whose MMD p-value is below this raises "
+                                 "the drift alarm (goldmine_drift_alarm = 1 until a window passes).")
+
+
 def _default_plans() -> dict[str, PricePlan]:
     return {"default": PricePlan(per_call_minor=0, per_1k_tokens_minor=10, per_1k_output_tokens_minor=20,
                                  free_tokens=100_000)}
@@ -167,6 +183,7 @@ class ServingSettings(BaseSettings):
     jobs: Jobs = Field(default_factory=Jobs, description="Datasets and fine-tuning jobs over HTTP.")
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings, description="The feedback loop: "
                                        "corrections, retraining, the regression gate, automatic rollback.")
+    drift: Drift = Field(default_factory=Drift, description="Prediction and input-drift monitoring per version.")
     plans: dict[str, PricePlan] = Field(default_factory=_default_plans, description="Price plans by name.")
     apps: list[Path] = Field(default_factory=list, description="App configs (YAML, one per app and tenant; "
                              "examples in configs/apps/) served under /v1/apps/<app>/ to the tenant each names.")

@@ -227,6 +227,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
         with phase(callbacks, "out-of-scope threshold"):
             out_of_scope.fit_and_store(out, splits["dev"], held_out.get("dev"), config.out_of_scope,
                                        t.eval_batch_size, train=splits["train"])
+    _write_drift_reference(out, task, splits["train"], t.eval_batch_size, callbacks)
 
     # ---- evaluate: before vs after, on the same test data, through the serving path ----
     test = splits["test"]
@@ -289,6 +290,7 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
         with phase(callbacks, "out-of-scope threshold"):
             out_of_scope.fit_and_store(out, splits["dev"], held_out.get("dev"), config.out_of_scope,
                                        config.training.eval_batch_size, train=splits["train"])
+    _write_drift_reference(out, task, splits["train"], config.training.eval_batch_size, callbacks)
     rows: dict[str, dict] = {}
     test = splits["test"]
     if test is not None and len(test):
@@ -306,6 +308,17 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
     title = f"{task.name} ({method.name}) on {test.path}" if test is not None else ""
     table = write_summary(out, rows, method.name, title)
     return TrainResult(out, rows.get(method.name, {}), table, seconds, 0)
+
+
+def _write_drift_reference(out, task, train, batch_size: int, callbacks) -> None:
+    """What the training inputs looked like, for the server's drift tests (goldmine.monitoring.reference): for
+    single- and multi-label classifiers trained on labeled single texts (a few seconds: 256 embeddings)."""
+    if task.name not in ("classification", "multilabel") or train is None or not len(train):
+        return
+    from goldmine.monitoring.reference import write_reference
+
+    with phase(callbacks, "drift reference"):
+        write_reference(out, train, batch_size)
 
 
 def _separate_out_of_scope(splits: dict, config: TrainConfig) -> dict:

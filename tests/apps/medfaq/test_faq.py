@@ -1,5 +1,5 @@
 """MedFaq on a tiny random encoder: urgent rules first, a confident answer vs a hand-off, no clear PII anywhere,
-bad input, configs and the FAQ file.
+bad input, settings and the FAQ file. (The app config, registry, CLI and HTTP: test_app.py.)
 
 A random encoder ranks nothing meaningfully, but a question identical to a FAQ question has cosine 1: with a
 threshold of 0.999 the FAQ answers exactly its own questions and hands everything else off, so each assertion is
@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from goldmine.apps.medfaq import MedFaq, MedFaqConfig, PiiKind, build_index, calibrate_threshold, read_faq
+from goldmine.apps.medfaq import MedFaq, MedFaqSettings, PiiKind, build_index, calibrate_threshold, read_faq
 from goldmine.apps.medfaq.config import DISCLAIMER, HANDOFF_MESSAGE
 from goldmine.errors import ConfigError, DataError, InputError
 from goldmine.retrieval.index import Index, IndexUnusable
@@ -29,8 +29,8 @@ def retriever(tiny_encoder):
 
 
 def make_faq(tiny_encoder, faq_index_dir, retriever, ner=None, **settings) -> MedFaq:
-    config = MedFaqConfig(retriever=tiny_encoder, index=faq_index_dir, **{"threshold": EXACT, **settings})
-    return MedFaq(config, retriever, Index.load(faq_index_dir), ner=ner)
+    return MedFaq(MedFaqSettings(**{"threshold": EXACT, **settings}), retriever, Index.load(faq_index_dir), ner=ner,
+                  retriever_dir=tiny_encoder)
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +127,7 @@ def test_a_question_made_only_of_personal_data_is_handed_off(faq):
 def test_reranker_scores_decide_when_configured(tiny_encoder, faq_index_dir, retriever, tiny_run):
     from goldmine.inference.model import Model
 
-    config = MedFaqConfig(retriever=tiny_encoder, index=faq_index_dir, rerank_threshold=0.0, top_k=2,
-                          rerank_candidates=4)
+    config = MedFaqSettings(rerank_threshold=0.0, top_k=2, rerank_candidates=4)
     faq = MedFaq(config, retriever, Index.load(faq_index_dir), reranker=Model.load(tiny_run("pair")))
     reply = faq.answer("how do i treat a sprained ankle")
     assert reply.threshold == 0.0 and reply.handoff is None and len(reply.matches) == 2
@@ -140,7 +139,7 @@ def test_reranker_scores_decide_when_configured(tiny_encoder, faq_index_dir, ret
 
 def test_auto_threshold_needs_a_trained_retriever(tiny_encoder, faq_index_dir, retriever):
     with pytest.raises(ConfigError, match="threshold: auto needs a retriever trained with `task: retrieval`"):
-        MedFaq(MedFaqConfig(retriever=tiny_encoder, index=faq_index_dir), retriever, Index.load(faq_index_dir))
+        MedFaq(MedFaqSettings(), retriever, Index.load(faq_index_dir))
 
 
 def test_an_index_of_another_model_is_refused(tmp_path, tiny_encoder, faq_file, retriever, tiny_model_dir):
@@ -149,45 +148,26 @@ def test_an_index_of_another_model_is_refused(tmp_path, tiny_encoder, faq_file, 
     other = save_pretrained_encoder(tmp_path / "other", str(tiny_model_dir), 32)  # another max_length: digest
     index = build_index(other, faq_file)
     with pytest.raises(IndexUnusable, match="built with another model"):
-        MedFaq(MedFaqConfig(retriever=tiny_encoder, index=index.directory, threshold=0.5), retriever, index)
+        MedFaq(MedFaqSettings(threshold=0.5), retriever, index, retriever_dir=tiny_encoder)
 
 
-def test_load_from_a_yaml_config(tmp_path, tiny_encoder, faq_index_dir):
-    path = tmp_path / "medfaq.yaml"
-    path.write_text(f"retriever: {tiny_encoder}\nindex: {faq_index_dir}\nthreshold: {EXACT}\ntop_k: 1\n")
-    reply = MedFaq.load(path).answer("is parkinson disease inherited")
+def test_from_runs_loads_directories(tiny_encoder, faq_index_dir):
+    reply = MedFaq.from_runs(MedFaqSettings(threshold=EXACT, top_k=1), tiny_encoder).answer(
+        "is parkinson disease inherited")  # the index where build_index puts it by default
     assert reply.entry_id == "parkinson" and len(reply.matches) == 1
 
 
-@pytest.mark.parametrize(("content", "error"), [
-    ("retriever: runs/r\nthreshold: 2\n", r"medfaq\.yaml:1: \(top level\): threshold: a cosine similarity"),
-    ("retriever: runs/r\ntop_k: 0\n", r"medfaq\.yaml:2: top_k: Input should be greater than or equal to 1"),
-    ("retriever: runs/r\nner_kinds: {PER: person}\n", r"medfaq\.yaml:2: ner_kinds\.PER: Input should be 'name'"),
-    ("retriever: runs/r\nrerank: runs/x\n", r"medfaq\.yaml:2: rerank: Extra inputs are not permitted"),
-    ("threshold: 0.5\n", r"medfaq\.yaml:1: retriever: Field required"),
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"threshold": 2}, "threshold: a cosine similarity lies in"),
+    ({"top_k": 0}, "top_k\n.*greater than or equal to 1"),
+    ({"ner_kinds": {"PER": "person"}}, "ner_kinds.PER\n.*Input should be 'name'"),
+    ({"rerank": "x"}, "rerank\n.*Extra inputs are not permitted"),
 ])
-def test_bad_configs_name_the_line(tmp_path, content, error):
-    path = tmp_path / "medfaq.yaml"
-    path.write_text(content)
-    with pytest.raises(ConfigError, match=error):
-        MedFaqConfig.load(path)
+def test_bad_settings_name_the_field(fields, error):
+    from pydantic import ValidationError
 
-
-def test_relative_paths_are_read_from_the_config_folder(tmp_path):
-    (tmp_path / "conf").mkdir()
-    path = tmp_path / "conf" / "medfaq.yaml"
-    path.write_text("retriever: ../runs/retriever\nner: /abs/ner\n")
-    config = MedFaqConfig.load(path)
-    assert config.retriever.resolve() == (tmp_path / "runs" / "retriever").resolve()
-    assert str(config.ner) == "/abs/ner"
-    assert config.index_dir == config.retriever / "indexes" / "medfaq"
-
-
-def test_the_shipped_example_config_loads():
-    from pathlib import Path
-
-    config = MedFaqConfig.load(Path(__file__).resolve().parents[3] / "configs" / "apps" / "medfaq" / "medfaq.yaml")
-    assert config.threshold == "auto" and config.ner is not None and config.reranker is None
+    with pytest.raises(ValidationError, match=error):
+        MedFaqSettings(**fields)
 
 
 def test_read_faq_reports_every_bad_line(tmp_path):

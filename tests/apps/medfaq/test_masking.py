@@ -141,3 +141,11 @@ def test_placeholders_are_dropped_for_search():
 def test_form_labels_are_not_names(stub_ner):
     masker = PiiMasker(stub_ner([("PER", "DOB"), ("LOC", "MRN"), ("PER", "Ana")]))
     assert masker.mask("Ana, DOB 04/12/1979, MRN 00482913").text == "<NAME>, DOB <DATE>, MRN <MRN>"
+
+
+def test_the_request_log_maskers_expressions_are_reused_not_copied():
+    from goldmine.apps.medfaq.masking import PATTERNS
+    from goldmine.serving.masking import pattern
+
+    shared = {p.regex for p in PATTERNS}
+    assert all(pattern(token) in shared for token in ("<email>", "<iban>", "<card>", "<id>", "<phone>"))

@@ -37,3 +37,46 @@ def tiny_encoder_dir(tmp_path_factory, bookshop) -> Path:
                         intermediate_size=64, max_position_embeddings=128)
     BertModel(config).save_pretrained(directory)
     return directory
+
+
+# ---- the app: the tiny encoder registered as `shop-encoder` of tenant acme, an app config, a built state -------
+
+@pytest.fixture(scope="session")
+def encoder_run(tmp_path_factory, tiny_encoder_dir) -> Path:
+    """The tiny encoder saved as a goldmine retrieval model (what `goldmine app recommend save-encoder` writes)."""
+    from goldmine.apps.recommend.api import save_base_encoder
+
+    return save_base_encoder(tmp_path_factory.mktemp("encoder") / "run", str(tiny_encoder_dir))
+
+
+@pytest.fixture
+def encoder(db, settings, encoder_run):
+    from goldmine.serving.registry import register
+
+    return register(db, settings.registry_dir, "shop-encoder", encoder_run, "acme")
+
+
+@pytest.fixture
+def recommend_config(tmp_path):
+    """`recommend_config(name, **fields)`: an app config file for acme naming `shop-encoder` (production), its state
+    in `<tmp>/state`."""
+    import yaml
+
+    def write(name: str = "recommend.yaml", **fields) -> Path:
+        config = {"app": "recommend", "tenant": "acme", "models": {"encoder": {"name": "shop-encoder"}},
+                  "state_dir": "state", **fields}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def built_app(encoder, recommend_config, db, bookshop):
+    """The bookshop built into the state of `recommend.yaml`."""
+    from goldmine.apps.base import load_app_config
+    from goldmine.apps.recommend import api
+
+    items, interactions = bookshop
+    return api.build(load_app_config(recommend_config(), "recommend"), db, items, interactions)

@@ -1,6 +1,11 @@
 """The medical FAQ end to end on data it writes itself: a small invented clinic FAQ, questions with personal data,
 an urgent question, one the FAQ cannot answer, and a threshold calibrated on questions apart from those asked.
 
+It goes the way a customer does: the encoder (the bundled one saved as a retrieval run, or a run of your own) is
+registered in a serving database under `<out>/serving` as tenant `demo`, the FAQ index is built on that registered
+version (`build_registered_index`), the app config `<out>/medfaq.yaml` names the model by registry name, and the
+questions go through `MedFaq.from_config`, the object `goldmine app medfaq ask` uses. Nothing is downloaded.
+
 Every name, number and address below is invented; the answers are short general-information texts written for the
 demo (not medical advice). `run_demo(out_dir)` takes a minute on 2 CPU cores with the bundled encoder.
 """
@@ -11,10 +16,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from goldmine.apps.medfaq.config import MedFaqConfig
-from goldmine.apps.medfaq.faq import MedFaq, MedFaqAnswer, build_index, calibrate_threshold
+import yaml
+
+from goldmine.apps.medfaq.faq import MedFaq, MedFaqAnswer, build_registered_index, calibrate_threshold
 
 URL = "https://clinic.example.org/faq/"
+APP_CONFIG = "medfaq.yaml"
+TENANT = "demo"
+MODEL = "medfaq-retriever"
+INDEX = "faq"
 # (id, focus, question, answer)
 DEMO_FAQ = [
     ("flu-shot", "influenza vaccine", "When should I get the flu shot?",
@@ -161,13 +171,27 @@ def write_demo_data(folder: str | Path) -> DemoFiles:
     return DemoFiles(faq, calibration)
 
 
+def write_app_config(out_dir: Path, threshold: float) -> Path:
+    """The demo's app config: the registered encoder and its FAQ index, by registry name."""
+    config = {"app": "medfaq", "tenant": TENANT,
+              "models": {"retriever": {"name": MODEL, "version": "production", "index": INDEX}},
+              "threshold": threshold, "top_k": 3}
+    path = out_dir / APP_CONFIG
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def run_demo(out_dir: str | Path, retriever: str | Path | None = None,
              questions: list[str] | None = None) -> list[tuple[str, MedFaqAnswer]]:
-    """Write the demo data, index it with `retriever` (default: the bundled encoder, saved to out_dir/encoder),
-    calibrate the threshold on the calibration questions, and answer the demo questions. Returns (question, reply)
-    pairs; the caller decides what to show (the questions are invented, so printing them leaks nothing)."""
+    """Write the demo data, register `retriever` (default: the bundled encoder, saved to out_dir/encoder) in the
+    demo's serving database, build the FAQ index on the registered version, calibrate the threshold on the
+    calibration questions, write the app config and answer the demo questions through it. Returns (question,
+    reply) pairs; the caller decides what to show (the questions are invented, so printing them leaks nothing)."""
+    from goldmine.apps.base import load_app_config
     from goldmine.apps.medfaq.encoder import save_pretrained_encoder
-    from goldmine.inference.model import Model
+    from goldmine.serving.db import open_database
+    from goldmine.serving.registry import register
+    from goldmine.serving.settings import load_settings
 
     out_dir = Path(out_dir)
     files = write_demo_data(out_dir / "data")
@@ -175,14 +199,20 @@ def run_demo(out_dir: str | Path, retriever: str | Path | None = None,
         retriever = out_dir / "encoder"
         if not (retriever / "goldmine.json").is_file():
             save_pretrained_encoder(retriever)
-    model = Model.load(retriever)
-    index = build_index(retriever, files.faq, name="demo", out=out_dir / "index", model=model)
-    provisional = MedFaq(MedFaqConfig(retriever=Path(retriever), index=out_dir / "index", threshold=0.0), model, index)
-    rows = [json.loads(line) for line in files.calibration.read_text().splitlines()]
-    best = provisional.best_scores([r["question"] for r in rows])
-    fit = calibrate_threshold([s for s, _ in best], [hit.id == r["entry"] for (_, hit), r in zip(best, rows,
-                                                                                              strict=True)])
-    config = MedFaqConfig(retriever=Path(retriever), index=out_dir / "index", threshold=fit.threshold)
-    faq = MedFaq(config, model, index, rules=provisional.rules)
-    asked = questions or QUESTIONS
-    return list(zip(asked, faq.answer_many(asked), strict=True))
+    settings = load_settings(data_dir=out_dir / "serving", preload=False)
+    db = open_database(settings)
+    try:
+        register(db, settings.registry_dir, MODEL, retriever, TENANT)
+        provisional = load_app_config(write_app_config(out_dir, 0.0), "medfaq")
+        build_registered_index(provisional, db, files.faq)
+        rows = [json.loads(line) for line in files.calibration.read_text().splitlines()]
+        uncalibrated = MedFaq.from_config(provisional, db)
+        best = uncalibrated.best_scores([r["question"] for r in rows])
+        fit = calibrate_threshold([s for s, _ in best], [hit.id == r["entry"] for (_, hit), r in zip(best, rows,
+                                                                                                  strict=True)])
+        config = load_app_config(write_app_config(out_dir, fit.threshold), "medfaq")
+        faq = MedFaq(config, uncalibrated.retriever, uncalibrated.index, rules=uncalibrated.rules)  # loaded once
+        asked = questions or QUESTIONS
+        return list(zip(asked, faq.answer_many(asked), strict=True))
+    finally:
+        db.dispose()

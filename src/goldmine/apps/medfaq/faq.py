@@ -31,12 +31,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from goldmine.apps.medfaq.config import MedFaqConfig
+from goldmine.apps.medfaq.config import MedFaqConfig, MedFaqSettings
 from goldmine.apps.medfaq.masking import PiiKind, PiiMasker, without_placeholders
 from goldmine.apps.medfaq.urgent import UrgentRules
 from goldmine.data.readers import decoded_text, jsonl_records
 from goldmine.errors import ConfigError, DataError, DataIssue, InputError
-from goldmine.retrieval.index import Entry, Hit, Index
+from goldmine.retrieval.index import INDEXES_DIR, Entry, Hit, Index, IndexUnusable
 
 log = logging.getLogger(__name__)
 FAQ_FIELDS = ("question", "answer")  # an entry needs both; url, focus and anything else are kept as its payload
@@ -116,8 +116,8 @@ def read_faq(path: str | Path, id_field: str = "id") -> list[Entry]:
 def build_index(retriever: str | Path, faq: str | Path | list[Entry], name: str = "medfaq",
                 out: str | Path | None = None, model=None) -> Index:
     """Embed the FAQ's questions with the retriever and save the index (default `<retriever>/indexes/<name>/`,
-    where `MedFaqConfig.index` looks by default). `faq`: a file (`read_faq`) or entries. `model`: the retriever,
-    already loaded."""
+    where `MedFaq.from_runs` looks by default). `faq`: a file (`read_faq`) or entries. `model`: the retriever,
+    already loaded. For a registered retriever, `build_registered_index` builds the index its app config names."""
     entries = faq if isinstance(faq, list) else read_faq(faq)
     if bad := [e.id for e in entries if not isinstance(e.payload.get("answer"), str) or not e.payload["answer"]]:
         raise InputError(f"FAQ entries without an answer: {bad[:10]}")
@@ -152,39 +152,89 @@ def calibrate_threshold(scores: list[float], correct: list[bool]) -> ThresholdFi
 
 # ---------------------------------------------------------------- the app
 class MedFaq:
-    """Answer patients' questions from a FAQ, with privacy and hand-offs. `MedFaq.load(config).answer(question)`.
+    """Answer patients' questions from a FAQ, with privacy and hand-offs: `faq.answer(question)`.
 
-    Build it from loaded parts (`MedFaq(config, retriever=..., index=...)`, what a server holding its models
-    does) or from a config's directories (`MedFaq.load`)."""
+    Three ways to build one, all ending in the constructor:
 
-    def __init__(self, config: MedFaqConfig, retriever, index: Index, reranker=None, ner=None,
-                 rules: UrgentRules | None = None):
-        # The index is checked against the retriever's files once, here: `Index.search` would hash the weights on
-        # every call if the model carried its directory (a tenth of a second per question).
-        index.check_model(config.retriever)
-        self.config, self.retriever, self.index, self.reranker = config, retriever, index, reranker
-        self.rules = rules if rules is not None else UrgentRules.load(config.urgent_rules)
+    - `MedFaq.from_config(load_app_config("medfaq.yaml"), db)`: the app config's registered models and index (what
+      `goldmine app medfaq ask` does);
+    - `MedFaq.from_runs(MedFaqSettings(threshold=0.6), "runs/retriever", ner="runs/ner")`: run directories not
+      registered anywhere (benchmarks, notebooks);
+    - `MedFaq(settings, retriever, index, ...)`: models already loaded (what the server does with its pool, and
+      tests).
+
+    Args:
+        settings: a `MedFaqSettings` (a `MedFaqConfig` is one).
+        retriever: the loaded sentence encoder; index: the FAQ index built with it.
+        reranker, ner: loaded optional models. rules: the urgent rules (default: `settings`' file).
+        retriever_dir: the retriever's directory, to check that the index was built with it (its weights are
+            hashed: a tenth of a second). None when the caller checked it already (`load_faq_index` does).
+    """
+
+    def __init__(self, settings: MedFaqSettings, retriever, index: Index, reranker=None, ner=None,
+                 rules: UrgentRules | None = None, retriever_dir: str | Path | None = None):
+        if retriever_dir is not None:
+            index.check_model(retriever_dir)
+        self.config, self.retriever, self.index, self.reranker = settings, retriever, index, reranker
+        self.rules = rules if rules is not None else UrgentRules.load(settings.urgent_rules_file())
         if reranker is not None and not reranker.meta.pair:
-            raise ConfigError(f"reranker {config.reranker}: a re-ranker is a pair classification run "
-                              "(a cross-encoder); this one reads single texts")
-        keep = focus_words(index, config.focus_field) if config.keep_focus_words else set()
-        self.masker = PiiMasker(ner, config.ner_kinds, keep, config.ner_min_score)
+            raise ConfigError("models.reranker: a re-ranker is a pair classification run (a cross-encoder); this "
+                              "one reads single texts")
+        keep = focus_words(index, settings.focus_field) if settings.keep_focus_words else set()
+        self.masker = PiiMasker(ner, settings.ner_kinds, keep, settings.ner_min_score)
         if self.masker.limitations:
             log.warning("medfaq masking: %s", self.masker.limitations)
         self.threshold = self._threshold()
 
     @classmethod
-    def load(cls, config: MedFaqConfig | str | Path) -> MedFaq:
-        """Load the models and index a config names (a `MedFaqConfig` or its YAML file)."""
+    def from_config(cls, config: MedFaqConfig, db) -> MedFaq:
+        """The FAQ an app config describes, its models loaded from their registry copies. A model version the
+        registry lacks, an index missing or built with another model, an NER model that is not one, or a bad urgent
+        rule is a ConfigError naming the config (or rule file) line."""
+        from goldmine.apps.base import resolve_models
         from goldmine.inference.model import Model
 
-        if not isinstance(config, MedFaqConfig):
-            config = MedFaqConfig.load(config)
-        retriever = Model.load(config.retriever)
-        index = Index.load(config.index_dir)
-        reranker = Model.load(config.reranker) if config.reranker else None
-        ner = Model.load(config.ner) if config.ner else None
-        return cls(config, retriever, index, reranker, ner)
+        resolved = resolve_models(config, db)  # ConfigError naming the config line for a missing version
+        loaded: dict[str, object] = {}
+
+        def model(field: str):
+            path = resolved[field].path
+            if path not in loaded:
+                loaded[path] = Model.load(path)
+            return loaded[path]
+
+        retriever = resolved["models.retriever"]
+        index = load_faq_index(config, retriever.version, retriever.path)
+        rules = UrgentRules.load(config.urgent_rules_file())
+        ner = model("models.ner") if config.models.ner is not None else None
+        reranker = model("models.reranker") if config.models.reranker is not None else None
+        return cls.checked(config, model("models.retriever"), index, reranker, ner, rules)
+
+    @classmethod
+    def checked(cls, config: MedFaqConfig, retriever, index: Index, reranker, ner, rules: UrgentRules) -> MedFaq:
+        """The constructor, with a model that does not fit its config field reported at that field's line (the
+        server and `from_config` both build through it). The index is taken as checked (`load_faq_index`)."""
+        if reranker is not None and not reranker.meta.pair:
+            raise ConfigError(f"{config.where('models.reranker')}: models.reranker: a re-ranker is a pair "
+                              f"classification model (a cross-encoder); {config.models.reranker.name} reads single "
+                              "texts")
+        try:
+            return cls(config, retriever, index, reranker, ner, rules)
+        except InputError as err:  # the masker's: not an NER model, or ner_kinds the model does not tag
+            raise ConfigError(f"{config.where('models.ner')}: models.ner: {err}") from None
+        except ConfigError as err:  # threshold: auto on a retriever without a fitted threshold
+            raise ConfigError(f"{config.where('threshold')}: {err}") from None
+
+    @classmethod
+    def from_runs(cls, settings: MedFaqSettings, retriever: str | Path, index: str | Path | None = None,
+                  ner: str | Path | None = None, reranker: str | Path | None = None) -> MedFaq:
+        """The FAQ over run directories that are not registered (`index` default: `<retriever>/indexes/medfaq`)."""
+        from goldmine.inference.model import Model
+
+        index_dir = Path(index) if index is not None else Path(retriever) / INDEXES_DIR / "medfaq"
+        return cls(settings, Model.load(retriever), Index.load(index_dir),
+                   reranker=Model.load(reranker) if reranker else None, ner=Model.load(ner) if ner else None,
+                   retriever_dir=retriever)
 
     def _threshold(self) -> float:
         if self.reranker is not None:
@@ -193,9 +243,9 @@ class MedFaq:
             return float(self.config.threshold)
         fitted = self.retriever.meta.extra.get("retrieval", {}).get("match_threshold")
         if fitted is None:
-            raise ConfigError(f"threshold: auto needs a retriever trained with `task: retrieval` (it stores the match "
-                              f"threshold fitted on its dev pairs); {self.config.retriever} has none. Set a number, "
-                              "e.g. one fitted by calibrate_threshold on questions with known answers")
+            raise ConfigError("threshold: auto needs a retriever trained with `task: retrieval` (it stores the match "
+                              "threshold fitted on its dev pairs); this retriever has none. Set a number, e.g. one "
+                              "fitted by calibrate_threshold on questions with known answers")
         return float(fitted)
 
     # ---- answering ----
@@ -284,6 +334,51 @@ def focus_words(index: Index, field: str = "focus") -> set[str]:
         if isinstance(focus, str):
             words.update(re.findall(r"[a-z]+", re.sub(r"['’]s\b", "", focus.lower())))
     return words
+
+
+def load_faq_index(config: MedFaqConfig, version: str, version_dir: str | Path) -> Index:
+    """The FAQ index the config names (`models.retriever.index`) inside the retriever's registered version,
+    checked against that version's weights; a missing index, or one built with another model, is a ConfigError
+    naming the config line and how to rebuild it."""
+    ref = config.models.retriever
+    try:
+        index = Index.load(Path(version_dir) / INDEXES_DIR / ref.index)
+        index.check_model(version_dir)
+    except IndexUnusable as err:
+        raise ConfigError(f"{config.where('models.retriever')}: models.retriever: the index {ref.index!r} of "
+                          f"{ref.name} version {version} cannot be used: {_without_paths(str(err), version_dir)}. "
+                          f"Build it on this version: goldmine app medfaq build-index FAQ.jsonl") from None
+    return index
+
+
+def build_registered_index(config: MedFaqConfig, db, faq: str | Path | list[Entry]) -> Index:
+    """Build the FAQ index the config names on the registered retriever version its config resolves to (an index
+    is not part of a version's content hash, so adding one leaves the version as it is). The new index replaces the
+    old one whole, by a rename, so a server reading the old one is never shown half of the new one."""
+    import shutil
+    import tempfile
+
+    from goldmine.apps.base import resolve_models
+
+    entries = faq if isinstance(faq, list) else read_faq(faq)
+    version_dir = Path(resolve_models(config, db)["models.retriever"].path)
+    name = config.models.retriever.index
+    (version_dir / INDEXES_DIR).mkdir(exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=version_dir / INDEXES_DIR))
+    try:
+        build_index(version_dir, entries, name, out=staging / "new")
+        current = version_dir / INDEXES_DIR / name
+        if current.is_dir():
+            current.rename(staging / "old")
+        (staging / "new").rename(current)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Index.load(current)
+
+
+def _without_paths(message: str, version_dir: str | Path) -> str:
+    """A retrieval error without the registry's directories (a message a tenant may see)."""
+    return message.replace(f"{version_dir}/", "").replace(str(version_dir), "the model version")
 
 
 def _text_or_none(value) -> str | None:

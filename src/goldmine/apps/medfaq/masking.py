@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from goldmine.errors import InputError
-from goldmine.serving.masking import _PATTERNS as _LOG_PATTERNS  # the log masker's tested expressions, reused
+from goldmine.serving.masking import pattern as _log_pattern  # the log masker's tested expressions, reused
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,6 @@ def _day_month(value: str) -> bool:
         parts = parts[1:]
     a, b = int(parts[0]), int(parts[1])
     return 1 <= a <= 31 and 1 <= b <= 31 and min(a, b) <= 12
-
-
-def _log_pattern(token: str) -> re.Pattern:
-    return dict(_LOG_PATTERNS)[token]
 
 
 _I = re.IGNORECASE

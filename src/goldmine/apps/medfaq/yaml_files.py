@@ -1,5 +1,6 @@
-"""YAML files a customer edits (the urgent rule list, the app config), validated with pydantic and reported as
-`file:line: field: what is wrong`, so that a typo in rule 14 of 30 is found without reading a traceback.
+"""YAML files a customer edits beside the app config (the urgent rule list), validated with pydantic and reported as
+`file:line: field: what is wrong`, so that a typo in rule 14 of 30 is found without reading a traceback (the app
+config itself goes through `goldmine.apps.base.load_app_config`, which reports the same way).
 
 pydantic knows where an error is in the data (`rules.13.patterns.2`), not in the file; the YAML node tree does. The
 file is composed once for the line numbers and loaded once for the values, and each error's location is walked

@@ -1,15 +1,28 @@
 """The recommender's settings: what counts as a like, how a user's taste vector is made, how candidates are re-ranked,
-and how the encoder is fine-tuned on items that the same users liked.
+and how the encoder is fine-tuned on items that the same users liked; and the app config (`app: recommend`) that
+serves it to a tenant.
 
 Every field has a default that was chosen on a validation split cut from training histories (bench/recommend.py),
 never on evaluation positives; `bench/results/recommend.md` shows what each setting measured. The settings are saved
-in the recommender's directory (`recommender.json`), so a loaded recommender answers as the one that was built.
+in the recommender's directory (`recommender.json`), so a loaded recommender answers as the one that was built; a
+served recommender takes them from its app config instead (`RecommendConfig.recommender`), so a customer tunes the
+re-ranking by editing a line.
+
+    app: recommend
+    tenant: acme
+    models:
+      encoder: {name: shop-encoder, version: production}   # the registered item encoder (a retrieval model)
+    state_dir: recommend-acme                              # items, users and item vectors (relative to this file)
+    recommender: {like_threshold: 4.0, diversity: 0.2}
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from goldmine.apps.base import AppConfig, ModelRef
 from goldmine.errors import ConfigError
 
 MAX_K = 100  # recommendations per request
@@ -65,3 +78,39 @@ class RecommenderConfig(_Section):
         except ValidationError as err:
             lines = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors()]
             raise ConfigError("invalid recommender configuration\n  " + "\n  ".join(lines)) from None
+
+
+class RecommendModels(_Section):
+    """The models the recommender app runs, by serving-registry name and version or alias."""
+
+    encoder: ModelRef = Field(description="The item encoder: a goldmine retrieval model (the bundled MiniLM saved "
+                              "with `goldmine app recommend fit`, or any encoder registered with `goldmine models "
+                              "register`). Items are embedded with the version this names; when it changes (an "
+                              "alias promoted), the catalog is embedded again with the new version on first use.")
+
+
+class RecommendConfig(AppConfig):
+    """The recommender app's config (`app: recommend`).
+
+    Where the state lives, and why: the encoder is a registry version (immutable, content-hashed, shared by every
+    app and route that names it), but the catalog and the users grow with every `POST items` and `POST
+    interactions`. Writing them into the registry's copy would change a version that must never change, so they
+    live in a directory of their own, `state_dir`, one per tenant and config: a `Recommender` directory (items with
+    their vectors in a search index, users' interactions, settings), whose index records the digest of the encoder
+    that embedded it. Opening the state checks that digest against the version the config resolves to now; another
+    version (a promoted alias, an edited line) re-embeds the catalog from the items' stored text, keeping every item
+    and interaction. Files, not tables: no migration, and each file is replaced whole through a rename."""
+
+    app_name = "recommend"
+
+    models: RecommendModels = Field(description="The encoder the recommender embeds items with.")
+    state_dir: str = Field(min_length=1, description="Directory of the recommender's state (items, interactions, "
+                           "item vectors), relative to this file; `goldmine app recommend build` creates it.")
+    recommender: RecommenderConfig = Field(default_factory=RecommenderConfig, description="How requests are "
+                                           "answered (like threshold, re-ranking, explanations) and how `fit` "
+                                           "fine-tunes; these override the settings saved in the state.")
+    default_k: int = Field(10, ge=1, le=MAX_K, description="Recommendations per request when a request gives no k.")
+
+    def state_path(self) -> Path:
+        """`state_dir`, relative to the config file's directory."""
+        return self.path(self.state_dir)

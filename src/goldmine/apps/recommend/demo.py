@@ -6,6 +6,11 @@ each book with a templated title, tags and a one-line description; 40 readers, e
 (ratings 4-5 there, an occasional 1-3 elsewhere). Everything draws from one `random.Random(seed)`, so a seed always
 writes byte-identical files. `run_demo` builds a recommender from them, answers a few readers with explanations,
 then adds a new book and answers the readers of its shelf again: it is recommended from its text alone.
+
+`run_app_demo` (`goldmine app recommend demo`) does the same through the app: the base encoder saved and registered
+in a serving database under `<out>/serving`, an app config naming it (`<out>/recommend.yaml`), the state built with
+`api.build` and every answer from `RecommendApp`, the object the CLI and the HTTP routes use. Nothing is
+downloaded: the bundled encoder, or any local model directory, is the base model.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 from itertools import permutations
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from goldmine.apps.recommend.config import RecommenderConfig
 from goldmine.apps.recommend.data import Item, is_like, read_interactions, read_items
@@ -97,14 +104,69 @@ def run_demo(directory: str | Path, base_model: str = "bundled", users: tuple[st
     interactions, _ = read_interactions(files.interactions)
     recommender = Recommender.build(items, interactions, directory / "recommender", config=config,
                                     base_model=base_model)
+    shown = _answer(recommender, recommender.recommend, recommender.add_items, items, users, k)
+    return {"files": {"items": str(files.items), "interactions": str(files.interactions)},
+            "recommender": str(directory / "recommender"), **shown}
+
+
+def _answer(recommender, recommend, add_items, items: list[Item], users: tuple[str, ...], k: int) -> dict[str, Any]:
+    """Answer `users`, add the new book, answer the readers of its shelf alone: what the demos show."""
     threshold = recommender.config.like_threshold
     liked = {user: [i.item_id for i in recommender.users[user] if is_like(i, threshold)] for user in users}
-    before = {user: recommender.recommend(user_id=user, k=k) for user in users}
-    recommender.add_items([NEW_BOOK])
+    before = {user: recommend(user_id=user, k=k) for user in users}
+    add_items([NEW_BOOK])
     shelf = {item.id for item in items if NEW_BOOK.categories[0] in item.categories}
     fans = [u for u, rows in recommender.users.items()  # readers who like the new book's shelf and no other
             if {i.item_id in shelf for i in rows if is_like(i, threshold)} == {True}]
-    after = {user: recommender.recommend(user_id=user, k=k) for user in fans[:3]}
-    return {"files": {"items": str(files.items), "interactions": str(files.interactions)},
-            "recommender": str(directory / "recommender"), "liked": liked, "recommendations": before,
-            "new_item": NEW_BOOK.to_dict(), "after_new_item": after}
+    after = {user: recommend(user_id=user, k=k) for user in fans[:3]}
+    return {"liked": liked, "recommendations": before, "new_item": NEW_BOOK.to_dict(), "after_new_item": after}
+
+
+APP_CONFIG, TENANT, MODEL = "recommend.yaml", "demo", "bookshop-encoder"
+
+
+def build_app_demo(out: str | Path, base_model: str = "bundled") -> Path:
+    """Write the data, save and register the base encoder, write the app config and build the state: the app
+    config's path."""
+    from goldmine.apps.base import load_app_config
+    from goldmine.apps.recommend import api
+    from goldmine.serving.db import open_database
+    from goldmine.serving.registry import register
+    from goldmine.serving.settings import load_settings
+
+    out = Path(out)
+    files = write_demo_data(out / "data")
+    encoder = api.save_base_encoder(out / "encoder", base_model)
+    settings = load_settings(data_dir=out / "serving", preload=False)
+    db = open_database(settings)
+    try:
+        register(db, settings.registry_dir, MODEL, encoder, TENANT)
+        path = out / APP_CONFIG
+        path.write_text(yaml.safe_dump({"app": "recommend", "tenant": TENANT,
+                                        "models": {"encoder": {"name": MODEL, "version": "production"}},
+                                        "state_dir": "state", "recommender": {"explain": 2}}, sort_keys=False))
+        items, interactions, _ = api.read_catalog(files.items, files.interactions)
+        api.build(load_app_config(path, "recommend"), db, items, interactions)
+    finally:
+        db.dispose()
+    return path
+
+
+def run_app_demo(out: str | Path, base_model: str = "bundled", users: tuple[str, ...] = ("u0", "u1", "u2"),
+                 k: int = 5) -> dict[str, Any]:
+    """`build_app_demo`, then the answers of `run_demo`, each through `RecommendApp`."""
+    from goldmine.apps.base import load_app_config
+    from goldmine.apps.recommend.api import RecommendApp
+    from goldmine.serving.db import open_database
+    from goldmine.serving.settings import load_settings
+
+    out = Path(out)
+    path = build_app_demo(out, base_model)
+    db = open_database(load_settings(data_dir=out / "serving", preload=False))
+    try:
+        app = RecommendApp.open(load_app_config(path, "recommend"), db)
+        items, _ = read_items(out / "data" / ITEMS_FILE)
+        shown = _answer(app.recommender, app.recommend, app.add_items, items, users, k)
+        return {"app_config": str(path), "state_dir": str(app.directory), **shown}
+    finally:
+        db.dispose()

@@ -19,6 +19,11 @@ How one request is answered:
    candidate with the best score minus `diversity` x its highest similarity to the picks before it.
 4. Each recommendation is explained by the user's liked items that are closest to it.
 
+Requests and additions may come from several threads at once (the HTTP routes run them in worker threads): one
+lock per recommender makes each `add_items` / `add_interactions` (the change and its save) and each `recommend`
+whole, so two additions never lose one another's items and a request sees the catalog before or after an addition,
+never halfway. Every file is written through a temporary name and renamed.
+
 A user without a liked item (a new user, or one who only rated items low) gets the most popular items, with that
 as the explanation: a cold user is normal, not an error.
 
@@ -37,6 +42,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
@@ -121,6 +127,7 @@ class Recommender:
         self.directory, self.config, self.index, self.model_dir = Path(directory), config, index, Path(model_dir)
         self.users, self.report = users, report
         self._model = None
+        self.lock = threading.Lock()  # one change (and its save) or one request at a time: see the module docstring
         self._reindex()
 
     # ---- making ----
@@ -207,29 +214,40 @@ class Recommender:
         _atomic(self.directory / META_FILE, json.dumps(meta, indent=2))
 
     # ---- growing ----
-    def add_items(self, items: Sequence[Item]) -> None:
+    def add_items(self, items: Sequence[Item], model=None) -> None:
         """Make new items recommendable from their text alone (cold start): only they are embedded, nothing is
-        rebuilt. Their popularity prior starts at zero; ids must be new."""
-        items = _checked_items(items, set(self.row))
-        self.index.add([_entry(item) for item in items], model=self.model)
-        self._reindex()
-        self.report.items = len(self.index.entries)
-        self.save()
+        rebuilt. Their popularity prior starts at zero; ids must be new (else nothing is added). `model`: the same
+        encoder loaded elsewhere (a server's pool), checked by the index against the files it was built with."""
+        with self.lock:
+            items = _checked_items(items, set(self.row))
+            self.index.add([_entry(item) for item in items], model=model or self.model)
+            self._reindex()
+            self.report.items = len(self.index.entries)
+            self.save()
 
     def add_interactions(self, interactions: Iterable[Interaction]) -> BuildReport:
         """Record new interactions (a like, a rating) so that the next requests see them; returns what was added
         and skipped (items not in the catalog are counted, not an error)."""
-        report = BuildReport()
-        added = _users(interactions, set(self.row), report, self.config.like_threshold)
-        for user, rows in added.items():
-            self.users[user] = sorted([*self.users.get(user, []), *rows], key=lambda i: i.timestamp)
-        self.report.users = len(self.users)
-        self.report.interactions += report.interactions
-        self.report.likes += report.likes
-        self.report.unknown_item_interactions += report.unknown_item_interactions
-        self._reindex()
-        self.save()
-        return report
+        interactions = list(interactions)
+        with self.lock:
+            report = BuildReport()
+            added = _users(interactions, set(self.row), report, self.config.like_threshold)
+            for user, rows in added.items():
+                self.users[user] = sorted([*self.users.get(user, []), *rows], key=lambda i: i.timestamp)
+            self.report.users = len(self.users)
+            self.report.interactions += report.interactions
+            self.report.likes += report.likes
+            self.report.unknown_item_interactions += report.unknown_item_interactions
+            self._reindex()
+            self.save()
+            return report
+
+    def configure(self, config: RecommenderConfig) -> None:
+        """Answer with other settings from now on (an app config's); likes and popularity follow the new
+        like threshold. Nothing is written: the saved settings change with the next save."""
+        with self.lock:
+            self.config = config
+            self._reindex()
 
     # ---- answering ----
     def recommend(self, user_id: str | None = None, history: Sequence[str | Mapping | Interaction] | None = None,
@@ -239,6 +257,10 @@ class Recommender:
         else taken in the order given; no rating: a like): a list of
         {"item_id", "title", "score", "explanation": {"text", "similar_to": [{"item_id", "title", "similarity"}]}},
         best first. Fewer than `k` when the filters leave fewer items."""
+        with self.lock:
+            return self._recommend(user_id, history, k, filters)
+
+    def _recommend(self, user_id, history, k, filters) -> list[dict[str, Any]]:
         if (user_id is None) == (history is None):
             raise InputError("give either user_id (a user the recommender knows) or history (item ids, oldest "
                              "first), not both and not neither")

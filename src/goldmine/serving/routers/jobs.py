@@ -18,36 +18,15 @@ from pydantic import BaseModel
 from goldmine.serving.db import ModelVersion
 from goldmine.serving.deps import PredictKey, ServicesDep
 from goldmine.serving.errors import NotFound, error_responses
-from goldmine.serving.jobs import TERMINAL, JobRequest, cancel_job, create_job, get_job, list_jobs
+from goldmine.serving.jobs import TERMINAL, JobInfo, JobRequest, cancel_job, create_job, get_job, list_jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 EVENT_POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 
 
-class JobOut(BaseModel):
-    id: str
-    model: str
-    status: str
-    step: int
-    total_steps: int | None
-    eta_seconds: float | None
-    phase: str | None
-    dev_metrics: dict[str, Any] | None
-    log: list[str]
-    attempts: int
-    cpu_seconds: float
-    datasets: dict[str, str]
-    version: str | None
-    error: str | None
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    kind: str = "train"
-
-
 class JobList(BaseModel):
-    jobs: list[JobOut]
+    jobs: list[JobInfo]
 
 
 class JobReport(BaseModel):
@@ -60,26 +39,26 @@ class JobReport(BaseModel):
     parity: dict[str, Any] | None
 
 
-@router.post("", response_model=JobOut, status_code=201, responses=error_responses(401, 403, 404, 422, 429))
-async def start_job(body: JobRequest, key: PredictKey, services: ServicesDep) -> JobOut:
+@router.post("", response_model=JobInfo, status_code=201, responses=error_responses(401, 403, 404, 422, 429))
+async def start_job(body: JobRequest, key: PredictKey, services: ServicesDep) -> JobInfo:
     """Queue a fine-tuning job on this tenant's datasets (or, `kind: retrain`, a retrain of a model's live version
     on its data plus its feedback); a worker picks it up."""
     job = await asyncio.to_thread(create_job, services.db, services.settings, key.tenant, body)
     await asyncio.to_thread(services.queue().enqueue, job.id)
-    return JobOut(**job.to_dict())
+    return job
 
 
 @router.get("", response_model=JobList, responses=error_responses(401, 403))
 async def get_jobs(key: PredictKey, services: ServicesDep) -> JobList:
     """This tenant's jobs, newest first."""
     jobs = await asyncio.to_thread(list_jobs, services.db, key.tenant)
-    return JobList(jobs=[JobOut(**job.to_dict()) for job in jobs])
+    return JobList(jobs=[job for job in jobs])
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=error_responses(401, 403, 404))
-async def get_one(job_id: str, key: PredictKey, services: ServicesDep) -> JobOut:
+@router.get("/{job_id}", response_model=JobInfo, responses=error_responses(401, 403, 404))
+async def get_one(job_id: str, key: PredictKey, services: ServicesDep) -> JobInfo:
     """Status, step/total, ETA, the latest dev metrics and the last log lines."""
-    return JobOut(**(await asyncio.to_thread(get_job, services.db, key.tenant, job_id)).to_dict())
+    return await asyncio.to_thread(get_job, services.db, key.tenant, job_id)
 
 
 @router.get("/{job_id}/events", responses={**error_responses(401, 403, 404),
@@ -112,10 +91,10 @@ async def job_events(job_id: str, request: Request, key: PredictKey, services: S
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, responses=error_responses(401, 403, 404))
-async def cancel(job_id: str, key: PredictKey, services: ServicesDep) -> JobOut:
+@router.post("/{job_id}/cancel", response_model=JobInfo, responses=error_responses(401, 403, 404))
+async def cancel(job_id: str, key: PredictKey, services: ServicesDep) -> JobInfo:
     """Cancel: a queued job at once, a running one at its next step (it is billed for the CPU it used)."""
-    return JobOut(**(await asyncio.to_thread(cancel_job, services.db, key.tenant, job_id)).to_dict())
+    return await asyncio.to_thread(cancel_job, services.db, key.tenant, job_id)
 
 
 @router.get("/{job_id}/report", response_model=JobReport, responses=error_responses(401, 403, 404))

@@ -157,6 +157,8 @@ async def predict(
         await services.limiter.release_quota(key.id, len(texts))
         return _replayed(replay)
     services.metrics.tokens.labels(name).inc(tokens)
+    if body.labels is None and body.texts_b is None:  # its own labels, single texts: what monitoring compares
+        services.drift.observe(key.tenant, name, resolved_version, path, loaded.model, texts, content["predictions"])
     return JSONResponse(content, headers={**headers, "X-Model-Version": resolved_version})
 
 

@@ -1,8 +1,8 @@
 """The feedback loop: answered items (what a feedback refers to), feedback, frozen evaluation sets, gate reports,
 the tenant's choice to keep texts, and the kind of a job (train, or retrain from feedback).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
