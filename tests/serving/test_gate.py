@@ -129,7 +129,8 @@ def test_a_retrain_job_runs_on_a_worker(settings, db, models, keys, demo_files):
         job = {"kind": "retrain", "model": "intents", "config": STRONG}
         assert client.post("/v1/jobs", json=job, headers=auth(keys["globex"])).status_code == 404  # acme's model
         for bad, field in (({"config": {"data.train": "/etc/passwd"}}, "data.train"),
-                           ({"config": {"training.learnin_rate": 1}}, "learnin_rate"), ({"train": "0" * 64}, "train")):
+                           ({"config": {"training.learnin_rate": 1}}, "learnin_rate"), ({"train": "0" * 64}, "train"),
+                           ({"export": "onnx"}, "export")):
             refused = client.post("/v1/jobs", json={**job, **bad}, headers=auth(keys["acme"]))
             assert refused.status_code == 422 and field in refused.json()["error"]["message"], refused.text
         started = client.post("/v1/jobs", json=job, headers=auth(keys["acme"]))

@@ -188,6 +188,9 @@ def retrain_overrides(db: Database, settings: ServingSettings, tenant: str, requ
         if getattr(request, split) is not None:
             raise InvalidRequest(f"{split}: a retrain takes no datasets (it trains the live version's data plus the "
                                  "feedback)")
+    if request.export is not None:
+        raise InvalidRequest("export: not offered for a retrain (export the candidate with `goldmine export` once "
+                             "it is promoted)")
     overrides = flatten(request.config)
     for name in overrides:
         if name in SERVER_FIELDS or name.startswith("data.") or name == "task":
