@@ -132,3 +132,27 @@ def test_feedback_and_gate_commands(tiny_run, tmp_path):
     assert refused.exit_code == 2 and "failed the regression gate" in refused.output
     promoted = invoke("models", "promote", "intents", v2, "--force")
     assert promoted.exit_code == 0 and f"intents production: {version} -> {v2}" in promoted.output
+
+
+def test_retrain_command(tiny_run, demo_files):
+    from goldmine.serving.feedback import answered_items
+
+    assert invoke("models", "register", "intents", tiny_run("classification"), "--tenant", "acme").exit_code == 0
+    settings = load_settings()
+    db = open_database(settings)
+    version = invoke("models", "list").output.split("production=")[1].split()[0]
+    rows = list(csv.DictReader(io.StringIO(demo_files.intents.read_text())))[:4]
+    write = answered_items(settings, "acme", "intents", version, "req_1", [r["text"] for r in rows],
+                           [{"label": "card_lost", "score": 0.5}] * 4)
+    with db.session() as session:
+        write(session)
+    db.dispose()
+    for position, row in enumerate(rows):
+        given = invoke("feedback", "add", "intents", "req_1", "--label", row["label"], "--position", position,
+                       "--text", row["text"])
+        assert given.exit_code == 0 and "text kept" in given.output, given.output
+    result = invoke("retrain", "intents", "--tolerance", "1")
+    assert result.exit_code == 0, result.output
+    assert "training examples + 4 feedback on 4 texts" in result.output
+    assert "registered as candidate (trained from " + version in result.output
+    assert "gate intents: candidate " in result.output and "ok   frozen set accuracy" in result.output

@@ -10,6 +10,9 @@ each call still waits until its own record is committed before it answers, and a
 one. If a shared transaction fails, its records are written again one by one, so one bad record (say, a
 repeated idempotency key) fails only its own call.
 
+Rows that belong with a record (the answered items a feedback refers to, `goldmine.serving.feedback`) ride in its
+transaction (`Usage.also`): they are committed exactly when the record is, and a record that fails leaves none.
+
 Idempotency: with an `Idempotency-Key` header, the record also keeps a hash of the request and the response
 body. A retry with the same key and the same request gets the stored response back (header
 `Idempotent-Replayed: true`), and no second record is written; the same key with a different request is a
