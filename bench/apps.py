@@ -427,6 +427,7 @@ def bench_recommend(args) -> dict:
     detail = run_app_script("recommend", args)
     entry = {key: detail[key] for key in ("recall10", "ndcg10", "cold_recall10")}
     entry["latency"], entry["timing"], entry["protocol"] = detail.get("latency"), detail["timing"], detail["protocol"]
+    entry["latency_http"] = detail.get("latency_http")
     return entry | _measured_by(detail, "recommend.json")
 
 
@@ -437,8 +438,13 @@ def render_recommend(entry: dict) -> list[str]:
         lines.append(f"| {method} | {entry['recall10'][method]:.4f} | {entry['ndcg10'][method]:.4f} |")
     lines += ["", f"Cold start (items with no training ratings, ranked among the new items): recall@10 "
               f"{entry['cold_recall10']:.4f}. Latency: {json.dumps(entry['latency'])}.",
+              f"Latency through the API: {json.dumps(_http_figures(entry.get('latency_http')))}.",
               f"Details: {entry['detail']} (method: bench/recommend.py)."]
     return lines
+
+
+def _http_figures(latency: dict | None) -> dict | None:
+    return latency and {k: latency[k] for k in ("calls", "p50_ms", "p90_ms", "p99_ms")}
 
 
 def bench_medfaq(args) -> dict:

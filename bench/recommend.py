@@ -1,12 +1,14 @@
 """Recommender benchmark on MovieLens ml-latest-small: popularity, the untuned encoder and the fine-tuned one, each
-measured by recall@10 and nDCG@10 with leave-last-5-out per user; cold-start recall@10; fine-tune wall time and the
-p99 latency of one `recommend` call in process.
+measured by recall@10 and nDCG@10 with leave-last-5-out per user; cold-start recall@10; fine-tune wall time; the
+latency of one `recommend` call in process and of one request through the API (`goldmine serve`).
 
     python bench/recommend.py                                  # writes bench/results/recommend.json and .md
     python bench/recommend.py --max-pairs 200 --max-steps 3    # a smoke run: printed, not written
+    python bench/recommend.py --only-http-latency --reuse     # after a full run: the HTTP latency, merged into it
 
 The data (`../shared/data/movielens`, research use only) is read where it lies; nothing of it enters the repository.
-Work files (the two encoders, the item indexes) go to `runs/bench-recommend/` (ignored by git).
+Work files (the two encoders, the item indexes, and `http/`: the serving data dir, app config and state of the HTTP
+measurement) go to `runs/bench-recommend/` (ignored by git).
 
 Protocol, in the order it runs:
 
@@ -24,6 +26,13 @@ Protocol, in the order it runs:
 5. Cold start: the cold items are added; for every test user who liked a cold item (at any time), the recommender
    ranks the cold items only (`filters.items`: "new arrivals"), recall@10 of their liked ones; and, the harder case,
    the whole catalog, where a new item has no popularity.
+6. Latency: one `recommend` call in process (the test recommender of step 4, before the cold items), and one request
+   through the API (`latency_http`): the fine-tuned encoder is registered in a fresh serving data dir
+   (`<work>/http/serving`), a recommend app config names it, its `state_dir` is built with the app's `build` from the
+   same warm catalog and the same interactions, in the same order, as the test recommender knows (validation
+   training part, then the validation hold-out), answering with the settings chosen on validation; `goldmine serve`
+   runs as a subprocess and `POST /v1/apps/recommend/recommend` is called for the same users as in process, one call
+   at a time, after warm-up calls whose answers are compared with the in-process recommender's.
 
 Fine-tuning budget: 6,000 co-liked pairs, one epoch at batch 64 (94 steps). On the shared 2-core machine a step took
 28 to 60 s while other benchmarks ran, so 20,000 pairs (the first attempt) would have taken 2.5 to 5 hours; more
@@ -40,7 +49,10 @@ import argparse
 import json
 import logging
 import os
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -61,6 +73,19 @@ K = 10
 HOLD_OUT = 5
 COLD_SHARE = 0.05
 SEED = 13
+LATENCY_ROUNDS = 3  # calls per test user, in process and through the API
+WARMUP = 10  # untimed API calls first (the first one opens the state and loads the encoder into the pool)
+
+
+def percentiles(samples: list[float]) -> dict:
+    """calls, p50, p90, p99 in ms: the same rule for the in-process and the HTTP figures, so they compare."""
+    samples = sorted(samples)
+
+    def at(share: float) -> float:
+        return round(samples[min(len(samples) - 1, int(share * len(samples)))], 3)
+
+    return {"calls": len(samples), "p50_ms": round(statistics.median(samples), 3), "p90_ms": at(0.90),
+            "p99_ms": at(0.99)}
 
 
 def latency(recommender, users: list[str], rounds: int) -> dict:
@@ -70,9 +95,99 @@ def latency(recommender, users: list[str], rounds: int) -> dict:
             started = time.perf_counter()
             recommender.recommend(user_id=user, k=K)
             samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return {"calls": len(samples), "p50_ms": round(statistics.median(samples), 3),
-            "p99_ms": round(samples[min(len(samples) - 1, int(0.99 * len(samples)))], 3)}
+    return percentiles(samples)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_latency(work: Path, encoder: Path, items: list, interactions: list, settings: dict, users: list[str],
+                 rounds: int, threads: int, expected: dict[str, list[str]] | None = None) -> dict:
+    """p50/p90/p99 of one `POST /v1/apps/recommend/recommend` at a time through `goldmine serve` (a subprocess).
+
+    `encoder` is registered in a fresh serving data dir under `<work>/http/` (replaced on every run), the app's
+    state is built there with `goldmine.apps.recommend.build` from `items` and `interactions` and answers with the
+    re-ranking `settings`. The first WARMUP users are called untimed; when `expected` holds the in-process answers
+    (item ids) of those users, the served answers are compared with them (`agrees_with_in_process`)."""
+    import httpx
+    import yaml
+
+    from goldmine.apps.base import load_app_config
+    from goldmine.apps.recommend import RecommenderConfig
+    from goldmine.apps.recommend.api import build
+    from goldmine.serving.auth import create_key
+    from goldmine.serving.db import open_database
+    from goldmine.serving.registry import register
+    from goldmine.serving.settings import load_settings
+
+    base = work / "http"
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    app_file, serving_file = base / "recommend.yaml", base / "serving.yaml"
+    app_file.write_text(yaml.safe_dump({
+        "app": "recommend", "tenant": "bench", "models": {"encoder": {"name": "bench-recommend-encoder"}},
+        "state_dir": "state", "default_k": K,
+        "recommender": RecommenderConfig().model_copy(update=settings).model_dump(mode="json", exclude={"finetune"})}))
+    serving_file.write_text(yaml.safe_dump({"data_dir": str(base / "serving"), "apps": [str(app_file)]}))
+    serving = load_settings(serving_file)
+    db = open_database(serving)
+    try:
+        version = register(db, serving.registry_dir, "bench-recommend-encoder", encoder, "bench").version
+        key = create_key(db, "bench", "predict", rate=10_000).key
+        started = time.perf_counter()
+        build(load_app_config(app_file, "recommend"), db, items, interactions)
+        build_s = round(time.perf_counter() - started, 1)
+    finally:
+        db.dispose()
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOLDMINE_")}
+    env.update(GOLDMINE_CONFIG=str(serving_file), HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(threads),
+               PYTHONPATH=str(ROOT / "src"))
+    log_path = base / "server.log"
+    warm = users[:WARMUP]
+    samples, agree = [], 0
+    with log_path.open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "goldmine.cli", "serve", "--host", "127.0.0.1", "--port",
+                                   str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 600  # a loaded machine
+            while True:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"goldmine serve did not start:\n{log_path.read_text()[-3000:]}")
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+                def checked(r, user: str) -> list[str]:
+                    if r.status_code != 200:
+                        raise RuntimeError(f"user {user}: HTTP {r.status_code}: {r.text[:500]}")
+                    return [rec["item_id"] for rec in r.json()["recommendations"]]
+
+                for user in warm:
+                    answer = checked(client.post("/v1/apps/recommend/recommend", json={"user_id": user, "k": K}), user)
+                    agree += expected is not None and answer == expected.get(user)
+                for _ in range(rounds):
+                    for user in users:
+                        started = time.perf_counter()
+                        r = client.post("/v1/apps/recommend/recommend", json={"user_id": user, "k": K})
+                        samples.append((time.perf_counter() - started) * 1000)
+                        checked(r, user)
+        finally:
+            server.terminate()
+            server.wait(30)
+    return {**percentiles(samples), "users": len(users), "rounds": rounds, "warmup_calls": len(warm),
+            "agrees_with_in_process": f"{agree}/{len(warm)}" if expected is not None else None,
+            "route": "POST /v1/apps/recommend/recommend", "k": K, "model_dir": str(encoder),
+            "encoder_version": version, "state_build_s": build_s, "settings": settings}
 
 
 def main() -> None:
@@ -86,8 +201,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--reuse", action="store_true", help="Reuse encoders already trained in --work.")
     parser.add_argument("--limit-users", type=int, default=None, help="Evaluate only this many users (smoke runs).")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Where recommend.json and .md are written.")
+    parser.add_argument("--only-http-latency", action="store_true",
+                        help="With --reuse: measure only the HTTP latency on the encoders of --work and merge it "
+                        "into <results>/recommend.json of the full run that trained them.")
     args = parser.parse_args()
-    smoke = args.max_steps > 0 or args.max_pairs < 1000 or args.limit_users is not None
+    if args.only_http_latency and not args.reuse:
+        parser.error("--only-http-latency needs --reuse (it measures the encoders a full run trained in --work)")
+    smoke = args.limit_users is not None or (not args.only_http_latency and (args.max_steps > 0 or
+                                                                             args.max_pairs < 1000))
 
     import torch
 
@@ -119,6 +241,7 @@ def main() -> None:
     val = leave_last_out(test.train, HOLD_OUT)
     # what the test recommender knows beyond the validation one: the validation hold-out of every user
     extra = list((Counter(test.train) - Counter(val.train)).elements())
+    served = [*val.train, *extra]  # what the test recommender knows, in the order it learnt it
     if args.limit_users:
         for split in (test, val):
             split.positives = dict(sorted(split.positives.items())[: args.limit_users])
@@ -126,12 +249,15 @@ def main() -> None:
              len(interactions), len(warm), test.summary(), val.summary())
 
     work = args.work
-    work.mkdir(parents=True, exist_ok=True)
     finetune = FinetuneConfig(max_pairs=args.max_pairs, max_steps=args.max_steps, epochs=args.epochs,
                               batch_size=args.batch_size, learning_rate=args.learning_rate, num_threads=args.threads,
                               seed=SEED)
     base_config = RecommenderConfig(finetune=finetune)
     encoders = {"untuned": work / "untuned-encoder", "goldmine": work / "finetuned-encoder"}
+    if args.only_http_latency:
+        only_http_latency(args, encoders["goldmine"], warm_items, served, sorted(test.positives), smoke, log)
+        return
+    work.mkdir(parents=True, exist_ok=True)
     timing: dict = {}
     if not (args.reuse and (encoders["untuned"] / "goldmine.json").is_file()):
         _save_pretrained("bundled", encoders["untuned"], finetune.max_length)
@@ -175,7 +301,12 @@ def main() -> None:
 
         recommender.config = recommender.config.model_copy(update=chosen)
         if name == "goldmine":
-            results["latency"] = latency(recommender, sorted(test.positives), rounds=3)
+            users = sorted(test.positives)
+            results["latency"] = latency(recommender, users, rounds=LATENCY_ROUNDS)
+            expected = {u: [r["item_id"] for r in recommender.recommend(user_id=u, k=K)] for u in users[:WARMUP]}
+            results["latency_http"] = http_latency(work, encoders["goldmine"], warm_items, served, chosen, users,
+                                                   LATENCY_ROUNDS, args.threads, expected)
+            log.info("latency in process %s; through the API %s", results["latency"], results["latency_http"])
         started = time.perf_counter()
         recommender.add_items(cold_items)
         timing[f"{name}_add_cold_items_s"] = round(time.perf_counter() - started, 2)
@@ -198,10 +329,41 @@ def main() -> None:
     if smoke:
         print(json.dumps(result, indent=2))
         return
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "recommend.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "recommend.md").write_text(markdown(result))
+    write(args.results, result)
+
+
+def write(results: Path, result: dict) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "recommend.json").write_text(json.dumps(result, indent=2) + "\n")
+    (results / "recommend.md").write_text(markdown(result))
     print(markdown(result))
+
+
+def only_http_latency(args, encoder: Path, items: list, served: list, users: list[str], smoke: bool, log) -> None:
+    """The HTTP latency of the fine-tuned encoder of a finished full run, merged into its results: every other key
+    and its provenance stay; `latency_http` carries the commit, command and date that measured it. The re-ranking
+    settings are those the full run chose on validation (`chosen.goldmine`)."""
+    path = args.results / "recommend.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: run the full benchmark first (python bench/recommend.py)")
+    result = json.loads(path.read_text())
+    measured = Path(result.get("model_dirs", {}).get("goldmine", "")).resolve()
+    if measured != encoder.resolve():
+        raise SystemExit(f"{path} measured the encoder {measured}, not {encoder}: give the full run's --work")
+    if not (encoder / "goldmine.json").is_file():
+        raise SystemExit(f"{encoder} holds no trained encoder: run the full benchmark first")
+    http = http_latency(args.work, encoder, items, served, result["chosen"]["goldmine"], users, LATENCY_ROUNDS,
+                        args.threads)
+    own = provenance({"goldmine": str(encoder)})
+    machine = machine_info()
+    http |= {"git_commit": own["git_commit"], "git_dirty": own["git_dirty"], "command": own["command"],
+             "date": machine["date"], "machine": machine}
+    log.info("through the API: %s", http)
+    if smoke:
+        print(json.dumps(http, indent=2))
+        return
+    result["latency_http"] = http
+    write(args.results, result)
 
 
 def markdown(r: dict) -> str:
@@ -238,6 +400,15 @@ def markdown(r: dict) -> str:
               f"{t['finetune_train_s']:.0f} s training ({t.get('finetune_wall_s', 'n/a')} s wall with data and "
               f"saving); best dev MRR@10 {t['finetune_best_dev_mrr10']}. One `recommend` call in process: p50 "
               f"{r['latency']['p50_ms']} ms, p99 {r['latency']['p99_ms']} ms over {r['latency']['calls']} calls.", ""]
+    h = r.get("latency_http")
+    if h:
+        separately = f" Measured separately: commit {h['git_commit']}{' (dirty)' if h['git_dirty'] else ''}, " \
+                     f"{h['date']}." if "command" in h else ""
+        users = "the same users as in process" if h["calls"] == r["latency"]["calls"] else f"{h['users']} users"
+        lines += [f"One request through the API (`{h['route']}`, k={h['k']}, `goldmine serve` subprocess, one call "
+                  f"at a time after {h['warmup_calls']} warm-up calls, {users}): p50 "
+                  f"{h['p50_ms']} ms, p90 {h['p90_ms']} ms, p99 {h['p99_ms']} ms over {h['calls']} calls.{separately}",
+                  ""]
     return "\n".join(lines)
 
 

@@ -4,8 +4,9 @@ mid-job, and the drift monitor's alarms on real traffic.
     python bench/service.py                       # every section (about an hour on 2 cores: run it in the background)
     python bench/service.py --only drift --reuse  # reuse runs/bench/service-banking77
 
-Results merge into bench/results/service.json and .md (a run of some sections rewrites only theirs), each section
-with its provenance (git commit, command line, machine, date).
+Results merge into bench/results/service.json and .md (a run of some sections rewrites only theirs): the headline
+keys (`job_overhead`, `feedback`, `drift`, `jobs_lost`) at the top, each section whole under `sections` with its
+provenance (git commit, command line, machine, date).
 
 jobs      The demo intents (written by `goldmine.demo`, ~930 messages, 10 intents) fine-tuned with the bundled MiniLM
           twice, one after the other with the same config: by `goldmine train` in a subprocess, and as a job through
@@ -380,14 +381,17 @@ SECTIONS = {"jobs": (bench_jobs, render_jobs), "drift": (bench_drift, render_dri
 
 # ------------------------------------------------------------------------------------------------------ results
 
-def write(results: dict, directory: Path) -> None:
+def write(sections: dict, directory: Path) -> None:
+    """service.json: the headline keys automated checks read at the top level, each section whole under
+    `sections`; service.md: each section's table."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "service.json").write_text(json.dumps(results, indent=2) + "\n")
+    (directory / "service.json").write_text(json.dumps({**headline(sections), "sections": sections}, indent=2)
+                                            + "\n")
     lines = ["# Fine-tuning as a service", ""]
     for name, (_, render) in SECTIONS.items():
-        if name not in results:
+        if name not in sections:
             continue
-        entry = results[name]
+        entry = sections[name]
         m, prov = entry["machine"], entry["provenance"]
         lines += render(entry)
         lines += ["", f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), torch {m['versions'].get('torch')}; "
@@ -398,7 +402,7 @@ def write(results: dict, directory: Path) -> None:
 
 
 def headline(results: dict) -> dict:
-    """The keys automated checks read, copied to the top level from the sections that measured them."""
+    """The keys automated checks read, copied from the sections that measured them."""
     out = {}
     if "jobs" in results:
         out["job_overhead"], out["jobs_lost"] = results["jobs"]["job_overhead"], results["jobs"]["jobs_lost"]
@@ -427,9 +431,8 @@ def main() -> None:
         if args.note:
             entry["note"] = args.note
         path = args.results / "service.json"
-        results = json.loads(path.read_text()) if path.is_file() else {}
-        results = {k: v for k, v in results.items() if k in SECTIONS} | {name: entry}
-        write(results | headline(results), args.results)
+        sections = json.loads(path.read_text()).get("sections", {}) if path.is_file() else {}
+        write(sections | {name: entry}, args.results)
         print(json.dumps({name: {k: v for k, v in entry.items() if not isinstance(v, dict | list)}}, indent=2))
 
 

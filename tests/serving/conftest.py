@@ -125,7 +125,7 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(10)
 
 
-STARTUP_SECONDS = 120
+STARTUP_SECONDS = 300  # a deadline, not a timing: a loaded 2-core machine may take minutes to import and load
 
 
 class Server:

@@ -206,6 +206,52 @@ def test_a_lost_job_is_requeued_once(job_settings, db, client, keys, dataset, ti
     assert get_job(db, None, job).status == "queued" and "worker lost" in get_job(db, None, job).log[-1]
 
 
+def _age(db, job: str, seconds: float = 3600) -> None:
+    """Make a queued job look older than a lease (its created_at moved back)."""
+    from datetime import timedelta
+
+    with db.session() as session:
+        row = session.get(Job, job)
+        row.created_at = row.created_at - timedelta(seconds=seconds)
+
+
+def test_a_lost_queue_message_is_sent_again(job_settings, db, client, keys, dataset, tiny_model_dir):
+    """A queued job whose message the queue lost (a queue restarted without its data) is sent again, once, and
+    runs; a job whose message is still waiting is left alone."""
+    lost = start(client, keys, dataset(), tiny_config(tiny_model_dir)).json()["id"]
+    queue = JobQueue(job_settings)
+    assert queue.pending_jobs() == {lost}
+    queue.huey.flush()  # the message is gone, the row still says queued
+    assert queue.pending_jobs() == set()
+    assert requeue_lost(db, job_settings, queue) == []  # younger than a lease: a worker may be claiming it now
+    _age(db, lost)
+    assert requeue_lost(db, job_settings, queue) == [lost]
+    assert requeue_lost(db, job_settings, queue) == []  # its message is there again
+    assert queue.pending_jobs() == {lost}
+    assert Worker(job_settings, db).run_once()
+    assert get_job(db, None, lost).status == "succeeded"
+
+
+def test_a_job_runs_end_to_end_on_redis(job_settings, db, keys, dataset, tiny_model_dir, redis_url):
+    """POST /v1/jobs on a server whose queue is Redis, a worker on the same Redis trains it and registers the
+    candidate; a message Redis lost is sent again. The same code as the SQLite queue, configured by one URL."""
+    settings = job_settings.model_copy(update={"jobs": job_settings.jobs.model_copy(
+        update={"queue_url": redis_url})})
+    train = dataset()  # stored in the database and the storage root, whichever queue carries the messages
+    with TestClient(create_app(settings)) as redis_client:
+        first = start(redis_client, keys, train, tiny_config(tiny_model_dir)).json()["id"]
+        second = start(redis_client, keys, train, tiny_config(tiny_model_dir), model="intents-two").json()["id"]
+        queue = JobQueue(settings)
+        assert type(queue.huey).__name__ == "RedisHuey" and queue.pending_jobs() == {first, second}
+        assert Worker(settings, db).run_once()  # one message, one job
+        assert get_job(db, None, first).status == "succeeded"
+        queue.huey.flush()  # Redis restarted without its data: the second message is gone
+        _age(db, second)
+        assert Worker(settings, db).run_once()  # sends it again, then runs it
+        done = redis_client.get(f"/v1/jobs/{second}", headers=auth(keys["acme"])).json()
+    assert done["status"] == "succeeded" and done["version"]
+
+
 def test_the_queue_runs_on_redis_with_the_same_code(job_settings, redis_url):
     settings = job_settings.model_copy(update={"jobs": job_settings.jobs.model_copy(
         update={"queue_url": redis_url})})

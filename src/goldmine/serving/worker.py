@@ -76,6 +76,10 @@ class JobQueue:
     def pending(self) -> int:
         return self.huey.pending_count()
 
+    def pending_jobs(self) -> set[str]:
+        """The job ids of the messages waiting on the queue."""
+        return {task.args[0] for task in self.huey.pending() if task.args}
+
 
 _current: Worker | None = None  # the worker of this process: what the huey task runs on
 
@@ -382,4 +386,22 @@ def requeue_lost(db: Database, settings: ServingSettings, queue: JobQueue) -> li
             log.warning("job %s: %s", job_id, note)
             queue.enqueue(job_id)
             requeued.append(job_id)
-    return requeued
+    return requeued + resend_lost_messages(db, settings, queue)
+
+
+def resend_lost_messages(db: Database, settings: ServingSettings, queue: JobQueue) -> list[str]:
+    """Send the message of a queued job again when the queue has lost it: a Redis that restarted without its
+    data, a queue file deleted, a worker that took the message and died before it could claim the job. Such a job
+    is `queued` with no message on the queue, and would wait forever. Only jobs queued for longer than a lease are
+    looked at (a worker claims a job within moments of taking its message); a message sent twice is harmless, as
+    only one worker can claim a job (`Worker.claim`). Returns the ids sent again."""
+    cutoff = utcnow() - timedelta(seconds=settings.jobs.lease_seconds)
+    with db.session() as session:
+        waiting = set(session.scalars(select(Job.id).where(Job.status == "queued", Job.created_at < cutoff)))
+    if not waiting:
+        return []
+    lost = sorted(waiting - queue.pending_jobs())
+    for job_id in lost:
+        log.warning("job %s: queued without a message on the queue (lost); sent again", job_id)
+        queue.enqueue(job_id)
+    return lost
