@@ -30,6 +30,9 @@ models_app = typer.Typer(help="The serving registry: register model versions, pr
 keys_app = typer.Typer(help="API keys for the serving API.", no_args_is_help=True)
 billing_app = typer.Typer(help="Invoices from usage records.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Fine-tuning jobs run by workers (the same jobs as /v1/jobs).", no_args_is_help=True)
+feedback_app = typer.Typer(help="Feedback on answered calls (the same as /v1/models/{name}/feedback).",
+                           no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
 app.add_typer(jobs_app, name="jobs")
 drift_app = typer.Typer(help="Monitoring: drift references of runs, drift reports of served models.",
                         no_args_is_help=True)
@@ -560,16 +563,20 @@ def models_promote(
     name: Annotated[str, typer.Argument(help="Model name.")],
     target: Annotated[str, typer.Argument(help="Version id, or an alias such as staging.")],
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "production",
+    force: Annotated[bool, typer.Option(help="Promote even if the candidate fails the regression gate.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Point an alias at a version (running servers follow within `alias_cache_seconds`, default 1 s)."""
-    from goldmine.serving.registry import promote
+    """Point an alias at a version (running servers follow within `alias_cache_seconds`, default 1 s). Moving the
+    live alias runs the regression gate first and refuses a failing candidate unless --force."""
+    from goldmine.serving.gate import promote_gated
 
-    _, db = _serving(config)
+    settings, db = _serving(config)
     try:
-        move = promote(db, name, target, alias)
+        move, gate = promote_gated(db, settings, name, target, alias, force=force)
     except GoldmineError as err:
         _fail(err)
+    if gate is not None:
+        _print_gate(gate.to_dict())
     console.print(f"{name} {alias}: {move.previous or '-'} -> {move.current}")
 
 
@@ -747,6 +754,156 @@ def jobs_cancel(job_id: str, config: ConfigOpt = None) -> None:
         console.print(_job_line(cancel_job(db, None, job_id)), highlight=False, markup=False)
     except GoldmineError as err:
         _fail(err)
+
+
+# ---- the feedback loop: feedback, retrain, gate ------------------------------------------------------------------
+
+
+@feedback_app.command("add")
+def feedback_add(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    request_id: Annotated[str, typer.Argument(help="The request_id of the answered call.")],
+    label: Annotated[str | None, typer.Option(help="The label the text should have had.")] = None,
+    correct: Annotated[bool, typer.Option("--correct", help="The answer was right.")] = False,
+    position: Annotated[int, typer.Option(help="Which text of the call (0: the first).")] = 0,
+    text: Annotated[str | None, typer.Option(help="The item's text, kept (masked) for retraining if it matches.")]
+    = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Give feedback on one answered item (as POST /v1/models/{name}/feedback does), then check the rollback."""
+    from pydantic import ValidationError
+
+    from goldmine.serving import autorollback
+    from goldmine.serving.feedback import FeedbackIn, submit
+
+    settings, db = _serving(config)
+    try:
+        body = FeedbackIn(request_id=request_id, position=position, label=label, correct=correct, text=text)
+        info = submit(db, None, name, body, source="console")
+        rolled = autorollback.check(db, settings, name, settings.default_alias)
+    except ValidationError as err:
+        _fail(GoldmineError("; ".join(e["msg"] for e in err.errors())))
+    except GoldmineError as err:
+        _fail(err)
+    console.print(f"feedback {info.id}: {info.predicted} -> {info.label} ({'right' if info.correct else 'wrong'}, "
+                  f"text {'kept' if info.text_kept else 'not kept'})", markup=False)
+    if rolled is not None:
+        err_console.print(f"[bold red]{escape(rolled.message())}[/]")
+
+
+@feedback_app.command("show")
+def feedback_show(name: Annotated[str, typer.Argument(help="Model name.")], config: ConfigOpt = None) -> None:
+    """Per version that answered: feedback count, corrections, texts kept, accuracy from feedback."""
+    from goldmine.serving.feedback import summary
+
+    _, db = _serving(config)
+    try:
+        rows = summary(db, None, name)
+    except GoldmineError as err:
+        _fail(err)
+    for row in rows:
+        console.print(f"{row['version']}  {row['feedback']} feedback  {row['corrections']} corrections  "
+                      f"accuracy {row['accuracy']:.3f}  {row['texts_kept']} texts kept", highlight=False)
+
+
+@feedback_app.command("keep-texts")
+def feedback_keep_texts(
+    tenant: Annotated[str, typer.Argument(help="Tenant.")],
+    keep: Annotated[bool, typer.Option("--on/--off", help="Keep the tenant's answered texts (masked).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Whether a tenant's answered texts are kept (masked) so its feedback can be trained on (default off)."""
+    from goldmine.serving.feedback import set_keep_texts
+
+    _, db = _serving(config)
+    try:
+        set_keep_texts(db, tenant, keep)
+    except GoldmineError as err:
+        _fail(err)
+    console.print(f"tenant {tenant}: answered texts {'kept (masked)' if keep else 'not kept'}")
+
+
+def _print_gate(report: dict) -> None:
+    verdict = "[bold green]passed[/]" if report["passed"] else "[bold red]FAILED[/]"
+    console.print(f"gate {report['model']}: candidate {report['candidate']} vs live {report['live']}: {verdict} "
+                  f"(frozen set {report['eval_set']['sha256'][:12]}, {report['eval_set']['examples']} examples)")
+    for check in report["checks"]:
+        mark = "ok  " if check["passed"] else "FAIL"
+        numbers = (f"candidate {check['candidate']:.4f}  live {check['live']:.4f}  needed {check['limit']}"
+                   if check["candidate"] is not None else check.get("note") or "")
+        console.print(f"  {mark} {check['name']}: {numbers}  (n={check['examples']})", markup=False,
+                      highlight=False)
+
+
+def _feedback_settings(settings, tolerance: float | None, auto_promote: bool | None):
+    updates = {k: v for k, v in (("tolerance", tolerance), ("auto_promote", auto_promote)) if v is not None}
+    settings.feedback = settings.feedback.model_copy(update=updates)
+    return settings
+
+
+@app.command()
+def gate(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    candidate: Annotated[str, typer.Argument(help="Version id or alias to measure against the live version.")]
+    = "candidate",
+    show: Annotated[bool, typer.Option("--show", help="Print the latest stored report instead of running.")] = False,
+    tolerance: Annotated[float | None, typer.Option(help="Overall accuracy/macro-F1 loss allowed "
+                                                    "(default: feedback.tolerance).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the regression gate: CANDIDATE against the live version on the frozen evaluation set, per class, on the
+    original training distribution, and on feedback it has not trained on. Exit 1 when it fails."""
+    from goldmine.serving.gate import latest_report, run_gate
+
+    settings, db = _serving(config)
+    try:
+        if show:
+            report = latest_report(db, None, name)["report"]
+        else:
+            report = run_gate(db, _feedback_settings(settings, tolerance, None), name, candidate).to_dict()
+    except GoldmineError as err:
+        _fail(err)
+    _print_gate(report)
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def retrain(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    tolerance: Annotated[float | None, typer.Option(help="Gate: overall accuracy/macro-F1 loss allowed "
+                                                    "(default: feedback.tolerance).")] = None,
+    auto_promote: Annotated[bool | None, typer.Option("--auto-promote/--no-auto-promote", help="Promote when "
+                                                      "the gate passes (default: feedback.auto_promote).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Change a field of the live version's training "
+                                                   "config: --set training.max_steps=200")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Train the live version's data plus the feedback into a new `candidate` version, then run the gate."""
+    from goldmine.serving.retrain import retrain as run
+    from goldmine.training.progress import display_callbacks
+
+    settings, db = _serving(config)
+    overrides = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(GoldmineError(f"--set expects key=value, got {item!r}"))
+        overrides[key.strip()] = value
+    try:
+        result = run(db, _feedback_settings(settings, tolerance, auto_promote), name, overrides=overrides,
+                     callbacks=display_callbacks(console, raw_logs=_verbose(ctx)))
+    except GoldmineError as err:
+        _fail(err)
+    console.print(result.merge.summary(), markup=False, highlight=False)
+    console.print(f"{name} version {result.version} registered as candidate (trained from {result.parent})")
+    if result.gate is not None:
+        _print_gate(result.gate.to_dict())
+    elif result.gate_error:
+        err_console.print(f"gate not run: {escape(result.gate_error)}")
+    if result.promoted:
+        console.print(f"{name} {settings.default_alias}: {result.parent} -> {result.version} (passed the gate)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -90,3 +90,69 @@ def test_billing_report(tmp_path):
     assert invoke("billing", "report", "--tenant", "acme", "--month", "11/2026").exit_code == 2
     assert "--format must be csv or json" in invoke("billing", "report", "--tenant", "acme", "--month", "2026-11",
                                                     "--format", "xml").output
+
+
+def test_feedback_and_gate_commands(tiny_run, tmp_path):
+    import shutil
+
+    from goldmine.serving.feedback import answered_items
+
+    run = tiny_run("classification")
+    assert invoke("models", "register", "intents", run, "--tenant", "acme").exit_code == 0
+    assert invoke("feedback", "keep-texts", "acme", "--on").output.strip() == "tenant acme: answered texts kept " \
+                                                                               "(masked)"
+    settings = load_settings()
+    db = open_database(settings)
+    version = invoke("models", "list").output.split("production=")[1].split()[0]
+    write = answered_items(settings, "acme", "intents", version, "req_1", ["call me at 0171 2345678"],
+                           [{"label": "card_lost", "score": 0.5}])
+    with db.session() as session:
+        write(session)
+    db.dispose()
+    given = invoke("feedback", "add", "intents", "req_1", "--label", "track_order")
+    assert given.exit_code == 0 and "card_lost -> track_order (wrong, text kept)" in given.output, given.output
+    unknown = invoke("feedback", "add", "intents", "req_2", "--correct")
+    assert unknown.exit_code == 2 and "no answered item 0 of request 'req_2'" in unknown.output
+    invalid = invoke("feedback", "add", "intents", "req_1", "--label", "trak_order")
+    assert invalid.exit_code == 2 and '"trak_order" is not one of' in invalid.output
+    assert f"{version}  1 feedback  1 corrections  accuracy 0.000" in invoke("feedback", "show", "intents").output
+    assert "the gate has not run" in invoke("gate", "intents", "--show").output
+
+    second = tmp_path / "v2"  # the same weights, another version: loses nothing, but gains nothing on feedback
+    shutil.copytree(run, second)
+    (second / "labels.json").write_text((second / "labels.json").read_text() + "\n")
+    v2 = invoke("models", "register", "intents", second, "--tenant", "acme").output.split("version ")[1].split()[0]
+    gate = invoke("gate", "intents", v2)
+    assert gate.exit_code == 1 and f"candidate {v2} vs live {version}: FAILED" in gate.output, gate.output
+    assert "ok   frozen set accuracy" in gate.output and "ok   forgetting" in gate.output
+    assert "FAIL feedback not trained on: accuracy: candidate 0.0000  live 0.0000  needed > 0.0000  (n=1)" \
+        in gate.output
+    assert invoke("gate", "intents", "--show").output in gate.output  # (after the INFO log line)
+    refused = invoke("models", "promote", "intents", v2)
+    assert refused.exit_code == 2 and "failed the regression gate" in refused.output
+    promoted = invoke("models", "promote", "intents", v2, "--force")
+    assert promoted.exit_code == 0 and f"intents production: {version} -> {v2}" in promoted.output
+
+
+def test_retrain_command(tiny_run, demo_files):
+    from goldmine.serving.feedback import answered_items
+
+    assert invoke("models", "register", "intents", tiny_run("classification"), "--tenant", "acme").exit_code == 0
+    settings = load_settings()
+    db = open_database(settings)
+    version = invoke("models", "list").output.split("production=")[1].split()[0]
+    rows = list(csv.DictReader(io.StringIO(demo_files.intents.read_text())))[:4]
+    write = answered_items(settings, "acme", "intents", version, "req_1", [r["text"] for r in rows],
+                           [{"label": "card_lost", "score": 0.5}] * 4)
+    with db.session() as session:
+        write(session)
+    db.dispose()
+    for position, row in enumerate(rows):
+        given = invoke("feedback", "add", "intents", "req_1", "--label", row["label"], "--position", position,
+                       "--text", row["text"])
+        assert given.exit_code == 0 and "text kept" in given.output, given.output
+    result = invoke("retrain", "intents", "--tolerance", "1")
+    assert result.exit_code == 0, result.output
+    assert "training examples + 4 feedback on 4 texts" in result.output
+    assert "registered as candidate (trained from " + version in result.output
+    assert "gate intents: candidate " in result.output and "ok   frozen set accuracy" in result.output

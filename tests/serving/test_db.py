@@ -155,3 +155,35 @@ def test_upgrade_from_0001_keeps_stored_replies(settings):
     finally:
         engine.dispose()
         database.dispose()
+
+
+def test_0009_downgrades_to_0008_and_upgrades_again(settings):
+    """The feedback migration is reversible: down to 0008 its tables and the tenant and job columns go, and up
+    again they come back with the tenants' rows kept (keep_texts off)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from goldmine.serving.db import MIGRATIONS
+
+    database = open_database(settings)
+    with database.session() as session:
+        session.add(Tenant(id="acme", plan="default", created_at=utcnow()))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        for target in ("0008", "0009"):
+            with database.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                (command.downgrade if target == "0008" else command.upgrade)(config, target)
+            tables = set(inspect(database.engine).get_table_names())
+            columns = {c["name"] for c in inspect(database.engine).get_columns("tenants")}
+            job_columns = {c["name"] for c in inspect(database.engine).get_columns("jobs")}
+            present = {"answered_items", "feedback", "eval_sets", "gate_reports"} <= tables
+            assert present == ("keep_texts" in columns) == ("kind" in job_columns) == (target == "0009")
+            assert "drift_windows" in tables  # 0008's own table is untouched
+        with database.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        with database.session() as session:
+            assert session.get(Tenant, "acme").keep_texts is False
+    finally:
+        database.dispose()

@@ -151,3 +151,27 @@ def test_concurrent_streams_raise_their_output_tokens_in_shared_transactions(db)
     assert sum(len(t) for t in transactions) < 20
     with db.session() as s:
         assert {r.request_id: r.output_tokens for r in s.query(UsageRecord)} == {f"s{i}": 5 for i in range(4)}
+
+
+def test_rows_added_with_a_record_commit_with_it_or_not_at_all(db, settings):
+    """`Usage.also` (the answered items feedback refers to) shares its record's transaction: grouped or alone,
+    a record that fails (here a repeated request id) leaves none of its rows behind."""
+    from goldmine.serving.db import AnsweredItem
+    from goldmine.serving.feedback import answered_items, text_digest
+
+    meter = Meter(db)
+
+    def with_items(request_id: str, text: str) -> Usage:
+        u = usage(request_id)
+        u.also = answered_items(settings, "acme", "m", "v1", request_id, [text], [{"label": "a", "score": 0.9}])
+        return u
+
+    async def main():
+        calls = [with_items(f"r{i}", f"text {i}") for i in range(5)] + [with_items("r2", "a second r2")]
+        return await asyncio.gather(*(meter.record(u) for u in calls), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert outcomes[:5] == [None] * 5 and isinstance(outcomes[5], UsageNotRecorded)
+    with db.session() as s:
+        items = sorted((r.request_id, r.text_sha256) for r in s.query(AnsweredItem))
+    assert items == [(f"r{i}", text_digest(f"r{i}", 0, f"text {i}")) for i in range(5)]

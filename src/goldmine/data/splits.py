@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-from goldmine.config import DataConfig
+from goldmine.config import AugmentConfig, DataConfig
 from goldmine.data.augment import augment
 from goldmine.data.readers import ReadOptions, read_file
 from goldmine.data.schema import LabeledData
@@ -58,3 +59,16 @@ def load_splits(config: DataConfig, multi_label: bool | None = None,
 def _named(data: LabeledData, split: str) -> LabeledData:
     data.path = f"{data.path}[{split} split]"
     return data
+
+
+def run_splits(run_dir: Path, multi_label: bool | None = None) -> dict[str, LabeledData]:
+    """The train/dev/test splits a run was trained and tested on: the files its `config.yaml` names, cut as training
+    cut them (same shares, same seed), without the augmented copies training adds (they are made again)."""
+    from goldmine.config import load_config
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no config.yaml naming its data")
+    config = load_config(path)
+    return load_splits(config.data.model_copy(update={"augment": AugmentConfig()}), multi_label,
+                       out_of_scope_label=config.out_of_scope.label)

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from goldmine.apps import http as apps_http
 from goldmine.errors import DataError, GoldmineError
 from goldmine.monitoring.windows import DriftMonitor
+from goldmine.serving import feedback as feedback_store
 from goldmine.serving.cache import TtlCache
 from goldmine.serving.db import ModelAlias, ModelVersion, open_database
 from goldmine.serving.deps import Services
@@ -36,6 +37,7 @@ from goldmine.serving.routers import (
     completions,
     datasets,
     embeddings,
+    feedback,
     health,
     jobs,
     models,
@@ -168,6 +170,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                     log.error("could not load %s@%s: %s", name, version, err)
         services.ready = True
         purger = asyncio.create_task(purge_periodically(meter, min(settings.idempotency_ttl_seconds, 3600.0)))
+        answered_purger = asyncio.create_task(feedback_store.purge_periodically(db, settings))
         background = apps_http.Background()
         background.start(services)
         try:
@@ -175,9 +178,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         finally:
             services.ready = False
             await background.stop()
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
+            for task in (purger, answered_purger):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await services.drift.flush()
             await services.pool.close()
             await services.limiter.close()
@@ -192,8 +196,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes,
                        streamed=(datasets.PATH,))
     install_error_handlers(app)
-    for module in (predict, embeddings, completions, search, models, monitoring, datasets, jobs, usage, admin,
-                   health):
+    for module in (predict, feedback, embeddings, completions, search, models, monitoring, datasets, jobs, usage,
+                   admin, health):
         app.include_router(module.router)
     apps_http.mount(app)  # /v1/apps/<name>/...: every registered app
     install_docs(app)

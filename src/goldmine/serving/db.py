@@ -57,6 +57,7 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     plan: Mapped[str] = mapped_column(String(64), default="default")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    keep_texts: Mapped[bool] = mapped_column(default=False, server_default=text("false"))  # feedback: see below
 
 
 class ApiKey(Base):
@@ -178,6 +179,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     model_name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), default="train", server_default="train")  # train | retrain
     config_json: Mapped[str] = mapped_column(Text)  # the validated goldmine training config (dotted overrides)
     datasets_json: Mapped[str] = mapped_column(Text)  # {"train": id, "dev": id?, "test": id?}
     export: Mapped[str | None] = mapped_column(String(16), default=None)  # onnx | onnx-int8: exported, gated
@@ -198,6 +200,72 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AnsweredItem(Base):
+    """One item of an answered classification call, what a feedback refers to (see `goldmine.serving.feedback`).
+    Written in the transaction of the call's usage record. `text` is the masked text, only when the tenant keeps
+    texts; `text_sha256` always (keyed by request and position, so equal texts of two calls do not match)."""
+
+    __tablename__ = "answered_items"
+    __table_args__ = (Index("ix_answered_items_created", "created_at"),)  # the retention purge
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(200))  # the label answered
+    score: Mapped[float] = mapped_column(Float)
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Feedback(Base):
+    """A correction (or confirmation) of one answered item: the label it should have had."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("request_id", "position"),  # a later feedback on the same item replaces it
+                      Index("ix_feedback_model_version", "model", "version"),
+                      Index("ix_feedback_created", "created_at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))  # the version that answered
+    request_id: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    predicted: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(String(200))  # the right label
+    correct: Mapped[bool] = mapped_column()  # predicted == label
+    text: Mapped[str | None] = mapped_column(Text, default=None)  # masked; None: not kept (no retraining on it)
+    source: Mapped[str] = mapped_column(String(16), default="api")  # api | console
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalSet(Base):
+    """The frozen evaluation set of a model (`goldmine.serving.gate`): fixed once, never trained on."""
+
+    __tablename__ = "eval_sets"
+    model_name: Mapped[str] = mapped_column(ForeignKey("models.name"), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))  # the promoted version whose held-out splits it copies
+    path: Mapped[str] = mapped_column(Text)  # folder holding eval.jsonl and original.jsonl
+    sha256: Mapped[str] = mapped_column(String(64))
+    examples: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GateReport(Base):
+    """One run of the regression gate: a candidate against the live version, with every check's numbers."""
+
+    __tablename__ = "gate_reports"
+    __table_args__ = (Index("ix_gate_reports_model", "model_name", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    candidate: Mapped[str] = mapped_column(String(64))
+    live: Mapped[str] = mapped_column(String(64))
+    passed: Mapped[bool] = mapped_column()
+    report_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class DriftWindow(Base):

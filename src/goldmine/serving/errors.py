@@ -137,7 +137,8 @@ _MEANING = {
     401: "Missing, invalid or revoked key.",
     403: "The key lacks the scope (or the tenant) this needs.",
     404: "No such model, version, alias or app for this tenant.",
-    409: "Conflict: an Idempotency-Key reused for another request, or nothing to roll back.",
+    409: "Conflict: an Idempotency-Key reused for another request, nothing to roll back, or a candidate that "
+         "failed the regression gate.",
     413: "Over a limit: texts per call, characters per text, body bytes, or dataset size and storage.",
     415: "Not an accepted dataset file type (.csv, .tsv, .jsonl, .conll, ...).",
     422: "Malformed body or parameters (the input is never echoed), or invalid data (every problem as "

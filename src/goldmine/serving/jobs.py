@@ -48,9 +48,13 @@ LOG_LINES = 50  # log lines a job keeps
 class JobRequest(BaseModel):
     """The body of `POST /v1/jobs`."""
 
+    kind: Literal["train", "retrain"] = Field("train", description="train: fine-tune on the datasets given. "
+                                              "retrain: the live version of `model` retrained on its training data "
+                                              "plus the feedback it has had (`goldmine retrain`); no datasets, and "
+                                              "`config` changes fields of the live version's config.")
     model: str = Field(pattern=NAME.pattern, description="Registry model name the trained run is registered "
                        "under (a new version with alias `candidate`); created for this tenant when new.")
-    train: str = Field(description="Dataset id of the training file.")
+    train: str | None = Field(None, description="Dataset id of the training file (kind train).")
     dev: str | None = Field(None, description="Dataset id of the dev file (split off train when absent).")
     test: str | None = Field(None, description="Dataset id of the test file (split off train when absent).")
     config: dict[str, Any] = Field(default_factory=dict, description="goldmine training config fields, nested or "
@@ -80,6 +84,8 @@ class JobInfo(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    kind: str = Field("train", description="train (on the datasets given) | retrain (the live version's data plus "
+                      "its feedback).")
 
     def to_dict(self) -> dict:
         return self.model_dump()
@@ -96,7 +102,7 @@ def info(row: Job) -> JobInfo:
                    log=json.loads(row.log_json), attempts=row.attempts, cpu_seconds=row.cpu_ms / 1000,
                    datasets=json.loads(row.datasets_json), version=row.version, error=row.error,
                    created_at=_iso(row.created_at), started_at=_iso(row.started_at),
-                   finished_at=_iso(row.finished_at))
+                   finished_at=_iso(row.finished_at), kind=row.kind or "train")
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -141,12 +147,18 @@ def create_job(db: Database, settings: ServingSettings, tenant: str, request: Jo
     """Validate the request (datasets checked together as `goldmine data check --dev --test` checks them) and
     store the job as queued. The caller puts it on the queue (`worker.enqueue`)."""
     check_name(request.model)
-    ids = {split: getattr(request, split) for split in ("train", "dev", "test")
-           if split == "train" or getattr(request, split) is not None}
-    paths = {split: dataset_path(db, tenant, dataset_id) for split, dataset_id in ids.items()}
-    check_files(paths["train"], paths.get("dev"), paths.get("test"))
     job_id = f"job_{secrets.token_hex(12)}"
-    _, overrides = build_config(settings, request.config, paths, job_dir(settings, tenant, job_id) / "run")
+    if request.kind == "retrain":
+        ids: dict[str, str] = {}
+        overrides = retrain_overrides(db, settings, tenant, request)
+    else:
+        if request.train is None:
+            raise InvalidRequest("train: a dataset id is required (kind train)")
+        ids = {split: getattr(request, split) for split in ("train", "dev", "test")
+               if split == "train" or getattr(request, split) is not None}
+        paths = {split: dataset_path(db, tenant, dataset_id) for split, dataset_id in ids.items()}
+        check_files(paths["train"], paths.get("dev"), paths.get("test"))
+        _, overrides = build_config(settings, request.config, paths, job_dir(settings, tenant, job_id) / "run")
     with db.session() as session:
         ensure_tenant(session, tenant)
         owner = session.get(RegisteredModel, request.model)
@@ -157,12 +169,43 @@ def create_job(db: Database, settings: ServingSettings, tenant: str, request: Jo
         if active >= settings.jobs.max_concurrent_jobs:
             raise RateLimited(f"{active} jobs are queued or running, the most this tenant may have at once; wait "
                               "for one to finish or cancel one", headers={"Retry-After": "60"})
-        row = Job(id=job_id, tenant_id=tenant, model_name=request.model, config_json=json.dumps(overrides),
+        row = Job(id=job_id, tenant_id=tenant, kind=request.kind, model_name=request.model,
+                  config_json=json.dumps(overrides),
                   datasets_json=json.dumps(ids), export=request.export, status="queued", cancel_requested=False,
                   attempts=0, step=0, log_json="[]", cpu_ms=0, created_at=utcnow())
         session.add(row)
         session.flush()
         return info(row)
+
+
+def retrain_overrides(db: Database, settings: ServingSettings, tenant: str, request: JobRequest) -> dict[str, Any]:
+    """The dotted overrides of a retrain job, checked against the live version's config it will change. The model
+    must be this tenant's (404 otherwise) and have a live version; no datasets are taken (the data is the live
+    version's plus the feedback)."""
+    from goldmine.serving.registry import get_model, resolve
+
+    for split in ("train", "dev", "test"):
+        if getattr(request, split) is not None:
+            raise InvalidRequest(f"{split}: a retrain takes no datasets (it trains the live version's data plus the "
+                                 "feedback)")
+    if request.export is not None:
+        raise InvalidRequest("export: not offered for a retrain (export the candidate with `goldmine export` once "
+                             "it is promoted)")
+    overrides = flatten(request.config)
+    for name in overrides:
+        if name in SERVER_FIELDS or name.startswith("data.") or name == "task":
+            raise InvalidRequest(f"config.{name}: set by the live version's run (a retrain keeps its data and task)")
+    with db.session() as session:
+        get_model(session, request.model, tenant)
+        live = resolve(session, request.model, settings.default_alias, tenant)
+    try:
+        config = load_config(Path(live.path) / "config.yaml", overrides)
+    except ConfigError as err:
+        raise InvalidRequest(f"config: {err}") from None
+    if "model.name" in overrides and config.model.name not in settings.jobs.base_models:
+        raise InvalidRequest(f"config.model.name: {config.model.name!r} is not offered here; choose one of "
+                             f"{settings.jobs.base_models}")
+    return overrides
 
 
 def _row(session, tenant: str | None, job_id: str) -> Job:

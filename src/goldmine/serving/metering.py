@@ -10,6 +10,9 @@ each call still waits until its own record is committed before it answers, and a
 one. If a shared transaction fails, its records are written again one by one, so one bad record (say, a
 repeated idempotency key) fails only its own call.
 
+Rows that belong with a record (the answered items a feedback refers to, `goldmine.serving.feedback`) ride in its
+transaction (`Usage.also`): they are committed exactly when the record is, and a record that fails leaves none.
+
 Idempotency: with an `Idempotency-Key` header, the record also keeps a hash of the request and the response
 body. A retry with the same key and the same request gets the stored response back (header
 `Idempotent-Replayed: true`), and no second record is written; the same key with a different request is a
@@ -36,6 +39,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from goldmine.serving.db import Database, UsageRecord, utcnow
 from goldmine.serving.errors import Conflict, UsageNotRecorded
@@ -65,6 +69,7 @@ class Usage:
     idempotency_key: str | None = None
     request_hash: str | None = None
     response: dict[str, Any] | None = None  # the reply; stored (less IN_RECORD) only with an idempotency key
+    also: Callable[[Session], None] | None = None  # more rows committed with the record (answered items: feedback)
 
 
 @dataclass
@@ -105,6 +110,7 @@ class Meter:
     @staticmethod
     def _row(usage: Usage, now) -> dict[str, Any]:
         fields = asdict(usage)
+        fields.pop("also")
         response = fields.pop("response")
         fields["tenant_id"] = fields.pop("tenant")
         kept = {k: v for k, v in response.items() if k not in IN_RECORD} if response is not None else None
@@ -113,11 +119,17 @@ class Meter:
     def _insert(self, usage: Usage) -> None:
         with self.db.session() as session:
             session.add(UsageRecord(**self._row(usage, self._now())))
+            if usage.also is not None:
+                session.flush()  # the record first: its unique constraints decide, not the rows added with it
+                usage.also(session)
 
     def _insert_many(self, usages: list[Usage]) -> None:
         now = self._now()
         with self.db.session() as session:
             session.execute(insert(UsageRecord), [self._row(u, now) for u in usages])
+            for usage in usages:
+                if usage.also is not None:
+                    usage.also(session)
 
     async def record(self, usage: Usage) -> Replay | None:
         """Commit the record. Returns a `Replay` if an identical idempotent call won the race (nothing written)."""

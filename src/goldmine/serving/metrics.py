@@ -30,6 +30,9 @@ class Metrics:
         self.usage_write_failures = Counter("goldmine_usage_write_failures_total",
                                             "Usage records that could not be committed (the call got 503).",
                                             registry=r)
+        self.feedback_rollbacks = Counter("goldmine_feedback_rollbacks_total", "Automatic rollbacks of a model's "
+                                          "alias after its live accuracy from feedback fell (an alert).", ["model"],
+                                          registry=r)
         self.loaded_versions = Gauge("goldmine_loaded_versions", "Model versions in memory.", registry=r)
         # what each version answers and whether its inputs drift (goldmine.monitoring)
         self.predictions = Counter("goldmine_predictions_total", "Answered texts by model, version and label.",

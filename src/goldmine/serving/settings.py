@@ -104,6 +104,35 @@ class Jobs(BaseModel):
                               "workers) before it is marked failed.")
 
 
+class FeedbackSettings(BaseModel):
+    """The feedback loop (`goldmine.serving.feedback`, `retrain`, `gate`): corrections of answered calls become the
+    next version, behind a regression gate, with an automatic rollback when live accuracy drops."""
+
+    record: bool = Field(True, description="Record each answered item of a classification call (label, score, a "
+                         "hash of the text; the masked text only for tenants that keep texts) so a feedback can "
+                         "refer to it by request_id.")
+    retention_days: float = Field(90, gt=0, description="Answered items older than this are deleted (texts "
+                                  "included); feedback on them is then 404. Feedback already given is kept.")
+    holdout_fraction: float = Field(0.2, ge=0, lt=1, description="Share of the corrections the live version has not "
+                                    "trained on that a retrain holds out for the gate (at least one when there are "
+                                    "two or more).")
+    tolerance: float = Field(0.02, ge=0, le=1, description="Gate: the most accuracy or macro F1 a candidate may lose "
+                             "against the live version on the frozen evaluation set.")
+    class_tolerance: float = Field(0.05, ge=0, le=1, description="Gate: the most F1 a candidate may lose on any one "
+                                   "class of the frozen evaluation set.")
+    forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="Gate: the most accuracy a candidate may lose "
+                                        "on the original training distribution (a frozen sample of the first "
+                                        "promoted version's training data).")
+    forgetting_sample: int = Field(500, gt=0, description="Training examples of the first promoted version kept in "
+                                   "the frozen set to measure forgetting.")
+    auto_promote: bool = Field(False, description="Promote a retrained candidate to production by itself when it "
+                               "passes the gate (off: a person runs `goldmine models promote`).")
+    rollback_margin: float = Field(0.1, ge=0, le=1, description="Automatic rollback when the live version's accuracy "
+                                   "from feedback falls this far below the previous version's.")
+    rollback_min_feedback: int = Field(20, gt=0, description="Feedback items each of the two versions needs before "
+                                       "their accuracies are compared for the automatic rollback.")
+
+
 class Drift(BaseModel):
     """Monitoring of what each model version is asked and answers (goldmine.monitoring), per server process."""
 
@@ -152,6 +181,8 @@ class ServingSettings(BaseSettings):
         "and the key may be used again as a new call; the usage record itself stays for billing.")
     log_raw_inputs: bool = Field(False, description="Log input texts (masked: e-mails, phones, card/ID numbers).")
     jobs: Jobs = Field(default_factory=Jobs, description="Datasets and fine-tuning jobs over HTTP.")
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings, description="The feedback loop: "
+                                       "corrections, retraining, the regression gate, automatic rollback.")
     drift: Drift = Field(default_factory=Drift, description="Prediction and input-drift monitoring per version.")
     plans: dict[str, PricePlan] = Field(default_factory=_default_plans, description="Price plans by name.")
     apps: list[Path] = Field(default_factory=list, description="App configs (YAML, one per app and tenant; "

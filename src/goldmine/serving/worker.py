@@ -276,8 +276,9 @@ class Worker:
         self.cancelled.clear()
         self.lost.clear()
         progress = Progress(self, job_id, row.cpu_ms)
-        config = load_config(None, json.loads(row.config_json))
-        resume = last_checkpoint(Path(config.output_dir)) is not None
+        retraining = row.kind == "retrain"  # its config is overrides of the live version's; it starts afresh
+        config = None if retraining else load_config(None, json.loads(row.config_json))
+        resume = config is not None and last_checkpoint(Path(config.output_dir)) is not None
         progress.lines = json.loads(row.log_json)
         progress.line(f"attempt {row.attempts} on {self.name}" + (": resuming from the last checkpoint"
                                                                    if resume else ""))
@@ -287,12 +288,15 @@ class Worker:
             with self.heartbeat(job_id):
                 if row.cancel_requested:
                     raise JobCancelled()
-                result = train(config, resume=resume, callbacks=[progress])
-                if row.export:
-                    self.export(row.export, Path(config.output_dir), progress)
-                progress.phase_name = "registering"
-                version = self.register(row, config.output_dir)
-            progress.step = result.global_step
+                if config is None:
+                    version = self.retrain(row, progress)
+                else:
+                    result = train(config, resume=resume, callbacks=[progress])
+                    if row.export:
+                        self.export(row.export, Path(config.output_dir), progress)
+                    progress.phase_name = "registering"
+                    version = self.register(row, config.output_dir)
+                    progress.step = result.global_step
             progress.line(f"registered {row.model_name} version {version} as candidate")
             values = dict(status="succeeded", version=version)
         except JobCancelled:
@@ -314,6 +318,23 @@ class Worker:
         self.write(job_id, step=progress.step, total_steps=progress.total, phase=None, eta_seconds=None,
                    log_json=json.dumps(progress.lines), cpu_ms=progress.cpu_ms(), finished_at=utcnow(),
                    dev_metrics_json=json.dumps(progress.dev) if progress.dev else None, **values)
+
+    def retrain(self, row: Job, progress: Progress) -> str:
+        """A retrain job (`goldmine.serving.retrain`): the live version's data plus the feedback, trained with the
+        job's config overrides; the gate's verdict and the merge report go to the job's log."""
+        from goldmine.serving.retrain import retrain
+
+        result = retrain(self.db, self.settings, row.model_name, row.tenant_id, json.loads(row.config_json),
+                         callbacks=[progress])
+        progress.line(result.merge.summary())
+        if result.gate is not None:
+            failed = "; ".join(result.gate.failures())
+            progress.line("gate passed" if result.gate.passed else f"gate failed: {failed}")
+        elif result.gate_error:
+            progress.line(f"gate not run: {result.gate_error}")
+        if result.promoted:
+            progress.line(f"promoted to {self.settings.default_alias} (feedback.auto_promote)")
+        return result.version
 
     def export(self, kind: str, run_dir: Path, progress: Progress) -> None:
         """`goldmine export` of the run behind its parity gate. A rejected export leaves the run as it was (it is

@@ -11,7 +11,7 @@ import asyncio
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from goldmine.serving import registry
+from goldmine.serving import gate, registry
 from goldmine.serving.db import ModelAlias
 from goldmine.serving.deps import AdminKey, Services, ServicesDep
 from goldmine.serving.errors import error_responses
@@ -24,6 +24,8 @@ router = APIRouter(prefix="/v1/admin/models", tags=["admin"])
 class PromoteIn(BaseModel):
     target: str = Field(max_length=128, pattern=NAME_PATTERN, description="A version id or another alias (staging).")
     alias: str = Field("production", max_length=128, pattern=NAME_PATTERN, description="The alias to move.")
+    force: bool = Field(False, description="Promote the live alias even if the candidate fails the regression gate "
+                        "(the report is stored either way).")
 
 
 class RollbackIn(BaseModel):
@@ -48,10 +50,15 @@ def _alias_versions(services: Services, name: str) -> set[str]:
         return {a.version for a in session.query(ModelAlias).filter(ModelAlias.model_name == name)}
 
 
-@router.post("/{name}/promote", response_model=AliasOut, responses=error_responses(401, 403, 404, 413, 422))
+@router.post("/{name}/promote", response_model=AliasOut,
+             responses=error_responses(401, 403, 404, 409, 413, 422))
 async def promote(name: str, body: PromoteIn, key: AdminKey, services: ServicesDep) -> AliasOut:
-    """Point an alias at a version (loaded before the switch, so no call waits for the load)."""
+    """Point an alias at a version (loaded before the switch, so no call waits for the load). Moving the live alias
+    runs the regression gate first (`GET /v1/models/{name}/gate` shows its report): a failing candidate is a 409
+    unless `force`."""
     version, path = await asyncio.to_thread(_target, services, name, body.target)
+    await asyncio.to_thread(gate.require_pass, services.db, services.settings, name, version, body.alias, None,
+                            body.force)
     await services.pool.get(name, version, path)  # loaded before the switch: no call waits for the load
     move = await asyncio.to_thread(registry.promote, services.db, name, version, body.alias)
     services.versions.invalidate()  # this server's calls follow at once, not after alias_cache_seconds

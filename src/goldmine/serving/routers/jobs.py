@@ -41,7 +41,8 @@ class JobReport(BaseModel):
 
 @router.post("", response_model=JobInfo, status_code=201, responses=error_responses(401, 403, 404, 422, 429))
 async def start_job(body: JobRequest, key: PredictKey, services: ServicesDep) -> JobInfo:
-    """Queue a fine-tuning job on this tenant's datasets; a worker picks it up."""
+    """Queue a fine-tuning job on this tenant's datasets (or, `kind: retrain`, a retrain of a model's live version
+    on its data plus its feedback); a worker picks it up."""
     job = await asyncio.to_thread(create_job, services.db, services.settings, key.tenant, body)
     await asyncio.to_thread(services.queue().enqueue, job.id)
     return job

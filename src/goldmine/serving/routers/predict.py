@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from goldmine.serving.deps import PredictKey, ServicesDep
 from goldmine.serving.errors import InvalidRequest, PayloadTooLarge, error_responses
+from goldmine.serving.feedback import answered_items
 from goldmine.serving.masking import describe_inputs
 from goldmine.serving.metering import Usage, request_hash
 from goldmine.serving.registry import resolve
@@ -146,6 +147,8 @@ async def predict(
             items=len(texts), input_tokens=tokens, latency_ms=round((time.perf_counter() - started) * 1000, 3),
             idempotency_key=idempotency_key, request_hash=fingerprint,
             response=content if idempotency_key else None,
+            also=answered_items(settings, key.tenant, name, resolved_version, request_id, texts,
+                                content["predictions"], body.texts_b is not None, body.labels is not None),
         ))
     except BaseException:
         await services.limiter.release_quota(key.id, len(texts))
