@@ -25,7 +25,11 @@ drift     A banking77 classifier (the bundled MiniLM, one epoch on banking77 tra
           - shift: banking77 dev traffic that switches, at a random point, to clinc150 dev requests of the domains
             other than banking and credit cards (travel, kitchen, auto, ...): `detection_delay_requests` = requests
             after the switch until the window that raises the alarm has closed (mean over SEEDS switches).
-feedback  (the feedback loop and its gate: added with them)
+feedback  banking77: a first version trained on a quarter of train (dev as its test split: the gate's frozen set);
+          TRAFFIC held-out train texts sent through the predict route (TestClient on the real app), a feedback with
+          the right label for every wrong answer; `goldmine retrain` (the live data plus the corrections, a share
+          held out for the gate): dev accuracy before vs after and the gate's verdict; a candidate trained on the
+          first version's texts with shuffled labels, which the gate must reject (`bad_candidate_rejected`).
 """
 
 from __future__ import annotations
@@ -376,7 +380,148 @@ def render_jobs(entry: dict) -> list[str]:
             f"{k['final_step']} after {k['attempts']} attempts; **jobs lost: {entry['jobs_lost']}** of {k['jobs']}"]
 
 
-SECTIONS = {"jobs": (bench_jobs, render_jobs), "drift": (bench_drift, render_drift)}
+# ------------------------------------------------------------------------------------------------------- feedback
+
+FIRST_SHARE = 0.25  # of banking77 train: what the first version is trained on
+TRAFFIC = 2_000  # held-out train texts sent to the live version (corrections: the ones it gets wrong)
+FEEDBACK_TRAINING = {"task": "classification", "model.name": "bundled", "model.pooling": "mean",
+                     "model.max_length": 64, "training.epochs": 3, "training.batch_size": 32,
+                     "training.learning_rate": 1e-4, "training.warmup_ratio": 0.1, "training.eval_strategy": "none",
+                     "training.linear_probe": False, "training.seed": 42}
+
+
+def _write(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in rows))
+    return path
+
+
+def _dev_accuracy(run: str | Path, dev: list[dict]) -> float:
+    from goldmine.inference.model import Model
+
+    answers = Model.load(run).predict([r["text"] for r in dev])
+    return round(sum(a["label"] == r["label"] for a, r in zip(answers, dev, strict=True)) / len(dev), 4)
+
+
+def bench_feedback(args) -> dict:
+    """The loop through the server's own code: a first version on a quarter of banking77 train (dev as its test
+    split, which the gate freezes), traffic from held-out train texts through the predict route, a correction for
+    each wrong answer, `retrain` (the live data plus the corrections, gated), and a candidate trained on shuffled
+    labels that the gate must refuse."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    import goldmine
+    from goldmine.serving.app import create_app
+    from goldmine.serving.auth import create_key
+    from goldmine.serving.db import open_database
+    from goldmine.serving.feedback import set_keep_texts
+    from goldmine.serving.gate import run_gate
+    from goldmine.serving.registry import promote, register
+    from goldmine.serving.retrain import retrain
+    from goldmine.serving.settings import load_settings
+
+    work = args.runs / "service-feedback"
+    shutil.rmtree(work / "serving", ignore_errors=True)
+    rng = random.Random(7)
+    train = read_jsonl(DATA / "banking77" / "train.jsonl")
+    dev = read_jsonl(DATA / "banking77" / "dev.jsonl")
+    rng.shuffle(train)
+    cut = int(len(train) * FIRST_SHARE)
+    first, rest = train[:cut], train[cut:]
+    traffic = rest[:TRAFFIC]
+    dev_file = _write(dev, work / "data" / "dev.jsonl")
+    first_file = _write(first, work / "data" / "first.jsonl")
+    shuffled = [r["label"] for r in first]
+    rng.shuffle(shuffled)
+    bad_file = _write([{"text": r["text"], "label": label} for r, label in zip(first, shuffled, strict=True)],
+                      work / "data" / "shuffled.jsonl")
+    runs = {"first": work / "first", "shuffled": work / "shuffled"}
+    for name, data in (("first", first_file), ("shuffled", bad_file)):
+        if not (args.reuse and (runs[name] / "metrics.json").is_file()):
+            log(f"training the {name} version on {data.name}")
+            goldmine.train(None, **{**FEEDBACK_TRAINING, "data.train": str(data), "data.dev": str(dev_file),
+                                    "data.test": str(dev_file), "output_dir": str(runs[name])})
+
+    settings = load_settings(data_dir=str(work / "serving"), preload=False)
+    db = open_database(settings)
+    register(db, settings.registry_dir, "banking", runs["first"], "acme")
+    set_keep_texts(db, "acme", True)
+    key = create_key(db, "acme", "predict").key
+    log(f"traffic: {len(traffic)} held-out train texts through the predict route")
+    corrections = answered = 0
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": f"Bearer {key}"}
+        for start in range(0, len(traffic), 32):
+            batch = traffic[start:start + 32]
+            reply = client.post("/v1/models/banking/predict", json={"texts": [r["text"] for r in batch]},
+                                headers=auth)
+            reply.raise_for_status()
+            body = reply.json()
+            for position, (row, answer) in enumerate(zip(batch, body["predictions"], strict=True)):
+                answered += 1
+                if answer["label"] != row["label"]:
+                    sent = client.post("/v1/models/banking/feedback", headers=auth, json={
+                        "request_id": body["request_id"], "position": position, "label": row["label"]})
+                    sent.raise_for_status()
+                    corrections += 1
+    log(f"{corrections} corrections of {answered} answers; retraining")
+    started = time.perf_counter()
+    result = retrain(db, settings, "banking", "acme")
+    retrain_s = time.perf_counter() - started
+    bad = register(db, settings.registry_dir, "banking", runs["shuffled"], "acme", first_alias=None).version
+    promote(db, "banking", bad, alias="shuffled", tenant="acme")
+    bad_gate = run_gate(db, settings, "banking", bad, "acme")
+    db.dispose()
+    entry = {
+        "dev_before": _dev_accuracy(runs["first"], dev),
+        "dev_after": _dev_accuracy(result.run_dir, dev),
+        "gate_passed": bool(result.gate and result.gate.passed),
+        "bad_candidate_rejected": not bad_gate.passed,
+        "bad_candidate_dev": _dev_accuracy(runs["shuffled"], dev),
+        "traffic": answered, "corrections": corrections, "retrain_s": round(retrain_s, 1),
+        "merge": {k: v for k, v in result.merge.to_dict().items() if not isinstance(v, list)},
+        "gate": result.gate.to_dict() if result.gate else {"error": result.gate_error},
+        "bad_gate": bad_gate.to_dict(),
+        "settings": {"first_share": FIRST_SHARE, "first_examples": len(first), "training": FEEDBACK_TRAINING,
+                     "tolerance": settings.feedback.tolerance, "class_tolerance": settings.feedback.class_tolerance,
+                     "forgetting_tolerance": settings.feedback.forgetting_tolerance,
+                     "holdout_fraction": settings.feedback.holdout_fraction},
+        "model_dirs": {"first": str(runs["first"]), "retrained": result.run_dir, "shuffled": str(runs["shuffled"])},
+    }
+    log(f"dev {entry['dev_before']} -> {entry['dev_after']}; gate passed {entry['gate_passed']}; shuffled "
+        f"candidate rejected {entry['bad_candidate_rejected']}")
+    return entry
+
+
+def render_feedback(entry: dict) -> list[str]:
+    lines = ["## feedback: corrections become the next version (banking77)", "",
+             f"- first version: {entry['settings']['first_examples']} banking77 train texts "
+             f"({entry['settings']['first_share']:.0%}); {entry['traffic']} held-out train texts sent through the "
+             f"predict route, {entry['corrections']} wrong answers corrected with feedback",
+             f"- retrained on its data plus the corrections ({entry['retrain_s']} s): dev accuracy "
+             f"**{entry['dev_before']} -> {entry['dev_after']}**; the gate passed it: {entry['gate_passed']}",
+             f"- a candidate trained on shuffled labels (dev accuracy {entry['bad_candidate_dev']}): rejected by the "
+             f"gate: **{entry['bad_candidate_rejected']}**", "",
+             "| gate check | retrained | live | needed | passed |  | shuffled labels | passed |",
+             "|---|---:|---:|---|---|---|---:|---|"]
+    bad = {c["name"]: c for c in entry["bad_gate"]["checks"]}
+    for check in entry["gate"].get("checks", []):
+        other = bad.get(check["name"], {})
+
+        def cell(value):
+            return "-" if value is None else f"{value:.4f}"
+
+        lines.append(f"| {check['name']} | {cell(check['candidate'])} | {cell(check['live'])} | {check['limit']} | "
+                     f"{check['passed']} |  | {cell(other.get('candidate'))} | {other.get('passed', '-')} |")
+    merge = entry["merge"]
+    lines += ["", "Merge: " + ", ".join(f"{k} {v}" for k, v in merge.items())]
+    return lines
+
+
+SECTIONS = {"jobs": (bench_jobs, render_jobs), "drift": (bench_drift, render_drift),
+            "feedback": (bench_feedback, render_feedback)}
 
 
 # ------------------------------------------------------------------------------------------------------ results
