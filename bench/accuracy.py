@@ -37,8 +37,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import machine_info, provenance  # noqa: E402
-
 import goldmine  # noqa: E402
 from goldmine.config import load_config  # noqa: E402
 from goldmine.data.readers import read_file  # noqa: E402
@@ -47,6 +45,7 @@ from goldmine.inference.model import META_FILE, Model  # noqa: E402
 from goldmine.inference.runtime import WEIGHT_FILES  # noqa: E402
 from goldmine.tasks.token_classification import entity_spans, precision_recall_f1  # noqa: E402
 from goldmine.training.trainer import train  # noqa: E402
+from machine import machine_info, provenance  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CONFIGS = ROOT / "bench" / "configs"

@@ -58,7 +58,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info, provenance  # noqa: E402
-
 from runs import read_jsonl, timed_train, write_jsonl  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

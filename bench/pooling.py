@@ -25,14 +25,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import machine_info, provenance  # noqa: E402
-
 from goldmine.config import load_config  # noqa: E402
 from goldmine.data.readers import read_file  # noqa: E402
 from goldmine.evaluation.baselines import linear_probe  # noqa: E402
 from goldmine.modeling.backbone import load_tokenizer, resolve_base_model  # noqa: E402
 from goldmine.tasks import TASKS  # noqa: E402
 from goldmine.training.trainer import train  # noqa: E402
+from machine import machine_info, provenance  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 POOLINGS = ("mean", "cls", "pooler")

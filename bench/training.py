@@ -51,9 +51,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from machine import machine_info, provenance  # noqa: E402
-
 from goldmine.memory import peak_rss_mb  # noqa: E402
+from machine import machine_info, provenance  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT.parent / "shared" / "data"
