@@ -158,32 +158,32 @@ def test_upgrade_from_0001_keeps_stored_replies(settings):
 
 
 def test_0009_downgrades_to_0008_and_upgrades_again(settings):
-    """The feedback migration is reversible: down to 0008 its tables and the tenant and job columns go, and up
-    again they come back with the tenants' rows kept (keep_texts off)."""
-    from alembic import command
-    from alembic.config import Config
-
-    from goldmine.serving.db import MIGRATIONS
+    """The feedback migration is reversible on a database in use: down to 0008 its tables and the tenant and job
+    columns go, and up again they come back, with the tenant and every row that refers to it kept (keep_texts
+    off). On SQLite, dropping a column rebuilds the table: tenants is referenced by keys, models and jobs."""
+    from goldmine.serving.auth import create_key
+    from goldmine.serving.db import ApiKey, Job
 
     database = open_database(settings)
+    key = create_key(database, "acme", "predict")
     with database.session() as session:
-        session.add(Tenant(id="acme", plan="default", created_at=utcnow()))
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+        session.add(Job(id="job_1", tenant_id="acme", model_name="m", config_json="{}", datasets_json="{}"))
     try:
         for target in ("0008", "0009"):
-            with database.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                (command.downgrade if target == "0008" else command.upgrade)(config, target)
+            migrate(database.engine, target, downgrade=target == "0008")
             tables = set(inspect(database.engine).get_table_names())
             columns = {c["name"] for c in inspect(database.engine).get_columns("tenants")}
             job_columns = {c["name"] for c in inspect(database.engine).get_columns("jobs")}
             present = {"answered_items", "feedback", "eval_sets", "gate_reports"} <= tables
             assert present == ("keep_texts" in columns) == ("kind" in job_columns) == (target == "0009")
             assert "drift_windows" in tables  # 0008's own table is untouched
+        migrate(database.engine)  # to head (a no-op when 0009 is the newest)
         with database.engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # enforced again
         with database.session() as session:
             assert session.get(Tenant, "acme").keep_texts is False
+            assert session.get(ApiKey, key.info.id).tenant_id == "acme"
+            assert session.get(Job, "job_1").kind == "train"
     finally:
         database.dispose()

@@ -314,22 +314,40 @@ def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
 MIGRATION_LOCK = 7_317_001  # PostgreSQL advisory lock id: replicas starting together migrate one at a time
 
 
-def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest Alembic revision (a no-op when it is there already).
+def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> None:
+    """Upgrade the schema to `revision` (the newest by default; a no-op when it is there already), or with
+    `downgrade` take it back down to `revision` (operators undoing a release).
 
     Several processes may start at once (replicas, or the CLI next to a server): on PostgreSQL an advisory lock,
     on a SQLite file an exclusive file lock, lets one migrate while the others wait and then find nothing to do.
+    On SQLite, foreign keys are not enforced while the migrations run: a migration that changes a column of a
+    table other tables refer to (tenants) rebuilds it (copy, drop, rename), and the drop of a referenced table
+    fails under enforcement once rows refer to it. The references are checked when the migrations are done
+    (`PRAGMA foreign_key_check`), before the changes commit.
     """
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with _sqlite_file_lock(engine), engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK})
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with _sqlite_file_lock(engine), engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:  # outside a transaction: inside one SQLite ignores the pragma
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK})
+                config.attributes["connection"] = connection
+                (command.downgrade if downgrade else command.upgrade)(config, revision)
+                if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+                    raise RuntimeError(f"the migration to {revision} left rows whose references are broken: "
+                                       f"{broken[:5]}")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 @contextmanager

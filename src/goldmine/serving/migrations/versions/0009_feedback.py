@@ -19,7 +19,8 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("tenants") as batch:
-        batch.add_column(sa.Column("keep_texts", sa.Boolean(), nullable=False, server_default=sa.false()))
+        # a constant default: SQLite adds the column in place (an expression default would rebuild the table)
+        batch.add_column(sa.Column("keep_texts", sa.Boolean(), nullable=False, server_default="0"))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="train"))
     op.create_table(
