@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,11 @@ RIGHT = case((Feedback.correct, 1), else_=0)  # portable: a boolean summed as 0/
 
 class FeedbackIn(BaseModel):
     """The body of `POST /v1/models/{name}/feedback`."""
+
+    # the schema says what the validator checks: a label, or correct: true, not both
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["label"], "properties": {"label": {"type": "string"}, "correct": {"const": False}}},
+        {"required": ["correct"], "properties": {"correct": {"const": True}, "label": {"type": "null"}}}]})
 
     request_id: str = Field(min_length=1, max_length=64, description="The request_id of the answered call.")
     position: int = Field(0, ge=0, description="Which text of the call (0 for the first).")

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from goldmine.config import TrainConfig, load_config
@@ -47,6 +47,12 @@ LOG_LINES = 50  # log lines a job keeps
 
 class JobRequest(BaseModel):
     """The body of `POST /v1/jobs`."""
+
+    # the schema says what the route checks: a train job (the default kind) names its training dataset
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"kind": {"const": "retrain"}}, "required": ["kind"]},
+        "then": {"properties": {name: {"type": "null"} for name in ("train", "dev", "test", "export")}},
+        "else": {"required": ["train"], "properties": {"train": {"type": "string"}}}})
 
     kind: Literal["train", "retrain"] = Field("train", description="train: fine-tune on the datasets given. "
                                               "retrain: the live version of `model` retrained on its training data "
