@@ -81,8 +81,12 @@ class Steps:
         self.driver.get(f"{self.url}/console{path}")
 
     def shot(self, name: str) -> None:
+        """The whole page (the window grown to its height for the shot, then back to a laptop's 1366x900)."""
         self.count += 1
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(1366, min(max(height + 100, 900), 4000))
         self.driver.save_screenshot(str(SCREENSHOTS / f"{self.count:02d}-{name}.png"))
+        self.driver.set_window_size(1366, 900)
 
     def find(self, css: str):
         from selenium.webdriver.common.by import By

@@ -22,6 +22,7 @@ GATE_REPORT = "gate_report.json"  # written beside a version by the feedback loo
 _LOSS = re.compile(r"step (\d+)/\d+\s+loss ([0-9.]+)")
 _DEV = re.compile(r"step (\d+)/\d+\s+(dev .*)")
 _DEV_METRIC = re.compile(r"dev (\S+) ([0-9.]+)")
+_NOT_CURVES = {"epoch", "runtime", "samples_per_second", "steps_per_second"}
 
 
 def usage_by_day(db: Database, tenant: str, start: datetime, end: datetime) -> tuple[list[str], dict[str, list[int]]]:
@@ -67,6 +68,11 @@ class ModelDetail:
     versions: list[VersionReport] = field(default_factory=list)  # newest first
     history: list[dict] = field(default_factory=list)  # alias moves, newest first
 
+    def rollback_to(self, alias: str = "production") -> str | None:
+        """The version a rollback of `alias` would return to (as `registry.rollback` picks it), else None."""
+        latest = next((h for h in self.history if h["alias"] == alias and not h["rolled_back"]), None)
+        return latest["previous"] if latest else None
+
 
 def _json(path: Path) -> dict | None:
     try:
@@ -109,5 +115,7 @@ def job_curves(log_lines: list[str]) -> dict[str, list[tuple[int, float]]]:
             curves.setdefault("loss", []).append((int(match[1]), float(match[2])))
         elif match := _DEV.search(line):
             for metric, value in _DEV_METRIC.findall(match[2]):
+                if metric in _NOT_CURVES:
+                    continue
                 curves.setdefault(f"dev {metric}", []).append((int(match[1]), float(value)))
     return curves

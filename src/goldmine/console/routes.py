@@ -168,18 +168,26 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
         return render(request, "error.html", None, 403, message="The form was missing its security token, or it "
                       "came from an old page: reload the page and try again.")
 
+    async def error_page(request: Request, status: int, message: str) -> Response:
+        """An error as a page, with the navigation when the browser is signed in."""
+        try:
+            session = await session_of(request)
+        except SignedOut:
+            session = None
+        return render(request, "error.html", session, status, message=message)
+
     @app.exception_handler(GoldmineError)
     async def goldmine_error(request: Request, err: GoldmineError) -> Response:
         status = http_status(err)
         message = str(err) if status < 500 or isinstance(err, ServingError) else "internal server error"
         if status >= 500:
             log.error("console: %s: %s", type(err).__name__, err)
-        return render(request, "error.html", None, status, message=message)
+        return await error_page(request, status, message)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> Response:
-        return render(request, "error.html", None, err.status_code,
-                      message="No such page." if err.status_code == 404 else str(err.detail))
+        return await error_page(request, err.status_code,
+                                "No such page." if err.status_code == 404 else str(err.detail))
 
     # -- signing in and out ---------------------------------------------------------------------------------------
 
@@ -317,12 +325,13 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
         session = await session_of(request)
         job = await asyncio.to_thread(jobs.get_job, services().db, tenant_scope(session), job_id)
         curves = figures.job_curves(job.log)
-        chart = None
-        if curves:
-            steps = sorted({step for points in curves.values() for step, _ in points})
-            series = {name: [dict(points).get(step) for step in steps] for name, points in curves.items()}
-            chart = charts.lines(f"job {job.id}: loss and dev metrics by step", series)
-        return session, {"job": job, "curves": curves, "chart": chart, "terminal": job.status in jobs.TERMINAL}
+        steps = sorted({step for points in curves.values() for step, _ in points})
+        groups = {"loss": [n for n in curves if n.endswith("loss")],
+                  "dev metrics": [n for n in curves if not n.endswith("loss")]}  # two scales: two charts
+        chart_list = [charts.lines(f"job {job.id}: {title} by step (steps {steps[0]} to {steps[-1]})",
+                                   {n: [dict(curves[n]).get(step) for step in steps] for n in names})
+                      for title, names in groups.items() if names]
+        return session, {"job": job, "curves": curves, "charts": chart_list, "terminal": job.status in jobs.TERMINAL}
 
     @app.get("/jobs/{job_id}")
     async def job_page(job_id: str, request: Request) -> Response:
