@@ -20,5 +20,6 @@ def test_lines_skip_missing_points():
 
 def test_job_curves_come_from_the_log_lines():
     log = ["10:00:00 phase: train", "10:00:01 step 1/4  loss 2.3000", "10:00:02 step 2/4  loss 2.1000",
-           "10:00:02 step 2/4  dev loss 2.0500  dev accuracy 0.2500  dev epoch 0.5000", "10:00:03 done: 4 steps in 1.0s"]
+           "10:00:02 step 2/4  dev loss 2.0500  dev accuracy 0.2500  dev epoch 0.5000",
+           "10:00:03 done: 4 steps in 1.0s"]
     assert job_curves(log) == {"loss": [(1, 2.3), (2, 2.1)], "dev loss": [(2, 2.05)], "dev accuracy": [(2, 0.25)]}
