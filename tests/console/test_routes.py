@@ -201,3 +201,40 @@ def test_the_playground_is_a_metered_predict_call(browser, keys, models, key):
     assert "<svg" in usage and 'id="invoice-total"' in usage
     foreign = client.post("/console/playground", data={"csrf": token, "model": "other", "texts": "hi"})
     assert foreign.status_code == 404  # globex's model, even for an admin key: predict is per tenant
+
+
+def test_monitoring_shows_each_models_windows_and_alarms(browser, keys, models, db):
+    from datetime import timedelta
+
+    from goldmine.monitoring.windows import WindowReport
+    from goldmine.serving.db import DriftWindow, utcnow
+
+    now = utcnow()
+    with db.session() as session:
+        for i, (p_value, alarm) in enumerate([(0.4, False), (0.001, True)]):
+            report = WindowReport(texts=1000, label_counts={"track_order": 600, "<b>x</b>": 400},
+                                  out_of_scope_rate=0.05 * (i + 1), mean_confidence=0.8, confidence_histogram=[0] * 10,
+                                  median_words=6.0, input_tests=True, mmd_p_value=p_value, oov_rate=0.02,
+                                  oov_rate_training=0.01, alarm=alarm)
+            session.add(DriftWindow(tenant_id="acme", model_name="intents", version=models["intents"].version,
+                                    started_at=now - timedelta(hours=2 - i), ended_at=now - timedelta(hours=1 - i),
+                                    texts=1000, alarm=alarm, report_json=report.to_json()))
+    page = browser(keys["acme"]).get("/console/monitoring").text
+    assert "drift alarm" in page and "1 window(s) raised the drift alarm" in page and page.count("<svg") == 1
+    assert "0.001" in page and "0.1" in page  # the second window's p-value and out-of-scope rate
+    other = browser(keys["globex"]).get("/console/monitoring").text
+    assert "intents" not in other and "drift alarm" not in other
+
+
+def test_a_job_form_with_a_bad_field_says_which(browser, keys, tiny_model_dir):
+    client = browser(keys["acme"])
+    dataset = upload(client, "intents.csv", intents_csv()).json()["id"]
+    token = csrf_of(client.get("/console/jobs").text)
+    base = {"csrf": token, "model": "intents-ft", "train": dataset, "base_model": str(tiny_model_dir)}
+    for extra, said in [({"config": "{not json"}, "invalid value"),
+                        ({"config": '{"training": {"learnin_rate": 1}}'}, "learnin_rate"),
+                        ({"base_model": "/root/secret-model"}, "model.name"),
+                        ({"model": "<Bad>"}, "model")]:
+        response = client.post("/console/jobs", data={**base, **extra})
+        assert response.status_code == 422 and said in response.text, (extra, response.text[-800:])
+        assert 'id="error"' in response.text and "<Bad>" not in response.text
