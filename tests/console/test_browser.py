@@ -31,7 +31,7 @@ SCREENSHOTS = Path(os.environ.get("GOLDMINE_CONSOLE_SCREENSHOTS")
 
 
 @pytest.fixture
-def chrome(tmp_path):
+def chrome(tmp_path, monkeypatch):
     """A headless chromium driven by chromedriver, with a fresh profile; nothing is downloaded."""
     if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
         serving_fixtures.missing("chromium chromium-driver")
@@ -40,7 +40,7 @@ def chrome(tmp_path):
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         serving_fixtures.missing("selenium (pip install -e '.[dev]')")
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers or browsers online
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers or browsers online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="goldmine-chromium-")

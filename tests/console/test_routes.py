@@ -238,3 +238,22 @@ def test_a_job_form_with_a_bad_field_says_which(browser, keys, tiny_model_dir):
         response = client.post("/console/jobs", data={**base, **extra})
         assert response.status_code == 422 and said in response.text, (extra, response.text[-800:])
         assert 'id="error"' in response.text and "<Bad>" not in response.text
+
+
+def test_the_upload_is_streamed_past_the_body_limit_and_the_console_can_be_turned_off(settings, db, keys):
+    from fastapi.testclient import TestClient
+
+    from goldmine.serving.app import create_app
+    from goldmine.serving.settings import Console, Limits
+
+    small = settings.model_copy(update={"limits": Limits(max_body_bytes=500)})  # JSON bodies: 500 bytes at most
+    with TestClient(create_app(small), follow_redirects=False) as client:
+        token = csrf_of(client.get("/console/login").text)
+        assert client.post("/console/login", data={"key": keys["acme"], "csrf": token}).status_code == 303
+        content = intents_csv()
+        assert len(content) > 500
+        assert upload(client, "intents.csv", content).status_code == 201  # streamed, under jobs' own limits
+    off = settings.model_copy(update={"console": Console(enabled=False)})
+    with TestClient(create_app(off)) as client:
+        assert client.get("/console/login").status_code == 404
+        assert client.get("/healthz").status_code == 200
