@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from goldmine import console
 from goldmine.apps import http as apps_http
 from goldmine.errors import DataError, GoldmineError
 from goldmine.monitoring.windows import DriftMonitor
@@ -194,12 +195,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app = FastAPI(title="goldmine", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Metered, authenticated predictions from fine-tuned goldmine models.", **options)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes,
-                       streamed=(datasets.PATH,))
+                       streamed=(datasets.PATH, console.UPLOAD_PATH))
     install_error_handlers(app)
     for module in (predict, feedback, embeddings, completions, search, models, monitoring, datasets, jobs, usage,
                    admin, health):
         app.include_router(module.router)
     apps_http.mount(app)  # /v1/apps/<name>/...: every registered app
+    console.mount(app, settings)  # /console: the web console (goldmine.console)
     install_docs(app)
     _document_limits(app, settings)
     app.state.metrics = metrics

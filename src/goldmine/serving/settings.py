@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from goldmine.errors import ConfigError
@@ -149,6 +149,18 @@ class Drift(BaseModel):
                                  "the drift alarm (goldmine_drift_alarm = 1 until a window passes).")
 
 
+class Console(BaseModel):
+    """The web console at /console (goldmine.console): sign in with an API key, a signed session cookie."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Serve the console at /console.")
+    secret: SecretStr | None = Field(None, description="Key that signs session cookies; None = one generated once "
+                                     "and kept in <data_dir>/console_secret. Set it when replicas share the console.")
+    session_hours: float = Field(12.0, gt=0, description="A session ends this long after sign-in (or at once when "
+                                 "its key is revoked).")
+
+
 def _default_plans() -> dict[str, PricePlan]:
     return {"default": PricePlan(per_call_minor=0, per_1k_tokens_minor=10, per_1k_output_tokens_minor=20,
                                  free_tokens=100_000)}
@@ -184,6 +196,7 @@ class ServingSettings(BaseSettings):
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings, description="The feedback loop: "
                                        "corrections, retraining, the regression gate, automatic rollback.")
     drift: Drift = Field(default_factory=Drift, description="Prediction and input-drift monitoring per version.")
+    console: Console = Field(default_factory=Console, description="The web console at /console.")
     plans: dict[str, PricePlan] = Field(default_factory=_default_plans, description="Price plans by name.")
     apps: list[Path] = Field(default_factory=list, description="App configs (YAML, one per app and tenant; "
                              "examples in configs/apps/) served under /v1/apps/<app>/ to the tenant each names.")
