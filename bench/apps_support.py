@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info, provenance  # noqa: E402
+from runs import free_port, wait_until_ready  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT.parent / "shared" / "data"
@@ -234,11 +234,6 @@ def _prf(tp: int, fp: int, fn: int) -> dict:
     return {"handoff_precision": precision, "handoff_recall": recall, "handoff_f1": f1}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def http_latency(name: str, model_dir: Path, calls: int = LATENCY_CALLS) -> dict:
     """p50/p99 of one message at a time through `goldmine serve` (a subprocess) with the support app set up."""
@@ -266,7 +261,7 @@ def http_latency(name: str, model_dir: Path, calls: int = LATENCY_CALLS) -> dict
         register(db, load_settings(serving).registry_dir, "bench-support", run, "bench")
         key = create_key(db, "bench", "predict", rate=10_000).key
         db.dispose()
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOLDMINE_")}
         env.update(GOLDMINE_CONFIG=str(serving), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT / "src"))
         log = (tmp / "server.log").open("w")
@@ -274,16 +269,7 @@ def http_latency(name: str, model_dir: Path, calls: int = LATENCY_CALLS) -> dict
                                    str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 180
-            while True:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"goldmine serve did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.3)
+            wait_until_ready(url, server, tmp / "server.log", 180)
             texts = [r["text"] for r in dev][: calls + 10]
             timings = []
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:

@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info, provenance  # noqa: E402
+from runs import free_port, wait_until_ready  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "movielens"
 RESULTS = ROOT / "bench" / "results"
@@ -97,11 +97,6 @@ def latency(recommender, users: list[str], rounds: int) -> dict:
             samples.append((time.perf_counter() - started) * 1000)
     return percentiles(samples)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_latency(work: Path, encoder: Path, items: list, interactions: list, settings: dict, users: list[str],
@@ -144,7 +139,7 @@ def http_latency(work: Path, encoder: Path, items: list, interactions: list, set
     finally:
         db.dispose()
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOLDMINE_")}
     env.update(GOLDMINE_CONFIG=str(serving_file), HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(threads),
                PYTHONPATH=str(ROOT / "src"))
@@ -156,16 +151,7 @@ def http_latency(work: Path, encoder: Path, items: list, interactions: list, set
                                    str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 600  # a loaded machine
-            while True:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"goldmine serve did not start:\n{log_path.read_text()[-3000:]}")
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.3)
+            wait_until_ready(url, server, log_path, 600)  # a loaded machine
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
                 def checked(r, user: str) -> list[str]:
                     if r.status_code != 200:

@@ -1,4 +1,5 @@
-"""What several benchmarks share: JSONL data files and a `goldmine.train` run timed apart from its evaluation.
+"""What several benchmarks share: JSONL data files, a `goldmine.train` run timed apart from its evaluation, and a
+`goldmine serve` subprocess waited for until it is ready.
 
 A benchmark compares how long methods take to *build* a model; the test evaluation that `goldmine.train` runs at
 the end (on a dev file as large as the benchmark's) is timed on its own, through the trainer's phase callbacks, so
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -45,3 +47,26 @@ def timed_train(settings: dict):
     result = goldmine.train(load_config(None, settings), callbacks=[timer])
     wall = time.perf_counter() - started
     return result, wall - timer.seconds, timer.seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_ready(url: str, process, log_path: Path, seconds: float) -> None:
+    """Poll `url`/readyz until the `goldmine serve` subprocess answers 200; RuntimeError with the end of its log
+    when it exits first or `seconds` pass (a deadline: a loaded machine may take minutes to import and load)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"goldmine serve did not start:\n{Path(log_path).read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)

@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info, provenance  # noqa: E402
+from runs import free_port, read_jsonl, wait_until_ready  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT.parent / "shared" / "data"
@@ -71,9 +72,6 @@ KILL_CONFIG = {"task": "classification", "training": {"max_steps": 90, "batch_si
 def log(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------------------------------- drift
@@ -209,7 +207,7 @@ class Service:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         self.work = work
-        self.port = _free_port()
+        self.port = free_port()
         settings = {"data_dir": str(work / "serving"), "port": self.port, "preload": False,
                     "jobs": {"local_worker": False, "heartbeat_seconds": 1.0, "lease_seconds": 15.0,
                              "poll_seconds": 0.5, "max_concurrent_jobs": 4}}
@@ -222,22 +220,7 @@ class Service:
         self.process = subprocess.Popen([sys.executable, "-m", "goldmine.cli", "serve", "--config", str(self.config)],
                                         env=_env(), stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        import httpx
-
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"goldmine serve exited: {(self.work / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit("goldmine serve did not become ready in 300 s")
+        wait_until_ready(self.url, self.process, work / "server.log", 300)
 
     def call(self, method: str, path: str, **kwargs):
         import httpx
@@ -278,13 +261,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _seconds(start: str | None, end: str | None) -> float | None:
     if not start or not end:
@@ -293,23 +269,14 @@ def _seconds(start: str | None, end: str | None) -> float | None:
                  .total_seconds(), 2)
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def bench_jobs(args) -> dict:
     from goldmine.demo.datasets import write_demo_data
+    from goldmine.serving.jobs import flatten
 
     work = args.runs / "service-jobs"
     data = write_demo_data(work / "data").intents
     direct_out = work / "direct"
-    overrides = [f"{k}={v}" for k, v in _flat(JOB_CONFIG).items()]
+    overrides = [f"{k}={v}" for k, v in flatten(JOB_CONFIG).items()]
     log("direct: goldmine train")
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "goldmine.cli", "train", "--set", f"data.train={data}",
