@@ -214,7 +214,7 @@ class Service:
         self.config = work / "serving.yaml"
         self.config.write_text(json.dumps(settings))  # JSON is YAML
         db = open_database(load_settings(self.config))
-        self.key = create_key(db, "acme", "predict").key
+        self.key = create_key(db, "acme", "predict,train").key
         db.dispose()
         self.log = (work / "server.log").open("a")
         self.process = subprocess.Popen([sys.executable, "-m", "goldmine.cli", "serve", "--config", str(self.config)],

@@ -42,7 +42,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(billing_app, name="billing")
 app.add_typer(apps_app, name="app", help="The applications built on goldmine (goldmine app list).")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error line stays one line in a log, whatever its length
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -600,7 +600,8 @@ def models_rollback(
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant the key belongs to (created if new).")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated: predict, admin.")] = "predict",
+    scopes: Annotated[str, typer.Option(help="Comma-separated: predict, train (datasets and fine-tuning jobs), "
+                                        "admin.")] = "predict",
     rate: Annotated[float | None, typer.Option(help="Requests per second (token bucket).")] = None,
     monthly_quota: Annotated[int | None, typer.Option(help="Texts per calendar month (UTC).")] = None,
     plan: Annotated[str | None, typer.Option(help="Set the tenant's price plan (a name from the settings).")] = None,

@@ -114,8 +114,8 @@ def test_a_tenant_trains_promotes_and_is_billed_and_another_tenant_sees_none_of_
         chrome, settings, db, start_server, intents_file, tmp_path):
     from selenium.webdriver.support.ui import Select
 
-    acme = create_key(db, "acme", "predict,admin").key  # promoting needs the admin scope, as the API's route
-    globex = create_key(db, "globex", "predict").key
+    acme = create_key(db, "acme", "predict,train,admin").key  # promoting needs the admin scope, as the API's route
+    globex = create_key(db, "globex", "predict,train").key
     config = tmp_path / "serving.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     server = start_server(settings, GOLDMINE_CONFIG=str(config), GOLDMINE_JOBS__LOCAL_WORKER="true")
@@ -157,7 +157,7 @@ def test_a_tenant_trains_promotes_and_is_billed_and_another_tenant_sees_none_of_
     ui.find("#job-model-link").click()
     ui.wait().until(lambda d: "/console/models/intents-ft" in d.current_url)
     model_url = chrome.current_url
-    assert "No gate report." in ui.text("main") and "fine-tuned" in ui.text("table.before-after")
+    assert "gate has not measured this version" in ui.text("main") and "fine-tuned" in ui.text("table.before-after")
     ui.shot("model-candidate")
     ui.find("button.promote").click()
     ui.wait().until(lambda d: d.find_elements("css selector", "#message"))

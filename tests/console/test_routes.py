@@ -4,12 +4,11 @@ every POST, tenant scoping (another tenant's ids read 404), escaping of what it 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from goldmine.serving.auth import create_key, revoke_key
-from goldmine.serving.db import ModelVersion
+from goldmine.serving.db import GateReport, ModelVersion, utcnow
 
 from .conftest import csrf_of
 
@@ -162,10 +161,17 @@ def test_keys_are_managed_with_the_admin_scope_and_shown_once(browser, keys, db)
     assert new_key.startswith("gm_") and new_key not in admin.get("/console/keys").text  # shown once
     new_id = new_key.split("_")[1]
     fresh = browser(new_key)
-    assert fresh.get("/console/datasets").status_code == 200
+    assert fresh.get("/console/models").status_code == 200
+    refused = fresh.get("/console/datasets")  # a predict key: no datasets or jobs, as in the API
+    assert refused.status_code == 403 and "lacks the &#39;train&#39; scope" in refused.text
+    assert fresh.get("/console/jobs").status_code == 403
+    assert "need a key with the train scope" in fresh.get("/console/").text
+    trainer = admin.post("/console/keys", data={"csrf": token, "scope_predict": "1", "scope_train": "1"})
+    training = browser(trainer.text.split('id="new-key" readonly value="')[1].split('"')[0])
+    assert training.get("/console/datasets").status_code == 200 and training.get("/console/jobs").status_code == 200
     revoked = admin.post(f"/console/keys/{new_id}/revoke", data={"csrf": token})
     assert revoked.status_code == 303
-    assert fresh.get("/console/datasets").status_code == 303  # its session ended with it
+    assert fresh.get("/console/models").status_code == 303  # its session ended with it
     other = create_key(db, "globex", "predict").info.id
     assert admin.post(f"/console/keys/{other}/revoke", data={"csrf": token}).status_code == 404  # not acme's key
 
@@ -173,15 +179,23 @@ def test_keys_are_managed_with_the_admin_scope_and_shown_once(browser, keys, db)
 def test_the_model_page_shows_reports_the_gate_slot_and_admin_actions(browser, keys, models, db):
     acme = browser(keys["acme"])
     page = acme.get("/console/models/intents").text
-    assert "Before vs after" in page and "fine-tuned" in page and "No gate report." in page
+    assert "Before vs after" in page and "fine-tuned" in page and "gate has not measured this version" in page
     assert "need a key with the admin scope" in page and 'class="promote"' not in page
     token = csrf_of(page)
     assert acme.post("/console/models/intents/rollback", data={"csrf": token}).status_code == 403
-    with db.session() as session:
-        path = Path(session.query(ModelVersion).filter_by(model_name="intents").one().path)
-    (path / "gate_report.json").write_text(json.dumps({"passed": False, "reason": SCRIPT}))
+    with db.session() as session:  # a report as goldmine.serving.gate stores it, with markup in a class name
+        version = session.query(ModelVersion).filter_by(model_name="intents").one().version
+        checks = [{"name": f"frozen set class {SCRIPT!r} f1", "candidate": 0.2, "live": 0.9, "limit": ">= 0.85",
+                   "passed": False, "examples": 15, "note": "a regression at 95% confidence"},
+                  {"name": "frozen set accuracy", "candidate": 0.91, "live": 0.9, "limit": ">= 0.88", "passed": True,
+                   "examples": 300, "note": None}]
+        report = {"model": "intents", "candidate": version, "live": "f" * 32, "passed": False,
+                  "eval_set": {"version": "f" * 32, "examples": 300}, "checks": checks}
+        session.add(GateReport(model_name="intents", candidate=version, live="f" * 32, passed=False,
+                               report_json=json.dumps(report), created_at=utcnow()))
     page = acme.get("/console/models/intents").text
-    assert "Gate report" in page and "&#34;passed&#34;: false" in page and SCRIPT not in page
+    assert "Gate checks" in page and ">failed<" in page and "a regression at 95% confidence" in page
+    assert "frozen set accuracy" in page and SCRIPT not in page  # escaped
     admin = browser(keys["admin"])
     token = csrf_of(admin.get("/console/models/intents").text)
     refused = admin.post("/console/models/intents/rollback", data={"csrf": token, "alias": "production"})

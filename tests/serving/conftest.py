@@ -266,8 +266,9 @@ def models(db, settings, tiny_run):
 def keys(db):
     """Raw keys by role: acme predict, acme admin, globex predict."""
     return {
-        "acme": create_key(db, "acme", "predict").key,
-        "admin": create_key(db, "acme", "predict,admin").key,
-        "globex": create_key(db, "globex", "predict").key,
+        "acme": create_key(db, "acme", "predict,train").key,
+        "admin": create_key(db, "acme", "predict,train,admin").key,
+        "globex": create_key(db, "globex", "predict,train").key,
+        "predict_only": create_key(db, "acme", "predict").key,
         "admin_only": create_key(db, "ops", "admin").key,
     }

@@ -63,7 +63,7 @@ def test_keys_commands(tmp_path):
     assert invoke("keys", "revoke", info.id).exit_code == 0
     assert "revoked" in invoke("keys", "list", "--tenant", "acme").output
     bad = invoke("keys", "create", "--tenant", "acme", "--scopes", "root")
-    assert bad.exit_code == 2 and "scopes must be a comma-separated subset of predict, admin" in bad.output
+    assert bad.exit_code == 2 and "scopes must be a comma-separated subset of predict, train, admin" in bad.output
     plan = invoke("keys", "create", "--tenant", "acme", "--plan", "gold")
     assert plan.exit_code == 2 and "--plan 'gold' is not a configured plan: default" in plan.output
 

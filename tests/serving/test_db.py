@@ -187,3 +187,24 @@ def test_0009_downgrades_to_0008_and_upgrades_again(settings):
             assert session.get(Job, "job_1").kind == "train"
     finally:
         database.dispose()
+
+
+def test_0010_gives_keys_that_predict_the_train_scope_they_had(settings):
+    """Before 0010 a predict key could upload datasets and run jobs: the upgrade adds `train` to such keys (and
+    only to them), the downgrade takes it away again."""
+    from goldmine.serving.auth import create_key
+    from goldmine.serving.db import ApiKey
+
+    database = open_database(settings)
+    try:
+        migrate(database.engine, "0009", downgrade=True)
+        keys = {scopes: create_key(database, "acme", scopes).info.id for scopes in ("predict", "admin")}
+        migrate(database.engine)
+        with database.session() as session:
+            assert session.get(ApiKey, keys["predict"]).scopes == "predict,train"
+            assert session.get(ApiKey, keys["admin"]).scopes == "admin"
+        migrate(database.engine, "0009", downgrade=True)
+        with database.session() as session:
+            assert session.get(ApiKey, keys["predict"]).scopes == "predict"
+    finally:
+        database.dispose()

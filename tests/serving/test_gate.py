@@ -143,3 +143,33 @@ def test_a_retrain_job_runs_on_a_worker(settings, db, models, keys, demo_files):
     with db.session() as session:
         assert session.get(ModelAlias, ("intents", "candidate")).version == done["version"]
         assert session.get(ModelAlias, ("intents", "production")).version == models["intents"].version
+
+
+def test_class_check_tells_a_regression_from_the_noise_of_a_small_class():
+    from goldmine.serving.gate import class_checks
+
+    rng = random.Random(0)
+    gold = ["small"] * 15 + ["big"] * 600 + ["rest"] * 600
+    live = list(gold)
+    for i in rng.sample(range(15, 1215), 60):  # the live version is wrong on a few of the large classes
+        live[i] = "rest" if gold[i] == "big" else "big"
+    two_misses = list(live)
+    two_misses[0] = two_misses[1] = "rest"  # two wrong answers of 15: F1 falls by 0.07, more than the tolerance
+    collapse = list(live)
+    for i in range(10):
+        collapse[i] = "rest"  # two thirds of the small class lost
+    big_drop = list(live)
+    for i in [i for i in range(15, 615) if live[i] == "big"][:70]:
+        big_drop[i] = "rest"  # about 0.07 F1 of a 600-example class: more than its noise
+
+    def verdicts(candidate):
+        return {c.name.split("'")[1]: c for c in class_checks(gold, candidate, live, 0.05, 0.95, 1000)}
+
+    small = verdicts(two_misses)["small"]
+    assert small.live - small.candidate > 0.05 and small.passed and "sampling noise" in small.note
+    assert not verdicts(collapse)["small"].passed
+    assert "regression" in verdicts(collapse)["small"].note
+    big = verdicts(big_drop)["big"]
+    assert 0.05 < big.live - big.candidate < 0.1 and not big.passed and big.examples == 600
+    assert all(c.passed and c.note is None for c in verdicts(live).values())  # the same answers: nothing lost
+    assert class_checks(gold, collapse, live, 0.05, 0.95, 1000) == list(verdicts(collapse).values())  # seeded

@@ -141,6 +141,24 @@ def test_foreign_or_unknown_ids_read_404(client, keys, dataset, tiny_model_dir):
     assert client.get("/v1/jobs", headers=auth(keys["globex"])).json()["jobs"] == []
 
 
+def test_datasets_and_jobs_need_the_train_scope(client, keys, dataset, intents, tiny_model_dir):
+    """A key that only predicts (the one built into a customer's app) cannot spend training time: 403 on every
+    dataset and job route, while its tenant's train key works."""
+    train = dataset()
+    job = start(client, keys, train, tiny_config(tiny_model_dir)).json()["id"]
+    only = auth(keys["predict_only"])
+    calls = [("post", "/v1/datasets?name=intents.csv", {"content": intents}), ("get", "/v1/datasets", {}),
+             ("get", f"/v1/datasets/{train}", {}), ("delete", f"/v1/datasets/{train}", {}),
+             ("post", "/v1/jobs", {"json": {"model": "m", "train": train}}), ("get", "/v1/jobs", {}),
+             ("get", f"/v1/jobs/{job}", {}), ("get", f"/v1/jobs/{job}/events", {}),
+             ("post", f"/v1/jobs/{job}/cancel", {}), ("get", f"/v1/jobs/{job}/report", {})]
+    for method, path, body in calls:
+        response = client.request(method.upper(), path, headers=only, **body)
+        assert response.status_code == 403, (path, response.text)
+        assert "'train' scope" in response.json()["error"]["message"]
+    assert client.get(f"/v1/jobs/{job}", headers=auth(keys["acme"])).status_code == 200
+
+
 def test_concurrent_jobs_per_tenant_are_limited(client, keys, dataset, tiny_model_dir):
     train = dataset()
     for _ in range(2):

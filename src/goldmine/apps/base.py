@@ -226,6 +226,19 @@ def resolve_models(config: AppConfig, db) -> dict[str, ResolvedModel]:
     return resolved
 
 
+def load_models(config: AppConfig, db) -> tuple[dict[str, ResolvedModel], dict[str, Any]]:
+    """`resolve_models`, then every set model reference loaded from its registry copy, by dotted field name: two
+    fields naming the same version share one loaded model. Returns (resolved, loaded)."""
+    from goldmine.inference.model import Model
+
+    resolved = resolve_models(config, db)
+    by_path: dict[str, Any] = {}
+    for item in resolved.values():
+        if item.path not in by_path:
+            by_path[item.path] = Model.load(item.path)
+    return resolved, {field: by_path[item.path] for field, item in resolved.items()}
+
+
 def _choices(session, name: str, tenant: str) -> str:
     """What the registry has for `name` (its versions and aliases), or how to register a model."""
     from sqlalchemy import select

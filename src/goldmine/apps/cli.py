@@ -20,7 +20,7 @@ from goldmine.errors import ConfigError, GoldmineError
 app = typer.Typer(help="The applications built on goldmine: list, check a config, and each app's own commands.",
                   no_args_is_help=True)
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error line stays one line in a log, whatever its length
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Serving config YAML (else $GOLDMINE_CONFIG).")]
 AppConfigOpt = Annotated[Path | None, typer.Option(

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from goldmine.serving.db import AliasChange, Database, ModelAlias, ModelVersion, UsageRecord
+from goldmine.serving.db import AliasChange, Database, GateReport, ModelAlias, ModelVersion, UsageRecord
 from goldmine.serving.registry import get_model
 
-GATE_REPORT = "gate_report.json"  # written beside a version by the feedback loop's promotion gate (when it exists)
 _LOSS = re.compile(r"step (\d+)/\d+\s+loss ([0-9.]+)")
 _DEV = re.compile(r"step (\d+)/\d+\s+(dev .*)")
 _DEV_METRIC = re.compile(r"dev (\S+) ([0-9.]+)")
@@ -57,7 +56,7 @@ class VersionReport:
     aliases: list[str]
     before_after: dict | None  # metrics.json's {"system": {"metric": value}}
     parity: dict | None  # parity.json of an export, when the version was exported
-    gate: dict | None  # gate_report.json, when a promotion gate wrote one
+    gate: dict | None  # the newest regression-gate report with this version as the candidate (`gate_reports`)
 
 
 @dataclass
@@ -96,13 +95,19 @@ def model_detail(db: Database, name: str, tenant: str | None) -> ModelDetail:
                            "at": c.created_at.isoformat(timespec="seconds") + "Z",
                            "rolled_back": c.rolled_back_at is not None} for c in changes]
         rows = [(v.version, v.task, v.created_at, Path(v.path)) for v in versions]
+        gates: dict[str, dict] = {}
+        for report in session.scalars(select(GateReport).where(GateReport.model_name == name)
+                                      .order_by(GateReport.id.desc())):
+            if report.candidate not in gates:  # the newest run per candidate
+                gates[report.candidate] = {**json.loads(report.report_json),
+                                           "created_at": report.created_at.isoformat(timespec="seconds") + "Z"}
     for version, task, created, path in rows:
         metrics = _json(path / "metrics.json") or {}
         parity = _json(path / "parity.json") or _json(path / "onnx" / "parity.json")
         detail.versions.append(VersionReport(
             version, task, created.isoformat(timespec="seconds") + "Z",
             sorted(alias for alias, v in aliases.items() if v == version), metrics.get("before_after"), parity,
-            _json(path / GATE_REPORT)))
+            gates.get(version)))
     return detail
 
 

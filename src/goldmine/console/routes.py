@@ -138,6 +138,12 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
                                                  page=template.removesuffix(".html"), **context)
         return HTMLResponse(html, status_code=status)
 
+    async def training_session(request: Request) -> Session:
+        """The session of a dataset or job page: the key needs the `train` scope, as the API's routes do (403)."""
+        session = await session_of(request)
+        session.key.require("train")
+        return session
+
     def tenant_scope(session: Session) -> str | None:
         """Whose models, jobs and windows a page lists: the key's tenant, or every tenant's (None) for an admin."""
         return None if session.admin else session.key.tenant
@@ -225,21 +231,22 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
         session = await session_of(request)
         db, tenant = services().db, session.key.tenant
         models = await asyncio.to_thread(registry.list_models, db, tenant_scope(session))
-        own_jobs = await asyncio.to_thread(jobs.list_jobs, db, tenant_scope(session), 5)
-        own_datasets = await asyncio.to_thread(datasets.list_datasets, db, tenant)
+        trains = "train" in session.key.scopes
+        own_jobs = await asyncio.to_thread(jobs.list_jobs, db, tenant_scope(session), 5) if trains else None
+        own_datasets = await asyncio.to_thread(datasets.list_datasets, db, tenant) if trains else None
         return render(request, "home.html", session, models=models, jobs=own_jobs, datasets=own_datasets)
 
     # -- datasets -------------------------------------------------------------------------------------------------
 
     @app.get("/datasets")
     async def dataset_list(request: Request) -> Response:
-        session = await session_of(request)
+        session = await training_session(request)
         rows = await asyncio.to_thread(datasets.list_datasets, services().db, session.key.tenant)
         return render(request, "datasets.html", session, datasets=rows)
 
     @app.get("/datasets/{dataset_id}")
     async def dataset_page(dataset_id: str, request: Request) -> Response:
-        session = await session_of(request)
+        session = await training_session(request)
         info = await asyncio.to_thread(datasets.get_dataset, services().db, session.key.tenant, dataset_id)
         return render(request, "dataset.html", session, dataset=info, report=info.report or {})
 
@@ -254,7 +261,7 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
             return JSONResponse({"error": "missing security token: reload the page"}, status_code=403)
         key, svc = session.key, services()
         try:
-            key.require("predict")
+            key.require("train")
             limit = await asyncio.to_thread(datasets.upload_limit, svc.db, svc.settings, key.tenant)
             handle = await asyncio.to_thread(datasets.Upload, svc.settings, key.tenant, name, limit)
             try:
@@ -274,7 +281,7 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
 
     @app.post("/datasets/{dataset_id}/delete")
     async def dataset_delete(dataset_id: str, request: Request) -> Response:
-        session = await session_of(request)
+        session = await training_session(request)
         await form(request, session)
         await asyncio.to_thread(datasets.delete_dataset, services().db, session.key.tenant, dataset_id)
         return go("/datasets")
@@ -291,15 +298,14 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
 
     @app.get("/jobs")
     async def job_list(request: Request) -> Response:
-        return await jobs_page(request, await session_of(request))
+        return await jobs_page(request, await training_session(request))
 
     @app.post("/jobs")
     async def job_start(request: Request) -> Response:
-        session = await session_of(request)
+        session = await training_session(request)
         fields = await form(request, session)
         svc = services()
         try:
-            session.key.require("predict")
             extra = json.loads(fields.get("config") or "{}")
             if not isinstance(extra, dict):
                 raise InvalidRequest("config: a JSON object of training config fields, e.g. {\"training\": "
@@ -322,7 +328,7 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
         return go(f"/jobs/{job.id}")
 
     async def job_context(request: Request, job_id: str) -> tuple[Session, dict]:
-        session = await session_of(request)
+        session = await training_session(request)
         job = await asyncio.to_thread(jobs.get_job, services().db, tenant_scope(session), job_id)
         curves = figures.job_curves(job.log)
         steps = sorted({step for points in curves.values() for step, _ in points})
@@ -346,7 +352,7 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
 
     @app.post("/jobs/{job_id}/cancel")
     async def job_cancel(job_id: str, request: Request) -> Response:
-        session = await session_of(request)
+        session = await training_session(request)
         await form(request, session)
         await asyncio.to_thread(jobs.cancel_job, services().db, tenant_scope(session), job_id)
         return go(f"/jobs/{job_id}")
@@ -376,7 +382,8 @@ def create_console(parent: FastAPI, settings: ServingSettings) -> ASGIApp:
             session.key.require("admin")
             if action == "promote":
                 move = await admin.promote(name, admin.PromoteIn(target=fields.get("target", ""),
-                                                                 alias=fields.get("alias") or "production"),
+                                                                 alias=fields.get("alias") or "production",
+                                                                 force=fields.get("force") == "1"),
                                            session.key, services())
             else:
                 move = await admin.rollback(name, session.key, services(),

@@ -366,9 +366,10 @@ def fit_inputs(model, dev, dev_out, train, label: str | None):
     return inside, labels_in, outside, prototypes
 
 
-def fit_and_store(run_dir, dev, dev_out, config, batch_size: int = 64, train=None) -> dict:
+def fit_and_store(run_dir, dev, dev_out, config, batch_size: int = 64, train=None, model=None) -> dict:
     """Fit the rule on dev through the saved model, write it into the run's goldmine.json (an embedding score's
-    prototypes, from `train`, into PROTOTYPES_FILE) and the report into out_of_scope.json; returns the report."""
+    prototypes, from `train`, into PROTOTYPES_FILE) and the report into out_of_scope.json; returns the report.
+    `model` is that run already loaded (its rule, if any, is replaced by the new one), else it is loaded now."""
     import json
 
     from goldmine.errors import ConfigError
@@ -377,7 +378,8 @@ def fit_and_store(run_dir, dev, dev_out, config, batch_size: int = 64, train=Non
     run_dir = Path(run_dir)
     if dev is None or not len(dev):
         raise ConfigError("out_of_scope: the threshold is fitted on dev data; give data.dev or a dev split share")
-    model = Model.load(run_dir, batch_size=batch_size)
+    model = model or Model.load(run_dir, batch_size=batch_size)
+    model.task.out_of_scope = None  # fitted on the model's own answers, not on an earlier rule's
     embeds = model.has_embeddings and train is not None and len(train) > 0 and config.method in ("auto",
                                                                                                   *EMBEDDING_SCORES)
     if config.method in EMBEDDING_SCORES and not embeds:
@@ -392,6 +394,8 @@ def fit_and_store(run_dir, dev, dev_out, config, batch_size: int = 64, train=Non
     meta = RunMeta.load(run_dir)
     meta.out_of_scope = rule.to_dict()
     meta.save(run_dir)
+    model.meta.out_of_scope = meta.out_of_scope
+    model.task.out_of_scope = OutOfScopeRule.from_dict(meta.out_of_scope, run_dir)  # as Model.load would set it
     report = {"rule": rule.to_dict(), **report}
     (run_dir / "out_of_scope.json").write_text(json.dumps(report, indent=2))
     return report

@@ -85,14 +85,15 @@ def build_reference(model, texts: list[str], labels: list[str], seed: int = 0) -
                           _vocabulary(tokenised), baseline, names, shares / max(shares.sum(), 1.0))
 
 
-def write_reference(run_dir: str | Path, train, batch_size: int = 64) -> Path | None:
-    """Write the reference of the saved run at `run_dir` from its training split (a LabeledData of single texts);
-    None, writing nothing, for a model that pools no embedding (token classification) or reads text pairs."""
+def write_reference(run_dir: str | Path, train, batch_size: int = 64, model=None) -> Path | None:
+    """Write the reference of the saved run at `run_dir` from its training split (a LabeledData of single texts),
+    embedded by `model` (that run, already loaded) or by the run loaded now; None, writing nothing, for a model
+    that pools no embedding (token classification) or reads text pairs."""
     from goldmine.inference.model import Model
 
     if train is None or not len(train) or any(e.text_b is not None for e in train.examples[:1]):
         return None
-    model = Model.load(run_dir, batch_size=batch_size)
+    model = model or Model.load(run_dir, batch_size=batch_size)
     if not model.has_embeddings:
         return None
     texts = [e.text for e in train.examples]

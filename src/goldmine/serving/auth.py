@@ -25,7 +25,9 @@ from goldmine.serving.errors import Forbidden, NotFound, Unauthorized
 from goldmine.serving.registry import ensure_tenant
 
 PREFIX = "gm"
-SCOPES = ("predict", "admin")  # predict: call and list own models, read own usage; admin: operate any tenant
+# predict: call and list own models, send feedback, read own usage; train: upload datasets and run fine-tuning jobs
+# (billed compute: a key built into an app that only predicts should not have it); admin: operate any tenant
+SCOPES = ("predict", "train", "admin")
 _DUMMY_SALT = secrets.token_bytes(16)
 
 

@@ -94,4 +94,5 @@ def require(scope: str):
 
 
 PredictKey = Annotated[KeyInfo, Depends(require("predict"))]
+TrainKey = Annotated[KeyInfo, Depends(require("train"))]
 AdminKey = Annotated[KeyInfo, Depends(require("admin"))]

@@ -119,7 +119,14 @@ class FeedbackSettings(BaseModel):
     tolerance: float = Field(0.02, ge=0, le=1, description="Gate: the most accuracy or macro F1 a candidate may lose "
                              "against the live version on the frozen evaluation set.")
     class_tolerance: float = Field(0.05, ge=0, le=1, description="Gate: the most F1 a candidate may lose on any one "
-                                   "class of the frozen evaluation set.")
+                                   "class of the frozen evaluation set, unless the loss is within that class's "
+                                   "sampling noise (`class_confidence`).")
+    class_confidence: float = Field(0.95, gt=0.5, lt=1, description="Gate: a class fails only when a paired "
+                                    "bootstrap of the frozen set is this sure that its F1 fell by more than "
+                                    "`class_tolerance` (one wrong answer among 15 examples of a class moves its F1 "
+                                    "by more than 0.05: that alone is noise, not a regression).")
+    bootstrap_resamples: int = Field(2000, ge=100, description="Gate: resamples of the paired bootstrap behind "
+                                     "`class_confidence`.")
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="Gate: the most accuracy a candidate may lose "
                                         "on the original training distribution (a frozen sample of the first "
                                         "promoted version's training data).")

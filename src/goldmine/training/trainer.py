@@ -223,11 +223,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
     (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     plot_training_curve(trainer.state.log_history, out / "training_curve.png")
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-    if config.out_of_scope.enabled:
-        with phase(callbacks, "out-of-scope threshold"):
-            out_of_scope.fit_and_store(out, splits["dev"], held_out.get("dev"), config.out_of_scope,
-                                       t.eval_batch_size, train=splits["train"])
-    _write_drift_reference(out, task, splits["train"], t.eval_batch_size, callbacks)
+    served = _finish_saved_run(out, config, task, splits, held_out, callbacks)
 
     # ---- evaluate: before vs after, on the same test data, through the serving path ----
     test = splits["test"]
@@ -244,7 +240,6 @@ def train(config: TrainConfig, resume: bool = False, callbacks: list | None = No
                 rows["pretrained + linear probe"] = probe_row or linear_probe(
                     task, base, config.model.pooling, splits["train"], test)
                 advance()
-            served = Model.load(out, batch_size=t.eval_batch_size)
             rows["fine-tuned"] = evaluate(served, full_test, out, prefix="test_")
             advance()
     table = write_summary(out, rows, "fine-tuned", f"{task.name} on {test.path}", trainer.state.best_metric, metric,
@@ -286,11 +281,7 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
                method.name: method.summary, "peak_rss_mb": peak_rss_mb()},
     )
     save_model(model, tokenizer, meta, config, out, method)
-    if config.out_of_scope.enabled:
-        with phase(callbacks, "out-of-scope threshold"):
-            out_of_scope.fit_and_store(out, splits["dev"], held_out.get("dev"), config.out_of_scope,
-                                       config.training.eval_batch_size, train=splits["train"])
-    _write_drift_reference(out, task, splits["train"], config.training.eval_batch_size, callbacks)
+    served = _finish_saved_run(out, config, task, splits, held_out, callbacks)
     rows: dict[str, dict] = {}
     test = splits["test"]
     if test is not None and len(test):
@@ -302,23 +293,30 @@ def build_without_training(config: TrainConfig, method: TuningMethod, callbacks:
             if probe:  # before: the pretrained encoder with a head fitted on the same examples
                 rows["pretrained + linear probe"] = linear_probe(task, base, "mean", splits["train"], test)
                 advance()
-            rows[method.name] = evaluate(Model.load(out, batch_size=config.training.eval_batch_size), full_test,
-                                         out, prefix="test_")
+            rows[method.name] = evaluate(served, full_test, out, prefix="test_")
             advance()
     title = f"{task.name} ({method.name}) on {test.path}" if test is not None else ""
     table = write_summary(out, rows, method.name, title)
     return TrainResult(out, rows.get(method.name, {}), table, seconds, 0)
 
 
-def _write_drift_reference(out, task, train, batch_size: int, callbacks) -> None:
-    """What the training inputs looked like, for the server's drift tests (goldmine.monitoring.reference): for
-    single- and multi-label classifiers trained on labeled single texts (a few seconds: 256 embeddings)."""
-    if task.name not in ("classification", "multilabel") or train is None or not len(train):
-        return
-    from goldmine.monitoring.reference import write_reference
+def _finish_saved_run(out: Path, config: TrainConfig, task, splits: dict, held_out: dict, callbacks) -> Model:
+    """Load the saved run once, as it will be served, and complete it with that one model: the out-of-scope rule
+    fitted on dev (when enabled; set on the loaded model too), then what the training inputs looked like for the
+    server's drift tests (goldmine.monitoring.reference: single- and multi-label classifiers trained on labeled
+    single texts, a few seconds for 256 embeddings). Returns the model the test evaluation then measures."""
+    served = Model.load(out, batch_size=config.training.eval_batch_size)
+    if config.out_of_scope.enabled:
+        with phase(callbacks, "out-of-scope threshold"):
+            out_of_scope.fit_and_store(out, splits["dev"], held_out.get("dev"), config.out_of_scope,
+                                       train=splits["train"], model=served)
+    train = splits["train"]
+    if task.name in ("classification", "multilabel") and train is not None and len(train):
+        from goldmine.monitoring.reference import write_reference
 
-    with phase(callbacks, "drift reference"):
-        write_reference(out, train, batch_size)
+        with phase(callbacks, "drift reference"):
+            write_reference(out, train, model=served)
+    return served
 
 
 def _separate_out_of_scope(splits: dict, config: TrainConfig) -> dict:

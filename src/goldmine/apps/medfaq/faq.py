@@ -191,24 +191,14 @@ class MedFaq:
         """The FAQ an app config describes, its models loaded from their registry copies. A model version the
         registry lacks, an index missing or built with another model, an NER model that is not one, or a bad urgent
         rule is a ConfigError naming the config (or rule file) line."""
-        from goldmine.apps.base import resolve_models
-        from goldmine.inference.model import Model
+        from goldmine.apps.base import load_models
 
-        resolved = resolve_models(config, db)  # ConfigError naming the config line for a missing version
-        loaded: dict[str, object] = {}
-
-        def model(field: str):
-            path = resolved[field].path
-            if path not in loaded:
-                loaded[path] = Model.load(path)
-            return loaded[path]
-
+        resolved, models = load_models(config, db)  # ConfigError naming the config line for a missing version
         retriever = resolved["models.retriever"]
         index = load_faq_index(config, retriever.version, retriever.path)
         rules = UrgentRules.load(config.urgent_rules_file())
-        ner = model("models.ner") if config.models.ner is not None else None
-        reranker = model("models.reranker") if config.models.reranker is not None else None
-        return cls.checked(config, model("models.retriever"), index, reranker, ner, rules)
+        return cls.checked(config, models["models.retriever"], index, models.get("models.reranker"),
+                           models.get("models.ner"), rules)
 
     @classmethod
     def checked(cls, config: MedFaqConfig, retriever, index: Index, reranker, ner, rules: UrgentRules) -> MedFaq:

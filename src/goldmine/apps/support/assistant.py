@@ -20,7 +20,6 @@ one written for another intent: the benchmark's answer accuracy checks exactly t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from goldmine.apps.support import entities as ents
 from goldmine.apps.support import store
@@ -139,24 +138,14 @@ class Assistant:
 
     @classmethod
     def from_config(cls, config: SupportConfig, db: Database) -> Assistant:
-        from goldmine.apps.base import resolve_models
-        from goldmine.inference.model import Model
+        from goldmine.apps.base import load_models
 
-        resolved = resolve_models(config, db)  # ConfigError naming the config line for a missing version
-        loaded: dict[str, Any] = {}
-
-        def model(field: str):
-            path = resolved[field].path
-            if path not in loaded:
-                loaded[path] = Model.load(path)
-            return loaded[path]
-
-        index = index_model = None
+        resolved, models = load_models(config, db)  # ConfigError naming the config line for a missing version
+        index = None
         if config.models.responses is not None:
-            index_model = model("models.responses")
             index = load_index(resolved["models.responses"].path, config.models.responses.index)
-        ner = model("models.ner") if config.models.ner is not None else None
-        return cls(config, db, model("models.intent"), index, index_model, ner)
+        return cls(config, db, models["models.intent"], index, models.get("models.responses"),
+                   models.get("models.ner"))
 
     def handle(self, conversation_id: str | None, message: str) -> dict:
         """`{conversation_id, turn_id, intent, score, out_of_scope, answer, answer_id, entities, handoff}`."""

@@ -23,7 +23,7 @@ from goldmine.serving.datasets import (
     store,
     upload_limit,
 )
-from goldmine.serving.deps import PredictKey, ServicesDep
+from goldmine.serving.deps import ServicesDep, TrainKey
 from goldmine.serving.errors import PayloadTooLarge, error_responses
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -49,7 +49,7 @@ class DatasetList(BaseModel):
              openapi_extra={"requestBody": {"required": True, "description": "The file's bytes (UTF-8 text).",
                                             "content": {"application/octet-stream": {
                                                 "schema": {"type": "string", "format": "binary"}}}}})
-async def upload_dataset(request: Request, response: Response, key: PredictKey, services: ServicesDep,
+async def upload_dataset(request: Request, response: Response, key: TrainKey, services: ServicesDep,
                          name: Annotated[str, Query(pattern=FILE_NAME.pattern, description="The file's name, e.g. "
                                                     "train.csv: its suffix says the format.")]) -> DatasetOut:
     """Upload one file (CSV/TSV/JSONL/CoNLL/chat JSONL) as the request body. It is validated as `goldmine data
@@ -74,20 +74,20 @@ async def upload_dataset(request: Request, response: Response, key: PredictKey, 
 
 
 @router.get("", response_model=DatasetList, responses=error_responses(401, 403))
-async def get_datasets(key: PredictKey, services: ServicesDep) -> DatasetList:
+async def get_datasets(key: TrainKey, services: ServicesDep) -> DatasetList:
     """This tenant's datasets (without their reports)."""
     infos = await asyncio.to_thread(list_datasets, services.db, key.tenant)
     return DatasetList(datasets=[DatasetOut(**info.to_dict()) for info in infos])
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=error_responses(401, 403, 404))
-async def get_one(dataset_id: str, key: PredictKey, services: ServicesDep) -> DatasetOut:
+async def get_one(dataset_id: str, key: TrainKey, services: ServicesDep) -> DatasetOut:
     """One dataset with its quality report."""
     return DatasetOut(**(await asyncio.to_thread(get_dataset, services.db, key.tenant, dataset_id)).to_dict())
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=error_responses(401, 403, 404, 409))
-async def delete(dataset_id: str, key: PredictKey, services: ServicesDep) -> Response:
+async def delete(dataset_id: str, key: TrainKey, services: ServicesDep) -> Response:
     """Delete the dataset and its file (409 while a queued or running job uses it)."""
     await asyncio.to_thread(delete_dataset, services.db, key.tenant, dataset_id)
     return Response(status_code=204)

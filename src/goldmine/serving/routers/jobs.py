@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from goldmine.serving.db import ModelVersion
-from goldmine.serving.deps import PredictKey, ServicesDep
+from goldmine.serving.deps import ServicesDep, TrainKey
 from goldmine.serving.errors import NotFound, error_responses
 from goldmine.serving.jobs import TERMINAL, JobInfo, JobRequest, cancel_job, create_job, get_job, list_jobs
 
@@ -40,7 +40,7 @@ class JobReport(BaseModel):
 
 
 @router.post("", response_model=JobInfo, status_code=201, responses=error_responses(401, 403, 404, 422, 429))
-async def start_job(body: JobRequest, key: PredictKey, services: ServicesDep) -> JobInfo:
+async def start_job(body: JobRequest, key: TrainKey, services: ServicesDep) -> JobInfo:
     """Queue a fine-tuning job on this tenant's datasets (or, `kind: retrain`, a retrain of a model's live version
     on its data plus its feedback); a worker picks it up."""
     job = await asyncio.to_thread(create_job, services.db, services.settings, key.tenant, body)
@@ -49,14 +49,14 @@ async def start_job(body: JobRequest, key: PredictKey, services: ServicesDep) ->
 
 
 @router.get("", response_model=JobList, responses=error_responses(401, 403))
-async def get_jobs(key: PredictKey, services: ServicesDep) -> JobList:
+async def get_jobs(key: TrainKey, services: ServicesDep) -> JobList:
     """This tenant's jobs, newest first."""
     jobs = await asyncio.to_thread(list_jobs, services.db, key.tenant)
     return JobList(jobs=[job for job in jobs])
 
 
 @router.get("/{job_id}", response_model=JobInfo, responses=error_responses(401, 403, 404))
-async def get_one(job_id: str, key: PredictKey, services: ServicesDep) -> JobInfo:
+async def get_one(job_id: str, key: TrainKey, services: ServicesDep) -> JobInfo:
     """Status, step/total, ETA, the latest dev metrics and the last log lines."""
     return await asyncio.to_thread(get_job, services.db, key.tenant, job_id)
 
@@ -65,7 +65,7 @@ async def get_one(job_id: str, key: PredictKey, services: ServicesDep) -> JobInf
                                             200: {"content": {"text/event-stream": {}},
                                                   "description": "`event: progress` with the job as JSON at each "
                                                   "change, then `event: end` when it has finished."}})
-async def job_events(job_id: str, request: Request, key: PredictKey, services: ServicesDep) -> StreamingResponse:
+async def job_events(job_id: str, request: Request, key: TrainKey, services: ServicesDep) -> StreamingResponse:
     """Server-sent events: the job (as `GET /v1/jobs/{id}` gives it) each time it changes, until it ends."""
     first = await asyncio.to_thread(get_job, services.db, key.tenant, job_id)  # 404 before the stream starts
 
@@ -92,13 +92,13 @@ async def job_events(job_id: str, request: Request, key: PredictKey, services: S
 
 
 @router.post("/{job_id}/cancel", response_model=JobInfo, responses=error_responses(401, 403, 404))
-async def cancel(job_id: str, key: PredictKey, services: ServicesDep) -> JobInfo:
+async def cancel(job_id: str, key: TrainKey, services: ServicesDep) -> JobInfo:
     """Cancel: a queued job at once, a running one at its next step (it is billed for the CPU it used)."""
     return await asyncio.to_thread(cancel_job, services.db, key.tenant, job_id)
 
 
 @router.get("/{job_id}/report", response_model=JobReport, responses=error_responses(401, 403, 404))
-async def report(job_id: str, key: PredictKey, services: ServicesDep) -> JobReport:
+async def report(job_id: str, key: TrainKey, services: ServicesDep) -> JobReport:
     """What a succeeded job produced: its before-vs-after table (metrics.json), and parity.json once exported."""
     return await asyncio.to_thread(_report, services, key.tenant, job_id)
 
