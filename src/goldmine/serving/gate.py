@@ -7,8 +7,8 @@ is what is served), on three sets the candidate never trained on or that pin dow
   registry (`<registry_dir>/eval-sets/<model>/eval.jsonl`) with its sha256 the first time the model is retrained,
   gated or promoted under the gate, and never changed after. A retrain never trains on its texts. The candidate may
   lose at most `feedback.tolerance` of accuracy and of macro F1, and `feedback.class_tolerance` of F1 on any class
-  beyond that class's sampling noise: a frozen set holds a few dozen examples of a class at best (15 per class for
-  banking77's test split), where one answer moves F1 by 0.05, so a fixed tolerance alone refuses every candidate
+  beyond that class's sampling noise: a frozen set holds a few dozen examples of a class at best (about 40 for
+  banking77's test split), where two answers move F1 by 0.05, so a fixed tolerance alone refuses every candidate
   that differs anywhere. A class fails when a paired bootstrap of the frozen set (both versions' answers resampled
   together) is `feedback.class_confidence` sure that its loss exceeds the tolerance; a class with hundreds of
   examples is held to the tolerance itself, a class of 15 fails on a collapse, not on one answer.
