@@ -307,14 +307,14 @@ async def concurrent(url: str, key: str, texts: list[str], new_tokens: int, stre
             "ttft_ms": round(1000 * statistics.median(r["ttft_s"] for r in results), 1)}
 
 
-def export_run(run_dir: Path, threads: int) -> dict:
-    """`goldmine export RUN --quantize int4` (kept even if the int4 graph misses the gate: parity.json says so,
-    and the server's default then skips it); the parity report."""
+def export_run(run_dir: Path, threads: int, quantize: str) -> dict:
+    """`goldmine export RUN --quantize int4,int8` (kept even if a graph misses the gate: parity.json says so, and
+    the server's default then skips it); the parity report."""
     from goldmine.export.decoder import RUN_EXPORT_DIR
     from goldmine.export.exporter import export_model
 
     started = time.perf_counter()
-    export_model(run_dir, quantize="int4", force=True, threads=threads)
+    export_model(run_dir, quantize=quantize, force=True, threads=threads)
     report = json.loads((run_dir / RUN_EXPORT_DIR / "parity.json").read_text())
     report["export_s"] = round(time.perf_counter() - started, 1)
     return report
@@ -325,7 +325,8 @@ def run_decode(args, files, run_dir: Path) -> dict:
     texts = prompts_of(files, args.prompts)
     existing = run_dir / "onnx-decoder" / "parity.json"
     parity = json.loads(existing.read_text()) if args.reuse_export and existing.is_file() else \
-        export_run(run_dir, args.threads)
+        export_run(run_dir, args.threads, ",".join(r.removeprefix("onnx-") for r in args.runtimes.split(",")
+                                                  if r.startswith("onnx-")) or None)
     measured = {}
     for runtime in args.runtimes.split(","):
         process, url, key = serve_run(run_dir, args.threads, runtime)
@@ -560,7 +561,7 @@ def main() -> None:
     parser.add_argument("--sft-batch", type=int, default=4)
     parser.add_argument("--train-size", type=int, default=800)
     parser.add_argument("--run", type=Path, help="Decode with this run directory instead of the SFT run.")
-    parser.add_argument("--runtimes", default="onnx-int4,onnx,torch", help="Server runtimes to measure.")
+    parser.add_argument("--runtimes", default="onnx-int8,onnx-int4,onnx,torch", help="Server runtimes to measure.")
     parser.add_argument("--reuse-export", action="store_true", help="Keep the run's current decoder export.")
     parser.add_argument("--llama-python", default=os.environ.get("LLAMA_CPP_PYTHON"),
                         help="Python of an environment with llama-cpp-python.")

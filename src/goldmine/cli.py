@@ -437,7 +437,7 @@ def export(
     model_dir: Annotated[Path, typer.Argument(help="Run directory written by `goldmine train`.")],
     format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
     quantize: Annotated[str | None, typer.Option(
-        help="Also write a quantised graph: int8 (encoders), int4 or int8 (a causal LM).")] = None,
+        help="Also write a quantised graph: int8 (encoders); int4, int8 or int4,int8 (a causal LM).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Keep the export even if the parity gate fails.")] = False,
     max_loss: Annotated[float, typer.Option(
         help="Points of the task metric an exported runtime may lose against torch on the parity sample.")] = 0.5,

@@ -36,7 +36,7 @@ def test_export_gates_the_replies_and_installs_the_graphs(run_dir):
 def test_a_bad_quantisation_for_a_decoder_is_refused(run_dir):
     from goldmine.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="int4, int8 or none"):
+    with pytest.raises(ConfigError, match="int4, int8, int4,int8 or none"):
         export_model(run_dir, quantize="int2")
     assert not (run_dir / RUN_EXPORT_DIR).exists()
 
@@ -53,6 +53,20 @@ def test_an_int8_export_holds_every_projection_in_8_bit_blocks(run_dir):
     assert report["runtimes"]["onnx-int8"]["exact_match"] == report["runtimes"]["torch"]["exact_match"]
     assert served_graph(run_dir, "onnx-int8") == run_dir / RUN_EXPORT_DIR / "decoder.int8.onnx"
     assert served_graph(run_dir, "auto") is not None
+
+
+def test_int4_and_int8_export_together_and_auto_serves_the_fastest_that_passed(run_dir):
+    export_model(run_dir, quantize="int4,int8", force=True)
+    report = json.loads((run_dir / RUN_EXPORT_DIR / "parity.json").read_text())
+    assert set(report["runtimes"]) == {"torch", "onnx", "onnx-int4", "onnx-int8"}
+    candidates = {name: figures["tokens_per_s"] for name, figures in report["runtimes"].items()
+                  if name != "torch" and figures["passed"]}
+    assert "onnx" in candidates  # float32 ONNX always decodes what torch decodes
+    best = max(candidates, key=candidates.get)
+    assert served_graph(run_dir, "auto") == run_dir / RUN_EXPORT_DIR / {"onnx": "decoder.fp32.onnx", "onnx-int4": "decoder.int4.onnx",
+                                                     "onnx-int8": "decoder.int8.onnx"}[best]
+    for graph in ("decoder.fp32.onnx", "decoder.int4.onnx", "decoder.int8.onnx"):
+        assert (run_dir / RUN_EXPORT_DIR / graph).is_file()
 
 
 def test_a_server_decodes_on_the_export(run_dir, tmp_path, monkeypatch):

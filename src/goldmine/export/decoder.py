@@ -248,6 +248,15 @@ QUANTIZE = {"int4": "onnx-int4", "int8": "onnx-int8"}  # --quantize -> the runti
 PARITY_NEW_TOKENS = 64
 
 
+def quantized_graphs(quantize: str | None) -> list[str]:
+    """`--quantize` of a causal LM: none, int4, int8, or both as "int4,int8" (each graph then goes through the gate
+    and a server's `auto` runtime serves the fastest that passed)."""
+    wanted = [q.strip() for q in quantize.split(",")] if quantize else []
+    if any(q not in QUANTIZE for q in wanted) or len(set(wanted)) != len(wanted):
+        raise ConfigError(f"a causal LM exports with --quantize int4, int8, int4,int8 or none, not {quantize!r}")
+    return wanted
+
+
 def export_causal_lm(model_dir: Path, quantize: str | None, *, force: bool, max_loss: float,
                      data: str | Path | None, sample_size: int | None, threads: int | None):
     """Export a `task: causal_lm` run (full weights or a LoRA adapter, merged for the export) to
@@ -266,8 +275,7 @@ def export_causal_lm(model_dir: Path, quantize: str | None, *, force: bool, max_
     from goldmine.modeling.chat_encoding import messages_of
     from goldmine.tasks.causal_lm import reply_metrics
 
-    if quantize not in (None, *QUANTIZE):
-        raise ConfigError(f"a causal LM exports with --quantize int4, int8 or none, not {quantize!r}")
+    wanted = quantized_graphs(quantize)
     reference = Model.load(model_dir, runtime="torch")
     task, tokenizer = reference.task, reference.task.tokenizer
     sample = parity_sample(model_dir, reference, data, sample_size if sample_size is not None else 32)
@@ -297,9 +305,9 @@ def export_causal_lm(model_dir: Path, quantize: str | None, *, force: bool, max_
             reference.network.save_pretrained(source)
             tokenizer.save_pretrained(source)
             files = {"onnx": export_decoder(source, staging, weights="fp32")}
-            if quantize == "int8":  # 8-bit steps are 16 times finer than 4-bit ones: the merged update survives
+            if "int8" in wanted:  # 8-bit steps are 16 times finer than 4-bit ones: the merged update survives
                 files["onnx-int8"] = export_decoder(source, staging, weights="int8")
-        if quantize == "int4":
+        if "int4" in wanted:
             # 4 bits cannot hold a LoRA update merged into the base weights (it is smaller than one 4-bit step of
             # them, and rounding brings the base model back), so a LoRA run's int4 graph keeps its adapter unmerged:
             # the base weights in 4 bits (exact for the bundled GGUF's), x A B beside them in float32

@@ -72,8 +72,8 @@ def export_model(model_dir: str | Path, format: str = "onnx", quantize: str | No
 
     Args:
         format: only "onnx".
-        quantize: "int8" also writes a dynamically quantised graph; a causal LM takes "int4" or "int8" (block-wise
-            weights, `goldmine.export.decoder`).
+        quantize: "int8" also writes a dynamically quantised graph; a causal LM takes "int4", "int8" or
+            "int4,int8" (block-wise weights, `goldmine.export.decoder`).
         force: keep an export the parity gate rejects (parity.json records that it was forced).
         max_loss: most points of the task metric (accuracy, micro-F1, entity F1 x 100) an exported runtime may
             lose against torch on the sample; negative rejects every export.
