@@ -63,8 +63,8 @@ def test_int4_and_int8_export_together_and_auto_serves_the_fastest_that_passed(r
                   if name != "torch" and figures["passed"]}
     assert "onnx" in candidates  # float32 ONNX always decodes what torch decodes
     best = max(candidates, key=candidates.get)
-    assert served_graph(run_dir, "auto") == run_dir / RUN_EXPORT_DIR / {"onnx": "decoder.fp32.onnx", "onnx-int4": "decoder.int4.onnx",
-                                                     "onnx-int8": "decoder.int8.onnx"}[best]
+    graphs = {"onnx": "decoder.fp32.onnx", "onnx-int4": "decoder.int4.onnx", "onnx-int8": "decoder.int8.onnx"}
+    assert served_graph(run_dir, "auto") == run_dir / RUN_EXPORT_DIR / graphs[best]
     for graph in ("decoder.fp32.onnx", "decoder.int4.onnx", "decoder.int8.onnx"):
         assert (run_dir / RUN_EXPORT_DIR / graph).is_file()
 
