@@ -4,7 +4,7 @@ llama.cpp on the Q4_1 GGUF the weights come from.
 
     python bench/onnx_decoder.py --sections export,agree,speed,llama --threads 1,2
 
-    export  export fp32 and the 4-bit variants into `--out` (times and file sizes)
+    export  export fp32 and the 4-bit and 8-bit variants into `--out` (times and file sizes)
     agree   greedy replies (64 new tokens) of 10 chat prompts through each ONNX graph vs the torch fp32 engine: share
             of identical tokens position by position, replies identical; and each graph's rows decoded 4 at a time
             (left-padded, joining and leaving) vs each alone
@@ -53,11 +53,12 @@ VARIANTS = {
     "int4": {"weights": "int4", "accuracy_level": 4, "output_bits": 8},  # the default export
     "int4-acc0": {"weights": "int4", "accuracy_level": 0, "output_bits": 8},  # float32 compute of the 4-bit blocks
     "int4-out4": {"weights": "int4", "accuracy_level": 4, "output_bits": 4},
+    "int8": {"weights": "int8", "accuracy_level": 4, "output_bits": 8},  # Q8_0 blocks: a merged LoRA update survives
 }
 
 
 def variant_path(out: Path, name: str) -> Path:
-    return out / name / ("decoder.fp32.onnx" if name == "fp32" else "decoder.int4.onnx")
+    return out / name / f"decoder.{VARIANTS[name]['weights']}.onnx"
 
 
 def load(model_dir: str):
@@ -92,7 +93,7 @@ def run_export(args, model_dir: str) -> dict:
         target = variant_path(args.out, name)
         started = time.perf_counter()
         details = quantize_nbits(fp32, target, manifest["vocab_size"], accuracy_level=settings["accuracy_level"],
-                                 output_bits=settings["output_bits"])
+                                 output_bits=settings["output_bits"], bits=8 if settings["weights"] == "int8" else 4)
         shutil.copy(fp32.parent / "decoder.json", target.parent / "decoder.json")
         measured[name] = {"seconds": round(time.perf_counter() - started, 1), "mb": size_mb(target), **details}
     return {"export": measured}
