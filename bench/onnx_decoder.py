@@ -11,6 +11,8 @@ llama.cpp on the Q4_1 GGUF the weights come from.
     speed   single stream decode tokens/s (after the first token) and 8 concurrent rows' aggregate tokens/s (tokens
             written while all 8 were decoding, over that time), per runtime and thread count
     llama   llama-cpp-python (`--llama-python`), single stream, same prompts and threads
+    profile onnxruntime's profiler over 32 one-row steps per variant: wall per step, time inside the session, and
+            node time by operator type
 
 The machine is shared: every speed figure is the median of `--repeats` runs; compare ratios within one run.
 Results: bench/results/onnx_decoder.json / .md.
@@ -243,6 +245,68 @@ def run_speed(args, model_dir: str) -> dict:
     return {"speed": measured}
 
 
+def run_profile(args, model_dir: str) -> dict:
+    """Where one decoding step's time goes, per variant, one row, `--threads`' largest count: onnxruntime's own
+    profiler over `PROFILE_STEPS` steps after a prompt's prefill. Per step: the wall time seen from Python (the
+    engine's `OnnxDecoder.step`, numpy in and out), the time inside `session.run`, and the nodes' time by operator
+    type (share of all node time)."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from goldmine.inference.onnx_decoder import OnnxDecoder
+
+    _, tokenizer = load(model_dir)
+    prompt = prompt_ids(tokenizer)[0]
+    measured = {"steps": PROFILE_STEPS, "threads": args.max_threads, "rows": 1}
+    for name in args.variants:
+        runtime = OnnxDecoder(variant_path(args.out, name), threads=args.max_threads)
+        with tempfile.TemporaryDirectory() as folder:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.inter_op_num_threads = 1
+            options.intra_op_num_threads = args.max_threads
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(folder) / name)
+            runtime.session = ort.InferenceSession(str(variant_path(args.out, name)), options,
+                                                   providers=["CPUExecutionProvider"])
+            logits, cache = runtime.prefill(prompt)
+            token = int(logits[0].argmax())
+            length = len(prompt)
+            walls = []
+            for _ in range(PROFILE_STEPS):
+                started = time.perf_counter()
+                logits, cache = runtime.step(torch.tensor([[token]]), torch.ones(1, length + 1, dtype=torch.long),
+                                             torch.tensor([[length]]), cache)
+                walls.append(time.perf_counter() - started)
+                token, length = int(logits[0].argmax()), length + 1
+            trace = json.loads(Path(runtime.session.end_profiling()).read_text())
+        runs = [e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"]
+        prefill_end = runs[0]["ts"] + runs[0]["dur"]  # the first run is the prompt's prefill: left out
+        runs = [e["dur"] for e in runs[1:]]
+        by_op: dict[str, float] = {}
+        for event in trace:
+            if (event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
+                    and event["ts"] >= prefill_end):
+                op = event.get("args", {}).get("op_name", "?")
+                by_op[op] = by_op.get(op, 0.0) + event["dur"]
+        total = sum(by_op.values()) or 1.0
+        measured[name] = {
+            "step_ms": round(1000 * float(np.median(walls)), 2),
+            "session_run_ms": round(float(np.median(runs)) / 1000, 2) if runs else None,
+            "nodes_ms_per_step": round(total / 1000 / PROFILE_STEPS, 2),
+            "ops_share": {op: round(t / total, 4) for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])[:10]}}
+        print(name, measured[name], flush=True)
+        del runtime
+    return {"profile": measured}
+
+
+PROFILE_STEPS = 32
+
+
 LLAMA_SCRIPT = r"""
 import json, sys, time, statistics
 from llama_cpp import Llama
@@ -329,7 +393,8 @@ def main() -> None:
     sections = args.sections.split(",")
     for section, run in (("export", lambda: run_export(args, model_dir)),
                          ("agree", lambda: run_agree(args, model_dir)),
-                         ("speed", lambda: run_speed(args, model_dir)), ("llama", lambda: run_llama(args))):
+                         ("speed", lambda: run_speed(args, model_dir)), ("llama", lambda: run_llama(args)),
+                         ("profile", lambda: run_profile(args, model_dir))):
         if section in sections:
             update = run()
             for key, value in update.items():  # a section replaces only what it measured
