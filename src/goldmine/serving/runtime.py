@@ -120,7 +120,7 @@ class ModelPool:
 
     def _engine(self, model: Model, path: Path, label: str) -> DecodeEngine:
         """A decoder's engine on the runtime the settings ask for: auto = the fastest decoder export whose parity
-        gate passed (`goldmine export --quantize int4`), else torch."""
+        gate passed (`goldmine export --quantize int4,int8`), else torch."""
         from goldmine.export.decoder import served_graph
 
         g = self.settings.generation
