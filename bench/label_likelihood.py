@@ -81,6 +81,10 @@ NOTES = [  # what was tried before the dev runs, on train slices (150-200 texts:
     "decoder is too small to use examples.",
     "banking77 dev is measured on a seeded sample of 200 of its 1,003 texts (77 replies per text: about 1 s per "
     "text at 1 thread); the encoder zero-shot cell is measured on the same 200 texts.",
+    "banking77 (2026-12-02, commit 0c1f960) was measured with the generic instruction (no train-slice choice run "
+    "for it: 77 replies per text make one cost about 25 minutes) beside two other jobs on the 2 cores: its wall "
+    "times are contended. With 77 labels the 135M decoder is far behind the encoder's zero-shot (0.135 against "
+    "0.560); one example per intent as earlier turns (a 77-turn prompt) lifts it to 0.26.",
     "Wall times were measured on a 2-core machine shared with another engineer's jobs (a second process was busy "
     "throughout), at 1 torch thread.",
 ]
