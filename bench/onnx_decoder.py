@@ -253,7 +253,6 @@ def run_profile(args, model_dir: str) -> dict:
     import tempfile
 
     import numpy as np
-    import onnxruntime as ort
     import torch
 
     from goldmine.inference.onnx_decoder import OnnxDecoder
@@ -262,17 +261,9 @@ def run_profile(args, model_dir: str) -> dict:
     prompt = prompt_ids(tokenizer)[0]
     measured = {"steps": PROFILE_STEPS, "threads": args.max_threads, "rows": 1}
     for name in args.variants:
-        runtime = OnnxDecoder(variant_path(args.out, name), threads=args.max_threads)
         with tempfile.TemporaryDirectory() as folder:
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.inter_op_num_threads = 1
-            options.intra_op_num_threads = args.max_threads
-            options.enable_profiling = True
-            options.profile_file_prefix = str(Path(folder) / name)
-            runtime.session = ort.InferenceSession(str(variant_path(args.out, name)), options,
-                                                   providers=["CPUExecutionProvider"])
+            runtime = OnnxDecoder(variant_path(args.out, name), threads=args.max_threads,
+                                  profile_prefix=str(Path(folder) / name))
             logits, cache = runtime.prefill(prompt)
             token = int(logits[0].argmax())
             length = len(prompt)

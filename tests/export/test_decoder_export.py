@@ -10,7 +10,7 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from goldmine.export.decoder import RUN_EXPORT_DIR, served_graph
+from goldmine.export.decoder import RUN_EXPORT_DIR, RUN_FILES, served_graph
 from goldmine.export.exporter import export_model
 
 
@@ -63,8 +63,7 @@ def test_int4_and_int8_export_together_and_auto_serves_the_fastest_that_passed(r
                   if name != "torch" and figures["passed"]}
     assert "onnx" in candidates  # float32 ONNX always decodes what torch decodes
     best = max(candidates, key=candidates.get)
-    graphs = {"onnx": "decoder.fp32.onnx", "onnx-int4": "decoder.int4.onnx", "onnx-int8": "decoder.int8.onnx"}
-    assert served_graph(run_dir, "auto") == run_dir / RUN_EXPORT_DIR / graphs[best]
+    assert served_graph(run_dir, "auto") == run_dir / RUN_EXPORT_DIR / RUN_FILES[best]
     for graph in ("decoder.fp32.onnx", "decoder.int4.onnx", "decoder.int8.onnx"):
         assert (run_dir / RUN_EXPORT_DIR / graph).is_file()
 

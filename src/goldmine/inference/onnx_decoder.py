@@ -34,11 +34,13 @@ class OnnxDecoder:
     Args:
         path: the `.onnx` file `export_decoder` returned (its `decoder.json` beside it).
         threads: onnxruntime intra-op threads (None: onnxruntime's default, one per core).
+        profile_prefix: turn onnxruntime's profiler on, its trace written under this prefix when
+            `session.end_profiling()` is called (bench/onnx_decoder.py's `profile` section).
     """
 
     name = "onnx"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, profile_prefix: str | None = None):
         import onnxruntime as ort
 
         path = Path(path)
@@ -53,6 +55,9 @@ class OnnxDecoder:
         options.inter_op_num_threads = 1
         if threads:
             options.intra_op_num_threads = threads
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.threads = threads
         self.past = [f"past.{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
