@@ -40,7 +40,7 @@ def test_every_page_needs_a_session_and_renders_after_sign_in(browser, keys):
         assert "default-src 'self'" in response.headers["content-security-policy"]
         assert response.headers["cache-control"] == "no-store"
     cookie = next(c for c in client.cookies.jar if c.name == "gm_console")
-    assert keys["acme"].split("_")[2] not in cookie.value  # the cookie names the key id, never the secret
+    assert keys["acme"].split("_", 2)[2] not in cookie.value  # the cookie names the key id, never the secret
     assert cookie.path == "/console" and cookie.has_nonstandard_attr("HttpOnly")
 
 
