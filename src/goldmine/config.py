@@ -100,6 +100,14 @@ class FewShotConfig(_Section):
     labels: Path | None = Field(None, description="Optional label file (the zero-shot format: names, "
                                 "descriptions, templates): its prototypes join the head with a weight fitted on "
                                 "out-of-fold scores (single-label).")
+    end_to_end_passes: float = Field(6.0, ge=0, description="After the head: how often each example is seen by a "
+                                     "last phase that trains encoder and head together on the task's loss "
+                                     "(SetFit's end-to-end option); 0 leaves the encoder as the contrastive "
+                                     "phase made it.")
+    end_to_end_learning_rate: float = Field(2e-5, gt=0, lt=1, description="Peak AdamW learning rate of the "
+                                            "encoder in the end-to-end phase.")
+    end_to_end_head_learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak AdamW learning rate of the "
+                                                 "head in the end-to-end phase.")
 
 
 class LabelLikelihoodConfig(_Section):

@@ -30,6 +30,7 @@ from goldmine.tuning.fewshot import (
     fit_head,
     fit_temperature_and_prior,
     label_sets,
+    length_grouped_batches,
     out_of_fold_logits,
     pair_loss,
     pair_targets,
@@ -133,10 +134,11 @@ def test_a_few_shot_run_is_an_ordinary_run(tmp_path, tiny_model_dir, demo_files)
 
 
 def test_the_encoder_moves_and_the_head_is_the_fitted_one(tmp_path, tiny_model_dir, demo_files):
-    """The saved network: tuned encoder weights (not the pretrained ones), and logits equal to the fitted logistic
-    regression on its own normalised embeddings divided by the temperature."""
+    """The saved network without the end-to-end phase: tuned encoder weights (not the pretrained ones), and logits
+    equal to the fitted logistic regression on its own normalised embeddings divided by the temperature."""
     train = few(demo_files.intents, tmp_path, 6)
-    config = config_for(tmp_path, tiny_model_dir, train, demo_files.intents)
+    config = config_for(tmp_path, tiny_model_dir, train, demo_files.intents,
+                        **{"tuning.fewshot.end_to_end_passes": 0})
     goldmine.train(config)
     network = Model.load(config.output_dir, runtime="torch").network
     pretrained = dict(AutoModel.from_pretrained(tiny_model_dir).named_parameters())
@@ -150,6 +152,36 @@ def test_the_encoder_moves_and_the_head_is_the_fitted_one(tmp_path, tiny_model_d
     temperature = json.loads((config.output_dir / "goldmine.json").read_text())["extra"]["fewshot"]["temperature"]
     np.testing.assert_allclose(network.classifier.weight.detach().numpy(), weight / temperature, rtol=1e-3,
                                atol=1e-4)
+
+
+def test_the_end_to_end_phase_trains_encoder_and_head_on_the_task_loss(tmp_path, tiny_model_dir, demo_files):
+    """After the head: `end_to_end_passes` passes over the examples in batches of `batch_size`; the loss over the
+    examples falls, and the saved head is no longer the fitted logistic regression."""
+    train = few(demo_files.intents, tmp_path, 6)
+    config = config_for(tmp_path, tiny_model_dir, train, demo_files.intents,
+                        **{"tuning.fewshot.end_to_end_passes": 4,
+                           "tuning.fewshot.end_to_end_head_learning_rate": 0.01})
+    goldmine.train(config)
+    record = json.loads((config.output_dir / "goldmine.json").read_text())["extra"]["fewshot"]
+    examples = len(read_file(train))
+    assert record["end_to_end_steps"] == -(-4 * examples // 16)
+    assert record["end_to_end_loss_after"] < record["end_to_end_loss_before"]  # over all the examples
+    network = Model.load(config.output_dir, runtime="torch").network
+    data = read_file(train)
+    task = TASKS.get("classification")(network.config.id2label.values(), load_tokenizer(str(config.output_dir)))
+    weight, _ = fit_head(task, embed(network, task.tokenizer, [ex.text for ex in data.examples], 128),
+                         label_sets(task, data))
+    assert not np.allclose(network.classifier.weight.detach().numpy(), weight / record["temperature"], atol=1e-3)
+
+
+def test_length_grouped_batches_cover_every_example_once_a_pass():
+    lengths = np.array([5, 40, 7, 33, 12, 9, 50, 21, 3, 18])
+    batches = list(length_grouped_batches(lengths, batch_size=3, steps=8, rng=np.random.default_rng(0)))
+    assert len(batches) == 8 and all(1 <= len(b) <= 3 for b in batches)
+    first_pass = np.concatenate(batches[:4])  # 10 examples in batches of 3: 4 batches a pass
+    assert sorted(first_pass.tolist()) == list(range(10))
+    for batch in batches:  # sorted inside each group: a batch holds neighbours in length
+        assert list(lengths[batch]) == sorted(lengths[batch], reverse=True)
 
 
 def test_multi_label_few_shot(tmp_path, tiny_model_dir):
@@ -210,7 +242,8 @@ def test_a_label_file_joins_the_head_as_a_fitted_prior(tmp_path, tiny_model_dir,
     names = sorted({ex.labels[0] for ex in read_file(train).examples})
     labels = tmp_path / "labels.yaml"
     labels.write_text("labels:\n" + "".join(f"  {n}: \"a message about {n.replace('_', ' ')}\"\n" for n in names))
-    config = config_for(tmp_path, tiny_model_dir, train, demo_files.intents, **{"tuning.fewshot.labels": str(labels)})
+    config = config_for(tmp_path, tiny_model_dir, train, demo_files.intents,
+                        **{"tuning.fewshot.labels": str(labels), "tuning.fewshot.end_to_end_passes": 0})
     goldmine.train(config)
     record = json.loads((config.output_dir / "goldmine.json").read_text())["extra"]["fewshot"]
     assert 0.0 <= record["label_prior_weight"] <= 2.0 and record["label_file"] == str(labels)

@@ -16,6 +16,12 @@ unit-length embeddings. The encoder has then seen those very examples, so the he
 than on new text (setfit #479: uncalibrated probabilities); `calibrate` fits one temperature on out-of-fold
 scores (the head refitted without each fold) and divides the head by it.
 
+Last, encoder and head train together on the task's own loss for a few passes over the examples (SetFit's
+end-to-end option, `end_to_end_passes`): the contrastive phase only asks same-label texts to be alike, this one
+asks each text's embedding to sit where the head scores its label. On banking77 at 10 per intent (seeds 0 and
+1) it lifted dev accuracy from 0.8225 / 0.8355 to 0.8395 / 0.8425, past full fine-tuning on the same samples
+(0.8315 / 0.8335); bench/results/fewshot.md holds the 5-seed figures.
+
 The result is an ordinary goldmine run: a `PooledEncoderForSequenceClassification` with normalised mean pooling
 and the fitted head, which `eval`, `export` (ONNX + parity gate), `predict` and `serve` take unchanged.
 """
@@ -134,6 +140,76 @@ def tune_encoder(model: nn.Module, tokenizer, texts: list[str], sets: list[froze
             "loss_last": round(float(np.mean(losses[-5:])), 5)}
 
 
+def end_to_end_steps(examples: int, batch_size: int, passes: float) -> int:
+    return math.ceil(passes * examples / batch_size) if passes else 0
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator
+                           ) -> Iterator[np.ndarray]:
+    """`steps` batches of example indices, pass after pass over a shuffled order; inside each run of 8 batches the
+    examples are sorted by length, so a batch pads little (as the Trainer's group_by_length does), and the
+    batches are then shuffled."""
+    made = 0
+    while True:
+        order = rng.permutation(len(lengths))
+        batches = []
+        for start in range(0, len(order), 8 * batch_size):
+            chunk = order[start: start + 8 * batch_size]
+            chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+            batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
+        for b in rng.permutation(len(batches)):
+            if made == steps:
+                return
+            yield batches[b]
+            made += 1
+
+
+def train_end_to_end(model: nn.Module, task, train: LabeledData, fs, seed: int) -> dict:
+    """Encoder and head trained together on the task's loss (cross-entropy, or binary for multi-label), the head
+    at its own, higher learning rate since it starts from the fitted one; returns what was done, with the loss
+    over all the examples before and after."""
+    from transformers import get_linear_schedule_with_warmup
+
+    features = task.encode(train).features
+    steps = end_to_end_steps(len(features), fs.batch_size, fs.end_to_end_passes)
+    if not steps:
+        return {"end_to_end_steps": 0}
+    collate, loss_function = task.collator(), task.loss_function(None, 0.0)
+    lengths = np.array([len(f["input_ids"]) for f in features])
+
+    def loss_on(batch_indices) -> torch.Tensor:
+        batch = collate([features[i] for i in batch_indices])
+        labels = batch.pop("labels")
+        return loss_function(model(**batch), labels)
+
+    def mean_loss() -> float:
+        order = np.argsort(lengths, kind="stable")
+        with torch.no_grad():
+            return float(sum(loss_on(order[i: i + 64]).item() * len(order[i: i + 64])
+                             for i in range(0, len(order), 64)) / len(order))
+
+    body = [p for name, p in model.named_parameters() if name.startswith(model.base_model_prefix + ".")]
+    head = list(model.classifier.parameters())
+    groups = [{"params": [p for p in body if p.ndim > 1], "lr": fs.end_to_end_learning_rate, "weight_decay": 0.01},
+              {"params": [p for p in body if p.ndim <= 1], "lr": fs.end_to_end_learning_rate, "weight_decay": 0.0},
+              {"params": head, "lr": fs.end_to_end_head_learning_rate, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, fused=True)
+    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * steps), steps)
+    started = time.perf_counter()
+    model.eval()
+    before = mean_loss()
+    model.train()
+    for idx in length_grouped_batches(lengths, fs.batch_size, steps, np.random.default_rng(seed)):
+        loss_on(idx).backward()
+        torch.nn.utils.clip_grad_norm_(body + head, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    return {"end_to_end_steps": steps, "end_to_end_seconds": round(time.perf_counter() - started, 2),
+            "end_to_end_loss_before": round(before, 5), "end_to_end_loss_after": round(mean_loss(), 5)}
+
+
 def fit_head(task, vectors: np.ndarray, sets: list[frozenset[int]], c: float = 10.0):
     """The task's probe classifier with inverse L2 strength `c`, fitted on `vectors`: single-label indices, or a
     label indicator matrix."""
@@ -193,7 +269,8 @@ def fit_temperature_and_prior(head_logits: np.ndarray, prior_logits: np.ndarray 
 
 @STRATEGIES.register("fewshot")
 class FewShot(TuningMethod):
-    """Tunes the encoder contrastively on class-balanced batches, then fits a logistic-regression head."""
+    """Tunes the encoder contrastively on class-balanced batches, fits a logistic-regression head, then trains
+    both together for a few passes."""
 
     name = "fewshot"
     builds_model = True
@@ -238,6 +315,7 @@ class FewShot(TuningMethod):
         with torch.no_grad():
             model.classifier.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
             model.classifier.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        tuned |= train_end_to_end(model, task, train, fs, config.training.seed)
         self.summary = {**tuned, "examples": len(texts), "batch_size": fs.batch_size,
                         "examples_per_label": fs.examples_per_label, "learning_rate": fs.learning_rate,
                         "head_c": fs.head_c,
