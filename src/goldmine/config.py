@@ -104,8 +104,10 @@ class FewShotConfig(_Section):
                                      "last phase that trains encoder and head together on the task's loss "
                                      "(SetFit's end-to-end option); 0 leaves the encoder as the contrastive "
                                      "phase made it.")
-    end_to_end_learning_rate: float = Field(2e-5, gt=0, lt=1, description="Peak AdamW learning rate of the "
-                                            "encoder in the end-to-end phase.")
+    end_to_end_learning_rate: float = Field(5e-5, gt=0, lt=1, description="Peak AdamW learning rate of the "
+                                            "encoder in the end-to-end phase. Chosen on 1,000 held-out banking77 "
+                                            "*train* texts (10 per intent, seed 0): none 0.847, 2e-5 0.858, 5e-5 "
+                                            "0.865, 1e-4 0.863.")
     end_to_end_head_learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak AdamW learning rate of the "
                                                  "head in the end-to-end phase.")
 
