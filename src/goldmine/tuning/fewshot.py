@@ -18,9 +18,10 @@ scores (the head refitted without each fold) and divides the head by it.
 
 Last, encoder and head train together on the task's own loss for a few passes over the examples (SetFit's
 end-to-end option, `end_to_end_passes`): the contrastive phase only asks same-label texts to be alike, this one
-asks each text's embedding to sit where the head scores its label. On banking77 at 10 per intent (seeds 0 and
-1) it lifted dev accuracy from 0.8225 / 0.8355 to 0.8395 / 0.8425, past full fine-tuning on the same samples
-(0.8315 / 0.8335); bench/results/fewshot.md holds the 5-seed figures.
+asks each text's embedding to sit where the head scores its label. On 1,000 held-out banking77 *train* texts (10
+per intent, seed 0) it lifted accuracy from 0.847 to 0.865; bench/results/fewshot.md holds the dev figures. Where
+the head already scores every example with certainty (sst2 at 8 per label: the loss over the examples is 0.0)
+the phase has nothing to learn from and changes nothing.
 
 The result is an ordinary goldmine run: a `PooledEncoderForSequenceClassification` with normalised mean pooling
 and the fitted head, which `eval`, `export` (ONNX + parity gate), `predict` and `serve` take unchanged.
