@@ -21,8 +21,9 @@ Methods, all on the bundled all-MiniLM-L6-v2:
                instead, recorded as `setfit_arguments`.
     setfit_same_budget  `setfit` with as many text encodings as goldmine's contrastive and end-to-end phases made
                (goldmine encodes each text of a batch once and scores every pair inside it; setfit encodes both
-               texts of every pair), i.e. num_iterations = goldmine steps x batch / (4 x examples). The cells in
-               bench/results were measured before the end-to-end phase existed: with the contrastive steps only.
+               texts of every pair), i.e. num_iterations = goldmine steps x batch / (4 x examples). The sst2 cells
+               in bench/results count both phases; the banking77 cells were measured before the end-to-end phase
+               existed, with the contrastive steps only.
     full       goldmine full fine-tuning on the same sample (defaults: LP-FT head, EMA), max(50, 10 epochs) steps
                at batch 16, no dev set (a user with k examples has none).
     zeroshot   `tuning.strategy: zeroshot` from label names only (sst2: "negative"/"positive"; banking77: the intent
